@@ -1,0 +1,77 @@
+// Helpers shared by the test files: random tensors and central finite differences.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/rng.h"
+
+namespace lra::test {
+
+inline std::vector<double> randn(size_t n, uint64_t seed, double scale = 1.0) {
+  Rng rng(seed, 77);
+  std::vector<double> v(n);
+  for (auto& x : v) x = rng.normal() * scale;
+  return v;
+}
+
+template <class T>
+std::vector<T> cast(const std::vector<double>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+// Relative error of an analytic gradient against central differences of f at x (x is perturbed in place
+// and restored): max |analytic - numeric| / max(|numeric|_inf, 1e-8), over `samples` random
+// coordinates (all of them when n <= samples). h = 1e-6 max(1, |x_i|): error O(h^2) + O(eps |f| / h).
+inline double fd_rel_error(double* x, const double* grad, size_t n, const std::function<double()>& f,
+                           size_t samples = 40, uint64_t seed = 1) {
+  std::vector<size_t> idx(n);
+  for (size_t i = 0; i < n; ++i) idx[i] = i;
+  if (n > samples) {
+    Rng rng(seed, 99);
+    for (size_t i = 0; i < samples; ++i) std::swap(idx[i], idx[i + rng.below(n - i)]);
+    idx.resize(samples);
+  }
+  double max_num = 0.0, max_diff = 0.0;
+  for (size_t i : idx) {
+    const double x0 = x[i];
+    const double h = 1e-6 * std::max(1.0, std::fabs(x0));
+    x[i] = x0 + h;
+    const double fp = f();
+    x[i] = x0 - h;
+    const double fm = f();
+    x[i] = x0;
+    const double num = (fp - fm) / (2 * h);
+    max_num = std::max(max_num, std::fabs(num));
+    max_diff = std::max(max_diff, std::fabs(num - grad[i]));
+  }
+  return max_diff / std::max(max_num, 1e-8);
+}
+
+inline double fd_rel_error(std::vector<double>& x, const std::vector<double>& grad, const std::function<double()>& f,
+                           size_t samples = 40, uint64_t seed = 1) {
+  return fd_rel_error(x.data(), grad.data(), x.size(), f, samples, seed);
+}
+
+inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+inline double max_abs(const std::vector<double>& a) {
+  double m = 0;
+  for (double v : a) m = std::max(m, std::fabs(v));
+  return m;
+}
+
+}  // namespace lra::test
