@@ -1,0 +1,122 @@
+// The attention interface and registry.
+//
+// An attention variant maps packed per-head Q, K, V to an output of the same packing, with a
+// hand-written backward. Adding a variant = one file that defines its AttnInfo + one line in
+// registry.cpp + its tests. Variants never see the model: they get row pointers, strides and the
+// sequence layout, and declare up front how much memory they keep between forward and backward
+// (`saved_bytes`) and how much scratch they need (`scratch_bytes`), so the model plans it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace lra {
+
+// Packed sequences: example b owns rows offsets[b] .. offsets[b+1]-1; position p of example b is row
+// offsets[b] + p. key_mask (per row, 1 = attend, nullptr = all) hides keys. L_pad is the padded
+// length the batch stands for (the task's max_length plus CLS); cosFormer uses it as M.
+struct SeqBatch {
+  int B = 0;
+  const int32_t* offsets = nullptr;
+  const uint8_t* key_mask = nullptr;
+  int L_pad = 0;
+  int64_t rows() const { return offsets[B]; }
+  int length(int b) const { return offsets[b + 1] - offsets[b]; }
+  int max_length() const {
+    int m = 0;
+    for (int b = 0; b < B; ++b) m = length(b) > m ? length(b) : m;
+    return m;
+  }
+};
+
+// Q, K, V: row r of head h starts at q + r*ld_in + h*dk (v: h*dv); out likewise with ld_out.
+template <class T>
+struct AttnIO {
+  const T* q = nullptr;
+  const T* k = nullptr;
+  const T* v = nullptr;
+  int64_t ld_in = 0;
+  T* out = nullptr;
+  int64_t ld_out = 0;
+};
+
+// Gradients: dout is read, dq/dk/dv (same layout as q/k/v, stride ld_in) are overwritten.
+template <class T>
+struct AttnGrads {
+  const T* dout = nullptr;
+  T* dq = nullptr;
+  T* dk = nullptr;
+  T* dv = nullptr;
+};
+
+// Randomness of one call: attention dropout draws from philox(seed, stream, element).
+struct AttnStep {
+  bool training = false;
+  uint64_t seed = 0;
+  uint64_t stream = 0;
+};
+
+struct AttnConfig {
+  int heads = 1;
+  int dk = 1;  // per-head query/key size
+  int dv = 1;  // per-head value size
+  int max_len = 1;   // longest example (rows) the variant will see, CLS included
+  int threads = 1;   // most threads a call may use (scratch is planned per thread)
+  float attention_dropout = 0.0f;
+  nlohmann::json hp = nlohmann::json::object();  // the variant's resolved hyperparameters
+};
+
+template <class T>
+class Attention {
+ public:
+  virtual ~Attention() = default;
+  // Bytes kept from forward to backward, and scratch needed by either pass, for a batch of at most
+  // `B` examples and `rows` packed rows.
+  virtual size_t saved_bytes(int B, int64_t rows) const = 0;
+  virtual size_t scratch_bytes(int B, int64_t rows) const = 0;
+  virtual void forward(const SeqBatch& seq, const AttnIO<T>& io, void* saved, void* scratch,
+                       const AttnStep& step) = 0;
+  // io.out holds the forward's output; `saved` what the forward kept.
+  virtual void backward(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, const void* saved,
+                        void* scratch, const AttnStep& step) = 0;
+};
+
+struct HyperParam {
+  std::string name;
+  nlohmann::json default_value;
+  std::string help;
+};
+
+struct AttnInfo {
+  std::string name;
+  std::string summary;     // one line for `lra list attn`
+  std::string complexity;  // time and memory in L
+  bool uses_attention_dropout = false;
+  std::vector<HyperParam> params;
+  std::function<std::unique_ptr<Attention<float>>(const AttnConfig&)> make_f32;
+  std::function<std::unique_ptr<Attention<double>>(const AttnConfig&)> make_f64;
+};
+
+template <template <class> class V>
+AttnInfo make_attn_info(AttnInfo info) {
+  info.make_f32 = [](const AttnConfig& c) { return std::unique_ptr<Attention<float>>(new V<float>(c)); };
+  info.make_f64 = [](const AttnConfig& c) { return std::unique_ptr<Attention<double>>(new V<double>(c)); };
+  return info;
+}
+
+const std::vector<AttnInfo>& attention_registry();
+// Throws, listing the registered names, when `name` is unknown.
+const AttnInfo& find_attention(const std::string& name);
+std::vector<std::string> attention_names();
+// Resolves a variant's hyperparameters: defaults overridden by `given` (unknown keys throw).
+nlohmann::json resolve_attention_params(const AttnInfo& info, const nlohmann::json& given);
+
+template <class T>
+std::unique_ptr<Attention<T>> make_attention(const std::string& name, const AttnConfig& cfg);
+
+}  // namespace lra

@@ -1,0 +1,62 @@
+#include "attn/attention.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "core/check.h"
+
+namespace lra {
+
+AttnInfo softmax_attention_info();
+AttnInfo cosformer_attention_info();
+
+const std::vector<AttnInfo>& attention_registry() {
+  static const std::vector<AttnInfo> registry = {
+      softmax_attention_info(),
+      cosformer_attention_info(),
+  };
+  return registry;
+}
+
+std::vector<std::string> attention_names() {
+  std::vector<std::string> names;
+  for (const auto& a : attention_registry()) names.push_back(a.name);
+  return names;
+}
+
+const AttnInfo& find_attention(const std::string& name) {
+  for (const auto& a : attention_registry())
+    if (a.name == name) return a;
+  LRA_FAIL("unknown attention variant '{}'; valid names: {} (see `lra list attn`)", name,
+           fmt::join(attention_names(), ", "));
+}
+
+nlohmann::json resolve_attention_params(const AttnInfo& info, const nlohmann::json& given) {
+  nlohmann::json out = nlohmann::json::object();
+  std::vector<std::string> names;
+  for (const auto& p : info.params) {
+    out[p.name] = p.default_value;
+    names.push_back(p.name);
+  }
+  for (auto it = given.begin(); it != given.end(); ++it) {
+    LRA_CHECK(out.contains(it.key()), "attention '{}' has no hyperparameter '{}'; it takes: {}", info.name,
+              it.key(), names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", ")));
+    const auto& def = out[it.key()];
+    const bool same_kind = (def.is_number() && it.value().is_number()) || def.type() == it.value().type();
+    LRA_CHECK(same_kind, "attention '{}' hyperparameter '{}' expects a value like {}, got {}", info.name,
+              it.key(), def.dump(), it.value().dump());
+    out[it.key()] = it.value();
+  }
+  return out;
+}
+
+template <>
+std::unique_ptr<Attention<float>> make_attention<float>(const std::string& name, const AttnConfig& cfg) {
+  return find_attention(name).make_f32(cfg);
+}
+template <>
+std::unique_ptr<Attention<double>> make_attention<double>(const std::string& name, const AttnConfig& cfg) {
+  return find_attention(name).make_f64(cfg);
+}
+
+}  // namespace lra

@@ -1,0 +1,237 @@
+// Exact softmax attention, tiled over query blocks so no B x H x L x L tensor ever exists: each
+// (example, head) is one task; a task walks blocks of kBlock queries, holding one kBlock x L score
+// tile, and keeps only the log-sum-exp per query for the backward (which recomputes the scores).
+//
+// Per (b, h), tau = dk^-1/2, mu = key mask:
+//   forward:  S = tau Q K^T (-inf where mu = 0),  LSE_i = log sum_j exp S_ij,  P = exp(S - LSE)
+//             P' = P z / (1-p) (attention dropout, z regenerated from the counter RNG),  O = P' V
+//   backward: dV = P'^T dO,  dP = (dO V^T) z / (1-p),  D_i = dO_i . O_i,  dS = P (dP - D)
+//             dQ = tau dS K,  dK = tau dS^T Q
+// An example whose keys are all masked outputs 0 and gets LSE = +inf (so P = 0 in the backward).
+#include <omp.h>
+
+#include <cmath>
+#include <limits>
+
+#include "attn/attention.h"
+#include "core/arena.h"
+#include "core/check.h"
+#include "core/rng.h"
+#include "ops/parallel.h"
+
+namespace lra {
+
+namespace {
+
+constexpr int kBlock = 64;
+
+template <class T>
+class SoftmaxAttention final : public Attention<T> {
+ public:
+  explicit SoftmaxAttention(const AttnConfig& c) : c_(c) {}
+
+  size_t saved_bytes(int, int64_t rows) const override { return sizeof(T) * rows * c_.heads; }
+  size_t scratch_bytes(int, int64_t) const override { return per_thread_bytes() * c_.threads; }
+
+  void forward(const SeqBatch& seq, const AttnIO<T>& io, void* saved, void* scratch,
+               const AttnStep& step) override {
+    T* lse = static_cast<T*>(saved);
+    const int64_t tasks = static_cast<int64_t>(seq.B) * c_.heads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c_.threads)
+    for (int64_t t = 0; t < tasks; ++t) {
+      forward_one(seq, io, static_cast<int>(t / c_.heads), static_cast<int>(t % c_.heads), lse,
+                  thread_scratch(scratch), step);
+    }
+  }
+
+  void backward(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, const void* saved,
+                void* scratch, const AttnStep& step) override {
+    const T* lse = static_cast<const T*>(saved);
+    const int64_t tasks = static_cast<int64_t>(seq.B) * c_.heads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c_.threads)
+    for (int64_t t = 0; t < tasks; ++t) {
+      backward_one(seq, io, g, static_cast<int>(t / c_.heads), static_cast<int>(t % c_.heads), lse,
+                   thread_scratch(scratch), step);
+    }
+  }
+
+ private:
+  struct Work {
+    T* q;   // kBlock x dk: the scaled query block
+    T* s;   // kBlock x L: scores, then probabilities
+    T* dp;  // kBlock x L: dP, then dS
+    T* dk;  // L x dk
+    T* dv;  // L x dv
+    T* d;   // kBlock: row maxima (forward), dO . O (backward)
+    uint32_t* bits;  // L: dropout words of one row
+  };
+
+  size_t per_thread_bytes() const {
+    const size_t L = static_cast<size_t>(c_.max_len);
+    const size_t n = kBlock * c_.dk + 2 * kBlock * L + L * c_.dk + L * c_.dv + kBlock;
+    return align_up(n * sizeof(T) + L * sizeof(uint32_t) + 7 * Arena::kAlign, Arena::kAlign);
+  }
+
+  Work thread_scratch(void* scratch) const {
+    char* base = static_cast<char*>(scratch) + per_thread_bytes() * omp_get_thread_num();
+    const size_t L = static_cast<size_t>(c_.max_len);
+    auto take = [&](size_t n) {
+      T* p = reinterpret_cast<T*>(base);
+      base += align_up(n * sizeof(T), Arena::kAlign);
+      return p;
+    };
+    Work w;
+    w.q = take(kBlock * c_.dk);
+    w.s = take(kBlock * L);
+    w.dp = take(kBlock * L);
+    w.dk = take(L * c_.dk);
+    w.dv = take(L * c_.dv);
+    w.d = take(kBlock);
+    w.bits = reinterpret_cast<uint32_t*>(base);
+    return w;
+  }
+
+  // Element index of the dropout draw for query row r, head h, key j (same formula on every device).
+  uint64_t drop_index(const SeqBatch& seq, int64_t r, int h, int j) const {
+    return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(seq.L_pad) + j;
+  }
+
+  // Masked keys get exactly zero probability (a vectorised exp of -inf may return a denormal).
+  static void zero_masked(const SeqBatch& seq, int64_t r0, int L, MapR<T>& P) {
+    if (seq.key_mask == nullptr) return;
+    const uint8_t* mu = seq.key_mask + r0;
+    for (int j = 0; j < L; ++j)
+      if (mu[j] == 0) P.col(j).setZero();
+  }
+
+  // S <- tau Q_blk K^T with masked keys at -inf.
+  void scores(const SeqBatch& seq, const AttnIO<T>& io, int64_t r0, int L, int h, int i0, int br,
+              const Work& w) const {
+    const T tau = T(1) / std::sqrt(static_cast<T>(c_.dk));
+    CMapR<T> Q(io.q + (r0 + i0) * io.ld_in + h * c_.dk, br, c_.dk, Eigen::OuterStride<>(io.ld_in));
+    CMapR<T> K(io.k + r0 * io.ld_in + h * c_.dk, L, c_.dk, Eigen::OuterStride<>(io.ld_in));
+    MapR<T> Qs(w.q, br, c_.dk, Eigen::OuterStride<>(c_.dk));
+    MapR<T> S(w.s, br, L, Eigen::OuterStride<>(L));
+    Qs = Q * tau;
+    S.noalias() = Qs * K.transpose();
+    if (seq.key_mask != nullptr) {
+      const uint8_t* mu = seq.key_mask + r0;
+      const T ninf = -std::numeric_limits<T>::infinity();
+      for (int j = 0; j < L; ++j)
+        if (mu[j] == 0) S.col(j).setConstant(ninf);
+    }
+  }
+
+  void forward_one(const SeqBatch& seq, const AttnIO<T>& io, int b, int h, T* lse, const Work& w,
+                   const AttnStep& step) const {
+    const int64_t r0 = seq.offsets[b];
+    const int L = seq.length(b);
+    if (L == 0) return;
+    LRA_CHECK(L <= c_.max_len && L <= seq.L_pad, "example of {} rows exceeds the planned length {}", L,
+              c_.max_len);
+    const float p = step.training ? c_.attention_dropout : 0.0f;
+    const T keep_scale = T(1) / (T(1) - T(p));
+    const uint32_t thr = dropout_threshold(p);
+    CMapR<T> V(io.v + r0 * io.ld_in + h * c_.dv, L, c_.dv, Eigen::OuterStride<>(io.ld_in));
+    for (int i0 = 0; i0 < L; i0 += kBlock) {
+      const int br = std::min(kBlock, L - i0);
+      scores(seq, io, r0, L, h, i0, br, w);
+      MapR<T> S(w.s, br, L, Eigen::OuterStride<>(L));
+      MapR<T> O(io.out + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
+      // Row maxima; a row whose keys are all masked keeps m = -inf and is zeroed below.
+      for (int i = 0; i < br; ++i) {
+        const T m = S.row(i).maxCoeff();
+        w.d[i] = m;
+        if (m != -std::numeric_limits<T>::infinity()) S.row(i) = (S.row(i).array() - m).exp().matrix();
+      }
+      zero_masked(seq, r0, L, S);
+      for (int i = 0; i < br; ++i) {
+        const int64_t r = r0 + i0 + i;
+        const T m = w.d[i];
+        if (m == -std::numeric_limits<T>::infinity()) {
+          S.row(i).setZero();
+          lse[r * c_.heads + h] = std::numeric_limits<T>::infinity();
+          continue;
+        }
+        const T l = S.row(i).sum();
+        lse[r * c_.heads + h] = m + std::log(l);
+        S.row(i) *= T(1) / l;
+        if (p > 0.0f) {
+          T* row = w.s + static_cast<int64_t>(i) * L;
+          philox_fill(step.seed, step.stream, drop_index(seq, r, h, 0), L, w.bits);
+          for (int j = 0; j < L; ++j) row[j] = (w.bits[j] >> 8) >= thr ? row[j] * keep_scale : T(0);
+        }
+      }
+      O.noalias() = S * V;
+    }
+  }
+
+  void backward_one(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, int b, int h,
+                    const T* lse, const Work& w, const AttnStep& step) const {
+    const int64_t r0 = seq.offsets[b];
+    const int L = seq.length(b);
+    if (L == 0) return;
+    const float p = step.training ? c_.attention_dropout : 0.0f;
+    const T keep_scale = T(1) / (T(1) - T(p));
+    const uint32_t thr = dropout_threshold(p);
+    const T tau = T(1) / std::sqrt(static_cast<T>(c_.dk));
+    CMapR<T> K(io.k + r0 * io.ld_in + h * c_.dk, L, c_.dk, Eigen::OuterStride<>(io.ld_in));
+    CMapR<T> V(io.v + r0 * io.ld_in + h * c_.dv, L, c_.dv, Eigen::OuterStride<>(io.ld_in));
+    MapR<T> dK(w.dk, L, c_.dk, Eigen::OuterStride<>(c_.dk));
+    MapR<T> dV(w.dv, L, c_.dv, Eigen::OuterStride<>(c_.dv));
+    dK.setZero();
+    dV.setZero();
+    for (int i0 = 0; i0 < L; i0 += kBlock) {
+      const int br = std::min(kBlock, L - i0);
+      scores(seq, io, r0, L, h, i0, br, w);
+      MapR<T> S(w.s, br, L, Eigen::OuterStride<>(L));
+      MapR<T> dP(w.dp, br, L, Eigen::OuterStride<>(L));
+      MapR<T> Qs(w.q, br, c_.dk, Eigen::OuterStride<>(c_.dk));
+      CMapR<T> dO(g.dout + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
+      CMapR<T> O(io.out + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
+      for (int i = 0; i < br; ++i) {
+        S.row(i) = (S.row(i).array() - lse[(r0 + i0 + i) * c_.heads + h]).exp().matrix();
+        w.d[i] = dO.row(i).dot(O.row(i));
+      }
+      zero_masked(seq, r0, L, S);
+      dP.noalias() = dO * V.transpose();
+      // dS = P (dP z s - D) into dP, and P' = P z s into S (P is not needed after dS).
+      for (int i = 0; i < br; ++i) {
+        T* prow = w.s + static_cast<int64_t>(i) * L;
+        T* dprow = w.dp + static_cast<int64_t>(i) * L;
+        const T di = w.d[i];
+        if (p > 0.0f) {
+          philox_fill(step.seed, step.stream, drop_index(seq, r0 + i0 + i, h, 0), L, w.bits);
+          for (int j = 0; j < L; ++j) {
+            const T z = (w.bits[j] >> 8) >= thr ? keep_scale : T(0);
+            dprow[j] = prow[j] * (dprow[j] * z - di);
+            prow[j] *= z;
+          }
+        } else {
+          for (int j = 0; j < L; ++j) dprow[j] = prow[j] * (dprow[j] - di);
+        }
+      }
+      dV.noalias() += S.transpose() * dO;
+      MapR<T> dQ(g.dq + (r0 + i0) * io.ld_in + h * c_.dk, br, c_.dk, Eigen::OuterStride<>(io.ld_in));
+      dQ.noalias() = (dP * K) * tau;
+      dK.noalias() += dP.transpose() * Qs;
+    }
+    MapR<T>(g.dk + r0 * io.ld_in + h * c_.dk, L, c_.dk, Eigen::OuterStride<>(io.ld_in)) = dK;
+    MapR<T>(g.dv + r0 * io.ld_in + h * c_.dv, L, c_.dv, Eigen::OuterStride<>(io.ld_in)) = dV;
+  }
+
+  AttnConfig c_;
+};
+
+}  // namespace
+
+AttnInfo softmax_attention_info() {
+  AttnInfo info;
+  info.name = "softmax";
+  info.summary = "exact scaled dot-product attention (Vaswani et al. 2017), tiled so no L x L tensor is stored";
+  info.complexity = "time O(L^2 d), memory O(L) saved per head (scores recomputed in the backward)";
+  info.uses_attention_dropout = true;
+  return make_attn_info<SoftmaxAttention>(info);
+}
+
+}  // namespace lra

@@ -1,0 +1,83 @@
+// Runs one attention variant on packed random inputs laid out as the model lays them out (one fused
+// QKV row per token, stride 3 Q), for the attention tests.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attn/attention.h"
+#include "test_util.h"
+
+namespace lra::test {
+
+template <class T>
+struct AttnHarness {
+  int H, dk, Q;
+  std::vector<int32_t> offsets;
+  std::vector<uint8_t> mask;  // empty = no key mask
+  int L_pad;
+  std::unique_ptr<Attention<T>> attn;
+  std::vector<char> saved, scratch;
+  std::vector<T> qkv, out, dout, dqkv;
+  AttnStep step;
+
+  AttnHarness(const std::string& name, int heads, int head_dim, std::vector<int> lengths, int l_pad,
+              nlohmann::json hp = nlohmann::json::object(), float attn_dropout = 0.0f)
+      : H(heads), dk(head_dim), Q(heads * head_dim), L_pad(l_pad) {
+    offsets.push_back(0);
+    int longest = 1;
+    for (int len : lengths) {
+      offsets.push_back(offsets.back() + len);
+      longest = std::max(longest, len);
+    }
+    AttnConfig c;
+    c.heads = H;
+    c.dk = c.dv = dk;
+    c.max_len = longest;
+    c.threads = 2;
+    c.attention_dropout = attn_dropout;
+    c.hp = resolve_attention_params(find_attention(name), hp);
+    attn = make_attention<T>(name, c);
+    const int B = static_cast<int>(lengths.size());
+    saved.resize(attn->saved_bytes(B, rows()) + 64);
+    scratch.resize(attn->scratch_bytes(B, rows()) + 64);
+    qkv.assign(static_cast<size_t>(rows() * 3 * Q), T(0));
+    out.assign(static_cast<size_t>(rows() * Q), T(0));
+    dout.assign(out.size(), T(0));
+    dqkv.assign(qkv.size(), T(0));
+  }
+  int64_t rows() const { return offsets.back(); }
+  SeqBatch seq() const {
+    SeqBatch s;
+    s.B = static_cast<int>(offsets.size()) - 1;
+    s.offsets = offsets.data();
+    s.key_mask = mask.empty() ? nullptr : mask.data();
+    s.L_pad = L_pad;
+    return s;
+  }
+  AttnIO<T> io() {
+    AttnIO<T> a;
+    a.q = qkv.data();
+    a.k = qkv.data() + Q;
+    a.v = qkv.data() + 2 * Q;
+    a.ld_in = 3 * Q;
+    a.out = out.data();
+    a.ld_out = Q;
+    return a;
+  }
+  void forward() { attn->forward(seq(), io(), saved.data(), scratch.data(), step); }
+  void backward() {
+    AttnGrads<T> g;
+    g.dout = dout.data();
+    g.dq = dqkv.data();
+    g.dk = dqkv.data() + Q;
+    g.dv = dqkv.data() + 2 * Q;
+    attn->backward(seq(), io(), g, saved.data(), scratch.data(), step);
+  }
+  // Row r, head h, component c of q (0), k (1) or v (2).
+  T& at(int which, int64_t r, int h, int c) { return qkv[static_cast<size_t>(r * 3 * Q + which * Q + h * dk + c)]; }
+  T out_at(int64_t r, int h, int c) const { return out[static_cast<size_t>(r * Q + h * dk + c)]; }
+};
+
+}  // namespace lra::test
