@@ -1,0 +1,70 @@
+// The op interface a device fills in (ggml-style backend). The model, trainer and tasks talk only to
+// Backend<T>; the CPU backend forwards to lib/ops (Eigen + OpenMP). A CUDA backend implements the
+// same methods with the same names and arguments (ARCHITECTURE.md, point 6); nothing above this
+// interface changes when it is added.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "attn/attention.h"
+#include "core/arena.h"
+#include "ops/ops.h"
+
+namespace lra {
+
+enum class Device { Cpu, Cuda };
+const char* device_name(Device d);
+Device parse_device(const std::string& s);  // throws for unknown names, and for cuda on a CPU-only build
+
+template <class T>
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  // Memory the arenas draw from, and transfers to and from it.
+  virtual Allocator& allocator() = 0;
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void fill_zero(T* p, int64_t n) = 0;
+  virtual void synchronize() = 0;
+  virtual std::unique_ptr<Attention<T>> make_attention(const std::string& name, const AttnConfig& cfg) = 0;
+
+  // The ops of lib/ops/ops.h, same names, same arguments, same gradient convention.
+  virtual void linear_forward(T* y, const T* x, const T* W, const T* b, int64_t N, int in, int out) = 0;
+  virtual void linear_backward(T* dx, T* dW, T* db, const T* dy, const T* x, const T* W, int64_t N, int in,
+                               int out) = 0;
+  virtual void layernorm_forward(T* y, T* mean, T* rstd, const T* x, const T* g, const T* b, int64_t N, int C,
+                                 T eps) = 0;
+  virtual void layernorm_backward(T* dx, T* dg, T* db, const T* dy, const T* x, const T* mean, const T* rstd,
+                                  const T* g, int64_t N, int C) = 0;
+  virtual void gelu_forward(T* y, const T* x, int64_t n, GeluKind kind) = 0;
+  virtual void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, GeluKind kind) = 0;
+  virtual void relu_forward(T* y, const T* x, int64_t n) = 0;
+  virtual void relu_backward(T* dx, const T* dy, const T* y, int64_t n) = 0;
+  virtual void dropout_forward(T* y, const T* x, int64_t n, float p, uint64_t seed, uint64_t stream) = 0;
+  virtual void dropout_backward(T* dx, const T* dy, int64_t n, float p, uint64_t seed, uint64_t stream) = 0;
+  virtual void residual_dropout_forward(T* out, const T* res, const T* h, int64_t n, float p, uint64_t seed,
+                                        uint64_t stream) = 0;
+  virtual void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets,
+                                 const int32_t* row_offsets, int B, const T* wte, const T* pos, const T* cls,
+                                 int D) = 0;
+  virtual void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens,
+                                  const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D) = 0;
+  virtual void pool_forward(T* out, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B,
+                            int D, Pool kind) = 0;
+  virtual void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B,
+                             int D, Pool kind) = 0;
+  virtual double cross_entropy_forward(T* probs, T* losses, const T* logits, const int32_t* labels, int B,
+                                       int C) = 0;
+  virtual void cross_entropy_backward(T* dlogits, const T* probs, const int32_t* labels, int B, int C) = 0;
+  virtual void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, const AdamW& hp, int64_t t) = 0;
+  virtual double sum_squares(const T* x, int64_t n) = 0;
+  virtual void scale_inplace(T* x, int64_t n, T s) = 0;
+};
+
+template <class T>
+std::unique_ptr<Backend<T>> make_backend(Device device);
+
+}  // namespace lra

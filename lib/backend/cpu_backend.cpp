@@ -1,0 +1,106 @@
+// The CPU backend: lib/ops behind the Backend interface.
+#include <cstring>
+
+#include "backend/backend.h"
+#include "core/check.h"
+
+namespace lra {
+
+const char* device_name(Device d) { return d == Device::Cpu ? "cpu" : "cuda"; }
+
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device::Cpu;
+  if (s == "cuda")
+    LRA_FAIL("--device cuda: this build has no CUDA backend yet; use --device cpu");
+  LRA_FAIL("unknown device '{}'; valid devices: cpu, cuda", s);
+}
+
+namespace {
+
+template <class T>
+class CpuBackend final : public Backend<T> {
+ public:
+  Device device() const override { return Device::Cpu; }
+  Allocator& allocator() override { return host_allocator(); }
+  void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void fill_zero(T* p, int64_t n) override { std::memset(p, 0, sizeof(T) * static_cast<size_t>(n)); }
+  void synchronize() override {}
+  std::unique_ptr<Attention<T>> make_attention(const std::string& name, const AttnConfig& cfg) override {
+    return lra::make_attention<T>(name, cfg);
+  }
+
+  void linear_forward(T* y, const T* x, const T* W, const T* b, int64_t N, int in, int out) override {
+    lra::linear_forward(y, x, W, b, N, in, out);
+  }
+  void linear_backward(T* dx, T* dW, T* db, const T* dy, const T* x, const T* W, int64_t N, int in,
+                       int out) override {
+    lra::linear_backward(dx, dW, db, dy, x, W, N, in, out);
+  }
+  void layernorm_forward(T* y, T* mean, T* rstd, const T* x, const T* g, const T* b, int64_t N, int C,
+                         T eps) override {
+    lra::layernorm_forward(y, mean, rstd, x, g, b, N, C, eps);
+  }
+  void layernorm_backward(T* dx, T* dg, T* db, const T* dy, const T* x, const T* mean, const T* rstd,
+                          const T* g, int64_t N, int C) override {
+    lra::layernorm_backward(dx, dg, db, dy, x, mean, rstd, g, N, C);
+  }
+  void gelu_forward(T* y, const T* x, int64_t n, GeluKind kind) override { lra::gelu_forward(y, x, n, kind); }
+  void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, GeluKind kind) override {
+    lra::gelu_backward(dx, dy, x, n, kind);
+  }
+  void relu_forward(T* y, const T* x, int64_t n) override { lra::relu_forward(y, x, n); }
+  void relu_backward(T* dx, const T* dy, const T* y, int64_t n) override { lra::relu_backward(dx, dy, y, n); }
+  void dropout_forward(T* y, const T* x, int64_t n, float p, uint64_t seed, uint64_t stream) override {
+    lra::dropout_forward(y, x, n, p, seed, stream);
+  }
+  void dropout_backward(T* dx, const T* dy, int64_t n, float p, uint64_t seed, uint64_t stream) override {
+    lra::dropout_backward(dx, dy, n, p, seed, stream);
+  }
+  void residual_dropout_forward(T* out, const T* res, const T* h, int64_t n, float p, uint64_t seed,
+                                uint64_t stream) override {
+    lra::residual_dropout_forward(out, res, h, n, p, seed, stream);
+  }
+  void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets, const int32_t* row_offsets,
+                         int B, const T* wte, const T* pos, const T* cls, int D) override {
+    lra::embedding_forward(x, tokens, tok_offsets, row_offsets, B, wte, pos, cls, D);
+  }
+  void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens,
+                          const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D) override {
+    lra::embedding_backward(dwte, dpos, dcls, dx, tokens, tok_offsets, row_offsets, B, D);
+  }
+  void pool_forward(T* out, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
+                    Pool kind) override {
+    lra::pool_forward(out, x, row_offsets, key_mask, B, D, kind);
+  }
+  void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
+                     Pool kind) override {
+    lra::pool_backward(dx, dout, row_offsets, key_mask, B, D, kind);
+  }
+  double cross_entropy_forward(T* probs, T* losses, const T* logits, const int32_t* labels, int B,
+                               int C) override {
+    return lra::cross_entropy_forward(probs, losses, logits, labels, B, C);
+  }
+  void cross_entropy_backward(T* dlogits, const T* probs, const int32_t* labels, int B, int C) override {
+    lra::cross_entropy_backward(dlogits, probs, labels, B, C);
+  }
+  void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, const AdamW& hp, int64_t t) override {
+    lra::adamw_update(p, g, m, v, n, hp, t);
+  }
+  double sum_squares(const T* x, int64_t n) override { return lra::sum_squares(x, n); }
+  void scale_inplace(T* x, int64_t n, T s) override { lra::scale_inplace(x, n, s); }
+};
+
+}  // namespace
+
+template <class T>
+std::unique_ptr<Backend<T>> make_backend(Device device) {
+  LRA_CHECK(device == Device::Cpu, "device '{}' has no backend in this build; use --device cpu",
+            device_name(device));
+  return std::make_unique<CpuBackend<T>>();
+}
+
+template std::unique_ptr<Backend<float>> make_backend<float>(Device);
+template std::unique_ptr<Backend<double>> make_backend<double>(Device);
+
+}  // namespace lra

@@ -1,0 +1,37 @@
+// The encoder classifier's hyperparameters (LRA's names where LRA has one).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "ops/ops.h"
+
+namespace lra {
+
+struct ModelConfig {
+  int vocab_size = 0;   // set by the task
+  int num_classes = 0;  // set by the task
+  int max_length = 0;   // tokens per example, CLS not counted
+  int emb_dim = 64;
+  int num_heads = 2;
+  int num_layers = 2;
+  int qkv_dim = 64;
+  int mlp_dim = 128;
+  float dropout_rate = 0.1f;
+  float attention_dropout_rate = 0.1f;
+  Pool pool = Pool::Cls;      // CLS prepends a learned vector inside the model
+  bool learn_pos_emb = false; // false: LRA's sinusoidal table
+  bool qkv_bias = false;      // LRA's attention has no q/k/v bias
+  double layernorm_eps = 1e-6;
+  GeluKind gelu = GeluKind::Tanh;
+  std::string attn = "softmax";
+  nlohmann::json attn_params = nlohmann::json::object();  // resolved hyperparameters of `attn`
+
+  bool has_cls() const { return pool == Pool::Cls; }
+  int positions() const { return max_length + (has_cls() ? 1 : 0); }
+  int head_dim() const { return qkv_dim / num_heads; }
+  // Throws with the offending field when the sizes do not fit together.
+  void validate() const;
+};
+
+}  // namespace lra

@@ -1,0 +1,112 @@
+// The LRA encoder classifier:
+//   Embedding (+ sinusoidal or learned positions, + CLS) -> dropout
+//   -> N x pre-LN block { x += drop(Attn(LN(x)) W_o);  x += drop(W_2 drop(gelu(W_1 LN(x)))) }
+//   -> LayerNorm -> pool (CLS or masked mean) -> Dense(mlp) -> ReLU -> Dense(classes) -> cross-entropy
+// Every buffer lives in an arena planned from (config, max batch) at construction; forward and
+// backward allocate nothing. The model talks to its device only through Backend<T>.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attn/attention.h"
+#include "backend/backend.h"
+#include "core/arena.h"
+#include "model/batch.h"
+#include "model/config.h"
+
+namespace lra {
+
+enum class Init { Zeros, Ones, Normal, XavierUniform };
+
+struct MemoryReport {
+  size_t params = 0, grads = 0, activations = 0, scratch = 0;
+  size_t total() const { return params + grads + activations + scratch; }
+};
+
+template <class T>
+class Model {
+ public:
+  struct Param {
+    std::string name;
+    std::vector<int> shape;
+    int64_t size = 0;
+    Init init = Init::Zeros;
+    double scale = 0.0;  // std for Normal; fan sum for XavierUniform
+    T* value = nullptr;
+    T* grad = nullptr;
+  };
+
+  // max_batch examples of at most cfg.max_length tokens; threads bounds the attention scratch.
+  Model(const ModelConfig& cfg, Backend<T>& be, int max_batch, int threads);
+  ~Model();
+
+  const ModelConfig& config() const { return cfg_; }
+  Backend<T>& backend() { return be_; }
+  std::vector<Param>& params() { return params_; }
+  const std::vector<Param>& params() const { return params_; }
+  Param& param(const std::string& name);
+  int64_t num_params() const { return num_params_; }
+  T* param_block() { return param_values_; }  // all parameters, contiguous
+  T* grad_block() { return param_grads_; }
+
+  void init_params(uint64_t seed);
+  void zero_grads();
+
+  // Uploads a batch (at most max_batch examples of at most max_length tokens).
+  void load_batch(const Batch& batch);
+  // Returns the mean cross-entropy of the loaded batch. Dropout is drawn from (seed, step).
+  double forward(bool training, uint64_t seed, int64_t step);
+  // Accumulates parameter gradients of the last forward's loss (call zero_grads first).
+  void backward(uint64_t seed, int64_t step);
+  // Host copy of the last forward's logits, B x num_classes.
+  std::vector<T> logits() const;
+  int batch_size() const { return B_; }
+
+  MemoryReport memory() const;
+
+ private:
+  struct Layer;
+  void layout();
+  void declare(const std::string& name, std::vector<int> shape, Init init, double scale, T** value, T** grad);
+  SeqBatch seq() const;
+  AttnIO<T> attn_io(const Layer& l) const;
+  uint64_t stream(int64_t step, int site) const;
+
+  ModelConfig cfg_;
+  Backend<T>& be_;
+  int max_batch_, threads_;
+  int64_t max_rows_;
+  Arena params_arena_, grads_arena_, acts_arena_, scratch_arena_;
+  std::vector<Param> params_;
+  int64_t num_params_ = 0;
+  T* param_values_ = nullptr;
+  T* param_grads_ = nullptr;
+  std::vector<std::unique_ptr<Attention<T>>> attn_;
+  std::vector<Layer> layers_;
+
+  // Embedding and head parameters.
+  T *wte_ = nullptr, *dwte_ = nullptr, *wpe_ = nullptr, *dwpe_ = nullptr, *cls_ = nullptr, *dcls_ = nullptr;
+  T *lnf_g_ = nullptr, *dlnf_g_ = nullptr, *lnf_b_ = nullptr, *dlnf_b_ = nullptr;
+  T *h1_w_ = nullptr, *dh1_w_ = nullptr, *h1_b_ = nullptr, *dh1_b_ = nullptr;
+  T *h2_w_ = nullptr, *dh2_w_ = nullptr, *h2_b_ = nullptr, *dh2_b_ = nullptr;
+  // Inputs on the device.
+  int32_t *tokens_ = nullptr, *tok_offsets_ = nullptr, *row_offsets_ = nullptr, *labels_ = nullptr;
+  uint8_t* key_mask_ = nullptr;
+  std::vector<int32_t> host_row_offsets_;
+  bool has_key_mask_ = false;
+  int B_ = 0, L_pad_ = 0;
+  int64_t rows_ = 0;
+  // Activations (forward) and gradient buffers (backward).
+  T* pos_table_ = nullptr;  // sinusoidal table when positions are not learned
+  std::vector<T*> x_;       // residual stream: x_[l] enters layer l, x_[N] leaves the last one
+  T *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *pooled_ = nullptr, *h1_ = nullptr;
+  T *logits_ = nullptr, *probs_ = nullptr;
+  T *dx_ = nullptr, *dtmp_ = nullptr, *dln_ = nullptr, *dh_ = nullptr, *dao_ = nullptr, *dqkv_ = nullptr;
+  T *dpooled_ = nullptr, *dh1_ = nullptr, *dlogits_ = nullptr;
+  T *tmp_ = nullptr, *hact_ = nullptr;  // forward temporaries
+  void* attn_scratch_ = nullptr;
+};
+
+}  // namespace lra
