@@ -1,0 +1,76 @@
+#include "tasks/task.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cstdlib>
+
+#include "core/check.h"
+
+namespace lra {
+
+std::unique_ptr<Task> make_listops_task();
+
+const std::vector<std::unique_ptr<Task>>& task_registry() {
+  static const std::vector<std::unique_ptr<Task>> registry = [] {
+    std::vector<std::unique_ptr<Task>> r;
+    r.push_back(make_listops_task());
+    return r;
+  }();
+  return registry;
+}
+
+std::vector<std::string> task_names() {
+  std::vector<std::string> names;
+  for (const auto& t : task_registry()) names.push_back(t->name());
+  return names;
+}
+
+const Task& find_task(const std::string& name) {
+  for (const auto& t : task_registry())
+    if (t->name() == name) return *t;
+  LRA_FAIL("unknown task '{}'; valid tasks: {} (see `lra list tasks`)", name, fmt::join(task_names(), ", "));
+}
+
+std::string default_cache_dir() {
+  if (const char* d = std::getenv("LRA_CACHE_DIR"); d != nullptr && *d != '\0') return d;
+  if (const char* d = std::getenv("XDG_CACHE_HOME"); d != nullptr && *d != '\0') return std::string(d) + "/lra";
+  if (const char* h = std::getenv("HOME"); h != nullptr && *h != '\0') return std::string(h) + "/.cache/lra";
+  return ".lra-cache";
+}
+
+nlohmann::json DatasetInfo::to_json(size_t n_train, size_t n_val, size_t n_test) const {
+  nlohmann::json j;
+  j["name"] = name;
+  j["source"] = source;
+  j["path"] = path;
+  if (generated) j["generator_seed"] = generator_seed;
+  if (!generator.empty()) j["generator"] = generator;
+  nlohmann::json f = nlohmann::json::array();
+  for (const auto& [p, sum] : files) f.push_back({{"path", p}, {"checksum", sum}});
+  j["files"] = f;
+  j["n_train"] = n_train;
+  j["n_val"] = n_val;
+  j["n_test"] = n_test;
+  return j;
+}
+
+Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_length) {
+  Batch b;
+  b.B = static_cast<int>(idx.size());
+  b.L_pad = max_length;
+  b.offsets.reserve(idx.size() + 1);
+  b.offsets.push_back(0);
+  b.labels.reserve(idx.size());
+  for (size_t i : idx) {
+    LRA_CHECK(i < split.size(), "example {} requested from a split of {}", i, split.size());
+    const int len = std::min(split.length(i), max_length);
+    const uint16_t* t = split.tokens.data() + split.offsets[i];
+    b.tokens.insert(b.tokens.end(), t, t + len);
+    b.offsets.push_back(static_cast<int32_t>(b.tokens.size()));
+    b.labels.push_back(split.labels[i]);
+  }
+  return b;
+}
+
+}  // namespace lra
