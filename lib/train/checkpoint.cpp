@@ -1,0 +1,80 @@
+#include "train/checkpoint.h"
+
+#include <cstring>
+#include <fstream>
+
+#include "core/check.h"
+#include "core/sys.h"
+
+namespace lra {
+
+namespace {
+constexpr char kMagic[8] = {'L', 'R', 'A', 'C', 'K', 'P', 'T', '1'};
+
+struct Fnv {
+  uint64_t h = 1469598103934665603ull;
+  void add(const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= p[i];
+      h *= 1099511628211ull;
+    }
+  }
+};
+}  // namespace
+
+void save_checkpoint(const std::string& path, const nlohmann::json& meta, const float* params, const float* m,
+                     const float* v, int64_t n) {
+  AtomicFile f(path);
+  Fnv sum;
+  auto put = [&](const void* data, size_t bytes) {
+    f.write(data, bytes);
+    sum.add(data, bytes);
+  };
+  const std::string text = meta.dump();
+  const uint64_t len = text.size(), count = static_cast<uint64_t>(n);
+  put(kMagic, sizeof kMagic);
+  put(&len, sizeof len);
+  put(text.data(), text.size());
+  put(&count, sizeof count);
+  for (const float* a : {params, m, v}) put(a, sizeof(float) * count);
+  f.write(&sum.h, sizeof sum.h);
+  f.commit();
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  LRA_CHECK(in.good(), "cannot open checkpoint '{}': {}", path, std::strerror(errno));
+  Fnv sum;
+  auto get = [&](void* data, size_t bytes, const char* what) {
+    in.read(static_cast<char*>(data), static_cast<std::streamsize>(bytes));
+    LRA_CHECK(static_cast<size_t>(in.gcount()) == bytes, "checkpoint '{}' is truncated (while reading {})", path,
+              what);
+    sum.add(data, bytes);
+  };
+  char magic[8];
+  get(magic, sizeof magic, "the header");
+  LRA_CHECK(std::memcmp(magic, kMagic, sizeof magic) == 0, "'{}' is not an lra checkpoint", path);
+  uint64_t len = 0;
+  get(&len, sizeof len, "the header");
+  LRA_CHECK(len < (1ull << 30), "checkpoint '{}' is corrupt (metadata length {})", path, len);
+  std::string text(len, '\0');
+  get(text.data(), len, "the metadata");
+  Checkpoint c;
+  c.meta = nlohmann::json::parse(text, nullptr, false);
+  LRA_CHECK(!c.meta.is_discarded(), "checkpoint '{}' has corrupt metadata", path);
+  uint64_t n = 0;
+  get(&n, sizeof n, "the parameter count");
+  LRA_CHECK(n < (1ull << 36), "checkpoint '{}' is corrupt (parameter count {})", path, n);
+  for (auto* a : {&c.params, &c.m, &c.v}) {
+    a->resize(n);
+    get(a->data(), sizeof(float) * n, "the tensors");
+  }
+  uint64_t stored = 0;
+  in.read(reinterpret_cast<char*>(&stored), sizeof stored);
+  LRA_CHECK(static_cast<size_t>(in.gcount()) == sizeof stored && stored == sum.h,
+            "checkpoint '{}' is corrupt (checksum mismatch)", path);
+  return c;
+}
+
+}  // namespace lra

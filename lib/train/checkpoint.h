@@ -1,0 +1,24 @@
+// Checkpoints: everything a resumed run needs to end with exactly the numbers of the uninterrupted
+// run: the parameters, both Adam moments and the trainer's state (step, curve, best so far), with the
+// resolved config. Layout: "LRACKPT1", u64 JSON length, JSON, u64 n, n params, n m, n v (float32, little
+// endian), u64 FNV-1a checksum of all preceding bytes. Written atomically.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace lra {
+
+struct Checkpoint {
+  nlohmann::json meta;
+  std::vector<float> params, m, v;
+};
+
+void save_checkpoint(const std::string& path, const nlohmann::json& meta, const float* params, const float* m,
+                     const float* v, int64_t n);
+// Throws naming the file when it is missing, truncated, corrupt or not a checkpoint.
+Checkpoint load_checkpoint(const std::string& path);
+
+}  // namespace lra

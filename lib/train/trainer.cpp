@@ -1,0 +1,359 @@
+#include "train/trainer.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+
+#include "backend/backend.h"
+#include "core/check.h"
+#include "core/rng.h"
+#include "core/sys.h"
+#include "model/model.h"
+#include "results/record.h"
+#include "tasks/task.h"
+#include "train/checkpoint.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+
+namespace lra {
+
+const std::vector<size_t>& EpochSampler::permutation(uint64_t epoch) {
+  if (epoch != cached_epoch_) {
+    perm_.resize(n_);
+    std::iota(perm_.begin(), perm_.end(), size_t{0});
+    Rng rng(seed_, (streams::kShuffle << 40) | epoch);
+    for (size_t i = n_; i > 1; --i) std::swap(perm_[i - 1], perm_[rng.below(i)]);
+    cached_epoch_ = epoch;
+  }
+  return perm_;
+}
+
+std::vector<size_t> EpochSampler::batch(int64_t step, int batch_size) {
+  LRA_CHECK(n_ > 0, "the training set is empty");
+  std::vector<size_t> idx(static_cast<size_t>(batch_size));
+  for (int k = 0; k < batch_size; ++k) {
+    const uint64_t pos = static_cast<uint64_t>(step) * batch_size + k;
+    idx[static_cast<size_t>(k)] = permutation(pos / n_)[pos % n_];
+  }
+  return idx;
+}
+
+namespace {
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const long t = static_cast<long>(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+struct EvalResult {
+  double accuracy = 0.0, loss = 0.0;
+};
+
+}  // namespace
+
+struct Trainer::State {
+  TaskData data;
+  std::unique_ptr<Backend<float>> be;
+  std::unique_ptr<Model<float>> model;
+  std::unique_ptr<AdamWOptimizer<float>> opt;
+  int threads = 1;
+
+  EvalResult evaluate(const Split& split, int batch_size, int max_length) {
+    EvalResult r;
+    if (split.size() == 0) return r;
+    size_t correct = 0;
+    double loss_sum = 0.0;
+    std::vector<size_t> idx;
+    for (size_t start = 0; start < split.size(); start += static_cast<size_t>(batch_size)) {
+      idx.clear();
+      for (size_t i = start; i < std::min(split.size(), start + batch_size); ++i) idx.push_back(i);
+      const Batch b = make_batch(split, idx, max_length);
+      model->load_batch(b);
+      loss_sum += model->forward(false, 0, 0) * b.B;
+      const std::vector<float> logits = model->logits();
+      const int C = model->config().num_classes;
+      for (int e = 0; e < b.B; ++e) {
+        const float* z = logits.data() + static_cast<size_t>(e) * C;
+        const int pred = static_cast<int>(std::max_element(z, z + C) - z);
+        correct += pred == b.labels[static_cast<size_t>(e)];
+      }
+    }
+    r.accuracy = static_cast<double>(correct) / static_cast<double>(split.size());
+    r.loss = loss_sum / static_cast<double>(split.size());
+    return r;
+  }
+};
+
+Trainer::Trainer(RunConfig cfg, TrainOptions opt) : cfg_(std::move(cfg)), opt_(std::move(opt)) {
+  record_["schema_version"] = kRecordSchemaVersion;
+  record_["task"] = cfg_.task;
+  record_["attn"] = cfg_.model.attn;
+  record_["device"] = cfg_.device;
+  record_["preset"] = cfg_.preset;
+  record_["seed"] = cfg_.seed;
+  record_["config"] = cfg_.to_json();
+  record_["status"] = "running";
+  record_["started_at"] = now_iso8601();
+  record_["wall_seconds"] = 0.0;
+  record_["curve"] = nlohmann::json::array();
+  record_["env"] = env_json(cfg_.threads);
+  if (!opt_.resume.empty()) {
+    const Checkpoint probe = load_checkpoint(opt_.resume);
+    run_id_ = probe.meta.at("run_id").get<std::string>();
+    record_["started_at"] = probe.meta.at("started_at");
+  } else {
+    std::string ts = record_["started_at"].get<std::string>();
+    ts.erase(std::remove_if(ts.begin(), ts.end(), [](char c) { return c == '-' || c == ':'; }), ts.end());
+    run_id_ = fmt::format("{}_{}_{}_seed{}_{}", cfg_.task, cfg_.model.attn, cfg_.preset, cfg_.seed, ts);
+    for (int k = 2; std::filesystem::exists(opt_.out_dir + "/" + run_id_ + ".json"); ++k)
+      run_id_ = fmt::format("{}_{}_{}_seed{}_{}-{}", cfg_.task, cfg_.model.attn, cfg_.preset, cfg_.seed, ts, k);
+  }
+  record_["run_id"] = run_id_;
+  record_path_ = opt_.out_dir + "/" + run_id_ + ".json";
+  checkpoint_path_ = opt_.out_dir + "/" + run_id_ + ".ckpt";
+}
+
+Trainer::~Trainer() = default;
+
+RunConfig config_from_checkpoint(const std::string& path) {
+  const Checkpoint c = load_checkpoint(path);
+  return RunConfig::from_json(c.meta.at("config"));
+}
+
+void Trainer::fail(const std::string& error) {
+  record_["status"] = "failed";
+  record_["error"] = error;
+}
+
+std::string Trainer::write_record() const {
+  lra::write_record(record_path_, record_);
+  return record_path_;
+}
+
+void Trainer::run() {
+  Timer wall;
+  double wall_before = 0.0;
+  set_threads(cfg_.threads);
+  const int threads = get_threads();
+  record_["env"] = env_json(threads);
+  st_ = std::make_unique<State>();
+  State& s = *st_;
+  s.threads = threads;
+
+  // Data.
+  const Task& task = find_task(cfg_.task);
+  DataOptions dopt;
+  dopt.data_dir = opt_.data_dir;
+  dopt.cache_dir = opt_.cache_dir.empty() ? default_cache_dir() : opt_.cache_dir;
+  dopt.data_seed = cfg_.data_seed;
+  dopt.max_length = cfg_.model.max_length;
+  dopt.n_train = cfg_.n_train;
+  dopt.n_val = cfg_.n_val;
+  dopt.n_test = cfg_.n_test;
+  dopt.quiet = !opt_.progress;
+  s.data = task.load(dopt);
+  record_["dataset"] = s.data.info.to_json(s.data.train.size(), s.data.val.size(), s.data.test.size());
+  LRA_CHECK(s.data.train.size() > 0, "task '{}' loaded no training examples", cfg_.task);
+
+  // Model and optimizer.
+  s.be = make_backend<float>(parse_device(cfg_.device));
+  s.model = std::make_unique<Model<float>>(cfg_.model, *s.be, cfg_.batch_size, threads);
+  AdamW hp;
+  hp.beta1 = cfg_.beta1;
+  hp.beta2 = cfg_.beta2;
+  hp.eps = cfg_.adam_eps;
+  hp.weight_decay = cfg_.weight_decay;
+  s.opt = std::make_unique<AdamWOptimizer<float>>(*s.be, s.model->num_params(), hp);
+  record_["num_params"] = s.model->num_params();
+  const LrSchedule lr_at(cfg_.factors, cfg_.learning_rate, cfg_.warmup,
+                         cfg_.steps_per_cycle > 0 ? cfg_.steps_per_cycle
+                                                  : std::max<int64_t>(1, cfg_.num_train_steps - cfg_.warmup));
+
+  int64_t step = 0;
+  double best_val = -1.0;
+  int64_t best_step = 0;
+  double interval_loss = 0.0;  // training loss summed since the last evaluation
+  int64_t interval_steps = 0;
+  nlohmann::json curve = nlohmann::json::array();
+  const int64_t n = s.model->num_params();
+  if (!opt_.resume.empty()) {
+    const Checkpoint c = load_checkpoint(opt_.resume);
+    LRA_CHECK(static_cast<int64_t>(c.params.size()) == n,
+              "checkpoint '{}' holds {} parameters but this model has {}; it belongs to another config",
+              opt_.resume, c.params.size(), n);
+    s.be->upload(s.model->param_block(), c.params.data(), sizeof(float) * static_cast<size_t>(n));
+    s.be->upload(s.opt->m(), c.m.data(), sizeof(float) * static_cast<size_t>(n));
+    s.be->upload(s.opt->v(), c.v.data(), sizeof(float) * static_cast<size_t>(n));
+    step = c.meta.at("step").get<int64_t>();
+    curve = c.meta.at("curve");
+    best_val = c.meta.at("best_val_accuracy").get<double>();
+    best_step = c.meta.at("best_step").get<int64_t>();
+    interval_loss = c.meta.at("interval_loss").get<double>();
+    interval_steps = c.meta.at("interval_steps").get<int64_t>();
+    wall_before = c.meta.at("wall_seconds").get<double>();
+    record_["resumed_from_step"] = step;
+  } else {
+    s.model->init_params(cfg_.seed);
+  }
+
+  EpochSampler sampler(s.data.train.size(), cfg_.seed);
+  std::vector<double> step_ms;
+  double train_seconds = 0.0;
+  int64_t tokens_seen = 0, examples_seen = 0;
+  double last_val = curve.empty() ? -1.0 : curve.back().value("val_accuracy", -1.0);
+  const bool tty = opt_.progress && stderr_is_terminal();
+  Timer since_draw;
+  bool stopped_early = false;
+
+  auto save = [&](int64_t done) {
+    std::vector<float> p(static_cast<size_t>(n)), m(static_cast<size_t>(n)), v(static_cast<size_t>(n));
+    s.be->download(p.data(), s.model->param_block(), sizeof(float) * p.size());
+    s.be->download(m.data(), s.opt->m(), sizeof(float) * m.size());
+    s.be->download(v.data(), s.opt->v(), sizeof(float) * v.size());
+    const nlohmann::json meta = {{"run_id", run_id_},
+                                 {"started_at", record_["started_at"]},
+                                 {"config", cfg_.to_json()},
+                                 {"step", done},
+                                 {"curve", curve},
+                                 {"best_val_accuracy", best_val},
+                                 {"best_step", best_step},
+                                 {"interval_loss", interval_loss},
+                                 {"interval_steps", interval_steps},
+                                 {"wall_seconds", wall_before + wall.seconds()}};
+    save_checkpoint(checkpoint_path_, meta, p.data(), m.data(), v.data(), n);
+  };
+
+  auto draw_progress = [&](int64_t done, double loss, double lr) {
+    const double sps = train_seconds > 0 ? static_cast<double>(step_ms.size()) / train_seconds : 0.0;
+    const double eta = sps > 0 ? static_cast<double>(cfg_.num_train_steps - done) / sps : -1.0;
+    const int width = 24;
+    const int filled = static_cast<int>(width * done / cfg_.num_train_steps);
+    std::fprintf(stderr, "\r[%s%s] %lld/%lld  loss %.4f  lr %.2e  val %s  %.2f step/s  ETA %s   ",
+                 std::string(static_cast<size_t>(filled), '#').c_str(),
+                 std::string(static_cast<size_t>(width - filled), '.').c_str(), static_cast<long long>(done),
+                 static_cast<long long>(cfg_.num_train_steps), loss, lr,
+                 last_val < 0 ? "  -  " : fmt::format("{:.2f}%", 100 * last_val).c_str(), sps,
+                 format_duration(eta).c_str());
+    std::fflush(stderr);
+  };
+
+  if (opt_.progress)
+    std::fprintf(stderr, "lra run: %s / %s, preset %s, %lld parameters, %zu train / %zu val / %zu test (%s), %d threads\n",
+                 cfg_.task.c_str(), cfg_.model.attn.c_str(), cfg_.preset.c_str(), static_cast<long long>(n),
+                 s.data.train.size(), s.data.val.size(), s.data.test.size(), s.data.info.source.c_str(), threads);
+
+  while (step < cfg_.num_train_steps) {
+    Timer t;
+    const Batch b = make_batch(s.data.train, sampler.batch(step, cfg_.batch_size), cfg_.model.max_length);
+    s.model->load_batch(b);
+    const double loss = s.model->forward(true, cfg_.seed, step);
+    LRA_CHECK(std::isfinite(loss),
+              "the training loss became {} at step {} (learning rate {:.3g}); lower learning_rate (--lr), add "
+              "grad_clip_norm (--set grad_clip_norm=1.0) or check the data. The last checkpoint is '{}'",
+              loss, step, lr_at(step), checkpoint_path_);
+    s.model->zero_grads();
+    s.model->backward(cfg_.seed, step);
+    const double lr = lr_at(step);
+    s.opt->step(s.model->param_block(), s.model->grad_block(), lr, step + 1, cfg_.grad_clip_norm);
+    s.be->synchronize();
+    const double ms = t.ms();
+    step_ms.push_back(ms);
+    train_seconds += ms / 1e3;
+    tokens_seen += b.num_tokens();
+    examples_seen += b.B;
+    interval_loss += loss;
+    ++interval_steps;
+    ++step;
+
+    const bool eval_now = step % cfg_.eval_frequency == 0 || step == cfg_.num_train_steps;
+    if (eval_now) {
+      const EvalResult val = s.evaluate(s.data.val, cfg_.batch_size, cfg_.model.max_length);
+      last_val = val.accuracy;
+      if (val.accuracy > best_val) {
+        best_val = val.accuracy;
+        best_step = step;
+      }
+      curve.push_back({{"step", step},
+                       {"loss", interval_loss / static_cast<double>(interval_steps)},
+                       {"lr", lr},
+                       {"val_accuracy", val.accuracy},
+                       {"val_loss", val.loss},
+                       {"wall_seconds", wall_before + wall.seconds()}});
+      record_["curve"] = curve;
+      if (opt_.progress && !tty)
+        std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3e  val_accuracy %.4f  val_loss %.4f  %.2f step/s\n",
+                     static_cast<long long>(step), static_cast<long long>(cfg_.num_train_steps),
+                     interval_loss / static_cast<double>(interval_steps), lr, val.accuracy, val.loss,
+                     static_cast<double>(step_ms.size()) / train_seconds);
+      interval_loss = 0.0;
+      interval_steps = 0;
+      if (step < cfg_.num_train_steps) save(step);
+    }
+    if (tty && (eval_now || since_draw.seconds() > 0.2 || step == cfg_.num_train_steps)) {
+      draw_progress(step, loss, lr);
+      since_draw.reset();
+    }
+    if (step < cfg_.num_train_steps &&
+        (interrupt_requested() || (opt_.stop_after > 0 && step >= opt_.stop_after))) {
+      save(step);
+      stopped_early = true;
+      break;
+    }
+  }
+  if (tty) std::fprintf(stderr, "\n");
+
+  const double med = percentile(step_ms, 0.5);
+  const double sps = train_seconds > 0 ? static_cast<double>(step_ms.size()) / train_seconds : 0.0;
+  record_["speed"] = {{"steps_per_sec", sps},
+                      {"examples_per_sec", train_seconds > 0 ? examples_seen / train_seconds : 0.0},
+                      {"tokens_per_sec", train_seconds > 0 ? tokens_seen / train_seconds : 0.0},
+                      {"ms_per_step_median", med},
+                      {"ms_per_step_p90", percentile(step_ms, 0.9)},
+                      {"steps_timed", step_ms.size()}};
+  const MemoryReport mem = s.model->memory();
+  record_["memory"] = {{"peak_arena_bytes", mem.total() + s.opt->bytes()},
+                       {"params_bytes", mem.params},
+                       {"grads_bytes", mem.grads},
+                       {"optimizer_bytes", s.opt->bytes()},
+                       {"activations_bytes", mem.activations},
+                       {"scratch_bytes", mem.scratch},
+                       {"peak_rss_bytes", peak_rss_bytes()}};
+  const EvalResult last = curve.empty() ? EvalResult{} : EvalResult{curve.back().value("val_accuracy", 0.0), 0.0};
+  nlohmann::json metrics = {{"val_accuracy", last.accuracy},
+                            {"test_accuracy", nullptr},
+                            {"test_loss", nullptr},
+                            {"best_val_accuracy", std::max(best_val, 0.0)},
+                            {"best_step", best_step},
+                            {"steps_done", step}};
+  if (stopped_early) {
+    record_["metrics"] = metrics;
+    record_["status"] = "interrupted";
+    record_["checkpoint"] = checkpoint_path_;
+    record_["wall_seconds"] = wall_before + wall.seconds();
+    if (opt_.progress)
+      std::fprintf(stderr, "stopped after step %lld; continue with: lra run --resume %s\n",
+                   static_cast<long long>(step), checkpoint_path_.c_str());
+    return;
+  }
+  const EvalResult test = s.evaluate(s.data.test, cfg_.batch_size, cfg_.model.max_length);
+  metrics["test_accuracy"] = test.accuracy;
+  metrics["test_loss"] = test.loss;
+  record_["metrics"] = metrics;
+  record_["memory"]["peak_rss_bytes"] = peak_rss_bytes();
+  record_["status"] = "ok";
+  record_["wall_seconds"] = wall_before + wall.seconds();
+  if (opt_.progress)
+    std::fprintf(stderr, "test accuracy %.2f%%  (val %.2f%%, best val %.2f%% at step %lld)  %.2f step/s  %s\n",
+                 100 * test.accuracy, 100 * last.accuracy, 100 * std::max(best_val, 0.0),
+                 static_cast<long long>(best_step), sps, format_duration(wall_before + wall.seconds()).c_str());
+  if (!opt_.keep_checkpoint) std::remove(checkpoint_path_.c_str());
+}
+
+}  // namespace lra

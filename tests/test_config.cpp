@@ -1,0 +1,126 @@
+// Config layers, --set parsing, schedules, the epoch sampler and checkpoints.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+#include "core/check.h"
+#include "core/sys.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/schedule.h"
+#include "train/trainer.h"
+
+using namespace lra;
+
+namespace {
+std::string temp_dir(const std::string& name) {
+  const auto p = std::filesystem::temp_directory_path() / fmt::format("lra-test-{}-{}", name, ::getpid());
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+}  // namespace
+
+TEST_CASE("config: task defaults, presets, file and --set layer in that order", "[config]") {
+  const RunConfig paper = resolve_config("listops", "softmax", "paper", "", {});
+  CHECK(paper.model.emb_dim == 512);
+  CHECK(paper.model.num_layers == 4);
+  CHECK(paper.num_train_steps == 5000);
+  CHECK(paper.learning_rate == 0.05);
+  CHECK(paper.model.vocab_size == 17);
+  CHECK(paper.model.num_classes == 10);
+  CHECK(paper.model.max_length == 2000);
+
+  const RunConfig cpu = resolve_config("listops", "softmax", "cpu", "", {});
+  CHECK(cpu.model.emb_dim < paper.model.emb_dim);
+
+  const std::string dir = temp_dir("config");
+  const std::string file = dir + "/c.json";
+  write_file_atomic(file, R"({"emb_dim": 32, "num_heads": 4, "learning_rate": 0.001})");
+  const RunConfig c = resolve_config("listops", "cosformer", "cpu", file, {"num_heads=2", "eps=1e-5", "gelu=exact"});
+  CHECK(c.model.emb_dim == 32);
+  CHECK(c.model.num_heads == 2);
+  CHECK(c.learning_rate == 0.001);
+  CHECK(c.model.attn_params["eps"].get<double>() == 1e-5);
+  CHECK(c.model.gelu == GeluKind::Exact);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("config: bad keys and values are clear errors", "[config]") {
+  using Catch::Matchers::Contains;
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"emb_dimm=3"}),
+                    Contains("unknown config key 'emb_dimm'") && Contains("emb_dim"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"emb_dim=wide"}),
+                    Contains("'emb_dim' expects a value like"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"num_layers=2.5"}),
+                    Contains("'num_layers' expects a value like"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"eps=1e-5"}),
+                    Contains("attention 'softmax' takes: none"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"vocab_size=20"}), Contains("set by the task"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "fast", "", {}), Contains("valid presets: cpu, paper"));
+  CHECK_THROWS_WITH(resolve_config("listops", "flash", "cpu", "", {}), Contains("valid names: softmax, cosformer"));
+  CHECK_THROWS_WITH(resolve_config("imagenet", "softmax", "cpu", "", {}), Contains("valid tasks: listops"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"num_heads=3"}), Contains("divisible"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"classifier_pool=MAX"}), Contains("CLS or MEAN"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "/nonexistent/c.json", {}), Contains("/nonexistent/c.json"));
+}
+
+TEST_CASE("config: --set values parse as JSON, else as strings", "[config]") {
+  CHECK(parse_set("learning_rate=1e-3").second.get<double>() == 1e-3);
+  CHECK(parse_set("learn_pos_emb=true").second.get<bool>());
+  CHECK(parse_set("classifier_pool=MEAN").second.get<std::string>() == "MEAN");
+  CHECK(parse_set("factors=constant * linear_warmup").second.get<std::string>() == "constant * linear_warmup");
+  CHECK_THROWS_AS(parse_set("noequals"), Error);
+}
+
+TEST_CASE("config: a record's config reads back to the same config", "[config]") {
+  const RunConfig c = resolve_config("listops", "cosformer", "cpu", "", {"seed=7"});
+  CHECK(RunConfig::from_json(c.to_json()).to_json() == c.to_json());
+}
+
+TEST_CASE("schedule: LRA's rsqrt and cosine factors", "[config]") {
+  const LrSchedule rsqrt("constant * linear_warmup * rsqrt_decay", 0.05, 1000, 4000);
+  CHECK(rsqrt(0) == 0.0);
+  CHECK(rsqrt(500) == Approx(0.05 * 0.5 / std::sqrt(1000.0)));
+  CHECK(rsqrt(1000) == Approx(1.58113883e-3));
+  CHECK(rsqrt(4999) == Approx(0.05 / std::sqrt(4999.0)));
+  const LrSchedule cosine("constant * linear_warmup * cosine_decay", 1e-3, 100, 900);
+  CHECK(cosine(100) == Approx(1e-3));
+  CHECK(cosine(550) == Approx(0.5e-3));
+  CHECK(cosine(999) == Approx(1e-3 * 0.5 * (1 + std::cos(M_PI * 899.0 / 900))).margin(1e-12));
+  CHECK_THROWS_WITH(LrSchedule("constant * warmup_cosine", 1, 1, 1), Catch::Contains("known factors"));
+}
+
+TEST_CASE("sampler: each epoch visits every example once, in a seeded order", "[config]") {
+  EpochSampler a(10, 3), b(10, 3), c(10, 4);
+  std::multiset<size_t> epoch0;
+  for (int step = 0; step < 5; ++step)
+    for (size_t i : a.batch(step, 2)) epoch0.insert(i);
+  CHECK(epoch0 == std::multiset<size_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(a.batch(7, 4) == b.batch(7, 4));  // a pure function of (seed, step)
+  CHECK(b.batch(0, 10) != c.batch(0, 10));
+}
+
+TEST_CASE("checkpoint: round trip, and truncation or corruption is detected", "[config]") {
+  const std::string dir = temp_dir("ckpt");
+  const std::string path = dir + "/run.ckpt";
+  const std::vector<float> p = {1, 2, 3}, m = {4, 5, 6}, v = {7, 8, 9};
+  save_checkpoint(path, {{"step", 12}}, p.data(), m.data(), v.data(), 3);
+  const Checkpoint c = load_checkpoint(path);
+  CHECK(c.meta["step"] == 12);
+  CHECK(c.params == p);
+  CHECK(c.m == m);
+  CHECK(c.v == v);
+  std::string bytes = read_file(path);
+  write_file_atomic(path, bytes.substr(0, bytes.size() - 10));
+  CHECK_THROWS_WITH(load_checkpoint(path), Catch::Contains("truncated") || Catch::Contains("corrupt"));
+  bytes[bytes.size() - 20] ^= 1;
+  write_file_atomic(path, bytes);
+  CHECK_THROWS_WITH(load_checkpoint(path), Catch::Contains("checksum"));
+  CHECK_THROWS_WITH(load_checkpoint(dir + "/missing.ckpt"), Catch::Contains("missing.ckpt"));
+  std::filesystem::remove_all(dir);
+}
