@@ -1,0 +1,77 @@
+#include "cmd_list.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "attn/attention.h"
+#include "tasks/task.h"
+
+namespace lra {
+
+void setup_list(CLI::App& app, ListOptions& opt) {
+  app.add_option("what", opt.what, "tasks or attn")->required()->check(CLI::IsMember({"tasks", "attn"}));
+  app.add_flag("--json", opt.json, "print JSON instead of text");
+}
+
+namespace {
+
+int list_tasks(bool as_json) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& t : task_registry()) {
+    nlohmann::json presets = nlohmann::json::object();
+    for (const auto& [name, overrides] : t->presets()) presets[name] = overrides;
+    out.push_back({{"name", t->name()},
+                   {"summary", t->summary()},
+                   {"vocab_size", t->vocab_size()},
+                   {"num_classes", t->num_classes()},
+                   {"defaults", t->defaults()},
+                   {"presets", presets}});
+  }
+  if (as_json) {
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  for (const auto& t : out) {
+    std::printf("%s\n  %s\n  vocab %d, %d classes, max_length %d\n", t["name"].get<std::string>().c_str(),
+                t["summary"].get<std::string>().c_str(), t["vocab_size"].get<int>(), t["num_classes"].get<int>(),
+                t["defaults"].value("max_length", 0));
+    for (auto it = t["presets"].begin(); it != t["presets"].end(); ++it)
+      std::printf("  preset %-6s %s\n", it.key().c_str(),
+                  it.value().empty() ? "(LRA's official config)" : it.value().dump().c_str());
+  }
+  return 0;
+}
+
+int list_attn(bool as_json) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& a : attention_registry()) {
+    nlohmann::json params = nlohmann::json::array();
+    for (const auto& p : a.params) params.push_back({{"name", p.name}, {"default", p.default_value}, {"help", p.help}});
+    out.push_back({{"name", a.name},
+                   {"summary", a.summary},
+                   {"complexity", a.complexity},
+                   {"attention_dropout", a.uses_attention_dropout},
+                   {"params", params}});
+  }
+  if (as_json) {
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  for (const auto& a : out) {
+    std::printf("%s\n  %s\n  %s\n", a["name"].get<std::string>().c_str(), a["summary"].get<std::string>().c_str(),
+                a["complexity"].get<std::string>().c_str());
+    if (!a["attention_dropout"].get<bool>()) std::printf("  attention_dropout_rate: not used (no attention weights)\n");
+    for (const auto& p : a["params"])
+      std::printf("  --set %s=%s  %s\n", p["name"].get<std::string>().c_str(), p["default"].dump().c_str(),
+                  p["help"].get<std::string>().c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_list(const ListOptions& opt) { return opt.what == "tasks" ? list_tasks(opt.json) : list_attn(opt.json); }
+
+}  // namespace lra

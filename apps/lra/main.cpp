@@ -1,0 +1,36 @@
+// lra: the Long-Range Arena harness. One subcommand per file (cmd_*.cpp); errors exit here.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "cmd_bench.h"
+#include "cmd_list.h"
+#include "cmd_run.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"lra: train and benchmark efficient attention on the Long-Range Arena"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", LRA_VERSION);
+
+  lra::RunOptions run_opt;
+  CLI::App* run = app.add_subcommand("run", "train a model on a task and write its run record (JSON)");
+  lra::setup_run(*run, run_opt);
+
+  lra::ListOptions list_opt;
+  CLI::App* list = app.add_subcommand("list", "list the tasks or attention variants");
+  lra::setup_list(*list, list_opt);
+
+  lra::BenchTrainOptions bench_train_opt;
+  CLI::App* bench = app.add_subcommand("bench", "benchmarks: `bench train` times training steps");
+  lra::setup_bench(*bench, bench_train_opt);
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (run->parsed()) return lra::run_run(run_opt, *run);
+    if (list->parsed()) return lra::run_list(list_opt);
+    if (bench->got_subcommand("train")) return lra::run_bench_train(bench_train_opt);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lra: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

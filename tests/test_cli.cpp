@@ -1,0 +1,150 @@
+// The CLI end to end, through the built `lra` binary: a tiny run writes a complete record; a run
+// stopped and resumed ends with the numbers of the uninterrupted run; bad input fails clearly.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/sys.h"
+#include "results/record.h"
+
+using namespace lra;
+
+namespace {
+
+struct Result {
+  int rc;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+Result run(const std::string& args) {
+  const std::string err_file = fmt::format("{}/lra-cli-{}.err", std::filesystem::temp_directory_path().string(), getpid());
+  const std::string cmd = fmt::format("{} {} 2>{}", LRA_BIN, args, err_file);
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  Result r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, read_file(err_file)};
+  std::remove(err_file.c_str());
+  return r;
+}
+
+std::string last_line(const std::string& s) {
+  std::string t = s;
+  while (!t.empty() && t.back() == '\n') t.pop_back();
+  const auto nl = t.rfind('\n');
+  return nl == std::string::npos ? t : t.substr(nl + 1);
+}
+
+struct TempDir {
+  std::string path;
+  explicit TempDir(const std::string& name)
+      : path((std::filesystem::temp_directory_path() / fmt::format("lra-cli-{}-{}", name, getpid())).string()) {
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+};
+
+// A tiny model on a tiny generated ListOps set: seconds on one core.
+std::string tiny(const TempDir& d) {
+  return fmt::format(
+      "run --task listops --attn {{}} --steps 8 --eval-every 3 --threads 1 --out {0}/runs --cache-dir {0}/cache "
+      "--set n_train=48 --set n_val=12 --set n_test=12 --set emb_dim=16 --set qkv_dim=16 --set mlp_dim=16 "
+      "--set num_heads=2 --set num_layers=1 --set batch_size=8 --set warmup=2",
+      d.path);
+}
+
+}  // namespace
+
+TEST_CASE("cli: a tiny run writes a record with every key", "[cli]") {
+  TempDir d("tiny");
+  for (const char* attn : {"softmax", "cosformer"}) {
+    const Result r = run(fmt::format(fmt::runtime(tiny(d)), attn));
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    const std::string path = last_line(r.out);
+    CHECK(path.rfind(d.path + "/runs/listops_" + attn, 0) == 0);
+    const auto rec = nlohmann::json::parse(read_file(path));
+    CHECK(missing_record_keys(rec).empty());
+    CHECK(rec["status"] == "ok");
+    CHECK(rec["attn"] == attn);
+    CHECK(rec["dataset"]["source"] == "generated");
+    CHECK(rec["dataset"]["n_train"] == 48);
+    CHECK(rec["curve"].size() == 3);  // steps 3, 6 and the last, 8
+    CHECK(rec["metrics"]["test_accuracy"].get<double>() >= 0.0);
+    CHECK(rec["memory"]["peak_arena_bytes"].get<double>() > 0);
+    CHECK(rec["config"]["emb_dim"] == 16);
+    CHECK(!std::filesystem::exists(rec["run_id"].get<std::string>() + ".ckpt"));
+  }
+}
+
+TEST_CASE("cli: a stopped and resumed run ends with the uninterrupted run's numbers", "[cli]") {
+  TempDir d("resume");
+  const Result full = run(fmt::format(fmt::runtime(tiny(d)), "softmax") + " --seed 5");
+  REQUIRE(full.rc == 0);
+  const Result part = run(fmt::format(fmt::runtime(tiny(d)), "softmax") + " --seed 5 --stop-after 4");
+  REQUIRE(part.rc == 0);
+  const auto stopped = nlohmann::json::parse(read_file(last_line(part.out)));
+  REQUIRE(stopped["status"] == "interrupted");
+  const std::string ckpt = stopped["checkpoint"];
+  REQUIRE(std::filesystem::exists(ckpt));
+  const Result resumed = run(fmt::format("run --resume {} --threads 1 --out {}/runs --cache-dir {}/cache", ckpt, d.path, d.path));
+  INFO(resumed.err);
+  REQUIRE(resumed.rc == 0);
+  const auto a = nlohmann::json::parse(read_file(last_line(full.out)));
+  const auto b = nlohmann::json::parse(read_file(last_line(resumed.out)));
+  CHECK(b["status"] == "ok");
+  CHECK(b["resumed_from_step"] == 4);
+  CHECK(b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
+  CHECK(b["metrics"]["test_loss"] == a["metrics"]["test_loss"]);
+  REQUIRE(b["curve"].size() == a["curve"].size());
+  for (size_t i = 0; i < a["curve"].size(); ++i) {
+    CHECK(b["curve"][i]["loss"] == a["curve"][i]["loss"]);
+    CHECK(b["curve"][i]["val_accuracy"] == a["curve"][i]["val_accuracy"]);
+  }
+  CHECK(run(fmt::format("run --resume {} --steps 3", ckpt)).err.find("cannot be combined with --resume") != std::string::npos);
+}
+
+TEST_CASE("cli: bad input fails with a clear message", "[cli]") {
+  TempDir d("bad");
+  Result r = run("run --attn flash");
+  CHECK(r.rc != 0);
+  CHECK(r.err.find("softmax") != std::string::npos);
+  r = run(fmt::format("run --out {}/runs --set no_such_key=1", d.path));
+  CHECK(r.rc != 0);
+  CHECK(r.err.find("unknown config key 'no_such_key'") != std::string::npos);
+  r = run(fmt::format("run --data-dir {}/nowhere --out {}/runs --cache-dir {}/cache --steps 1", d.path, d.path, d.path));
+  CHECK(r.rc == 1);
+  CHECK(r.err.find("nowhere") != std::string::npos);
+  const auto rec = nlohmann::json::parse(read_file(last_line(r.out)));  // the failed run has a record
+  CHECK(rec["status"] == "failed");
+  CHECK(rec["error"].get<std::string>().find("nowhere") != std::string::npos);
+  r = run("run --resume /nonexistent/run.ckpt");
+  CHECK(r.rc != 0);
+  CHECK(r.err.find("/nonexistent/run.ckpt") != std::string::npos);
+}
+
+TEST_CASE("cli: lra list and lra bench train", "[cli]") {
+  Result r = run("list attn");
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("softmax") != std::string::npos);
+  CHECK(r.out.find("cosformer") != std::string::npos);
+  CHECK(r.out.find("--set eps=") != std::string::npos);
+  r = run("list tasks --json");
+  CHECK(r.rc == 0);
+  CHECK(nlohmann::json::parse(r.out)[0]["name"] == "listops");
+  r = run("bench train --attn cosformer --len 64 --batch 2 --dim 16 --heads 2 --layers 1 --mlp 16 --steps 2 --warmup 1 --threads 1 --json");
+  REQUIRE(r.rc == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  for (const char* key : {"attn", "len", "batch", "ms_per_step_median", "ms_per_step_min", "ms_per_step_max",
+                          "peak_arena_bytes", "peak_rss_bytes"})
+    CHECK(j.contains(key));
+}
