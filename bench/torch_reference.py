@@ -31,6 +31,19 @@ def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def loaded_blas():
+    """The BLAS library this process actually mapped (Debian's torch takes whichever libblas.so.3 the
+    alternatives system points at: the reference BLAS by default, OpenBLAS when it is installed)."""
+    libs = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split()[-1]
+            name = os.path.basename(path)
+            if "blas" in name or "mkl" in name:
+                libs.add(os.path.realpath(path))
+    return ", ".join(sorted(libs)) or "none mapped"
+
+
 def bench_torch(a):
     import torch
     import torch.nn.functional as F
@@ -58,8 +71,7 @@ def bench_torch(a):
         opt.step()
         if s >= a.warmup:
             times.append((time.perf_counter() - t0) * 1e3)
-    config = torch.__config__.show()
-    blas = next((p.split("=")[1] for p in config.replace(",", " ").split() if p.startswith("BLAS_INFO=")), "?")
+    blas = loaded_blas()
     return {"bench": "train", "impl": "pytorch", "attn": a.attn, "len": a.len, "batch": a.batch, "dim": a.dim,
             "heads": a.heads, "layers": a.layers, "mlp": a.mlp, "threads": torch.get_num_threads(),
             "steps": a.steps, "warmup": a.warmup, "dropout": a.dropout, "attn_dropout": a.attn_dropout,

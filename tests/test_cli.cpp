@@ -10,8 +10,10 @@
 
 #include "core/sys.h"
 #include "results/record.h"
+#include "test_util.h"
 
 using namespace lra;
+using lra::test::TempDir;
 
 namespace {
 
@@ -43,23 +45,13 @@ std::string last_line(const std::string& s) {
   return nl == std::string::npos ? t : t.substr(nl + 1);
 }
 
-struct TempDir {
-  std::string path;
-  explicit TempDir(const std::string& name)
-      : path((std::filesystem::temp_directory_path() / fmt::format("lra-cli-{}-{}", name, getpid())).string()) {
-    std::filesystem::remove_all(path);
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
-
 // A tiny model on a tiny generated ListOps set: seconds on one core.
-std::string tiny(const TempDir& d) {
+std::string tiny(const TempDir& d, int threads = 1) {
   return fmt::format(
-      "run --task listops --attn {{}} --steps 8 --eval-every 3 --threads 1 --out {0}/runs --cache-dir {0}/cache "
+      "run --task listops --attn {{}} --steps 8 --eval-every 3 --threads {1} --out {0}/runs --cache-dir {0}/cache "
       "--set n_train=48 --set n_val=12 --set n_test=12 --set emb_dim=16 --set qkv_dim=16 --set mlp_dim=16 "
       "--set num_heads=2 --set num_layers=1 --set batch_size=8 --set warmup=2",
-      d.path);
+      d.path, threads);
 }
 
 }  // namespace
@@ -111,6 +103,22 @@ TEST_CASE("cli: a stopped and resumed run ends with the uninterrupted run's numb
     CHECK(b["curve"][i]["val_accuracy"] == a["curve"][i]["val_accuracy"]);
   }
   CHECK(run(fmt::format("run --resume {} --steps 3", ckpt)).err.find("cannot be combined with --resume") != std::string::npos);
+}
+
+TEST_CASE("cli: the same seed and thread count give the same numbers run after run", "[cli]") {
+  TempDir d("repeat");
+  std::vector<nlohmann::json> records;
+  for (int i = 0; i < 2; ++i) {
+    const Result r = run(fmt::format(fmt::runtime(tiny(d, 2)), "cosformer") + " --seed 3");
+    REQUIRE(r.rc == 0);
+    records.push_back(nlohmann::json::parse(read_file(last_line(r.out))));
+  }
+  CHECK(records[0]["curve"].size() == records[1]["curve"].size());
+  for (size_t i = 0; i < records[0]["curve"].size(); ++i) {
+    CHECK(records[0]["curve"][i]["loss"] == records[1]["curve"][i]["loss"]);
+    CHECK(records[0]["curve"][i]["val_loss"] == records[1]["curve"][i]["val_loss"]);
+  }
+  CHECK(records[0]["metrics"]["test_loss"] == records[1]["metrics"]["test_loss"]);
 }
 
 TEST_CASE("cli: bad input fails with a clear message", "[cli]") {

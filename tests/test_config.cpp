@@ -1,6 +1,4 @@
 // Config layers, --set parsing, schedules, the epoch sampler and checkpoints.
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdio>
@@ -13,17 +11,10 @@
 #include "train/config.h"
 #include "train/schedule.h"
 #include "train/trainer.h"
+#include "test_util.h"
 
 using namespace lra;
-
-namespace {
-std::string temp_dir(const std::string& name) {
-  const auto p = std::filesystem::temp_directory_path() / fmt::format("lra-test-{}-{}", name, ::getpid());
-  std::filesystem::remove_all(p);
-  std::filesystem::create_directories(p);
-  return p.string();
-}
-}  // namespace
+using lra::test::TempDir;
 
 TEST_CASE("config: task defaults, presets, file and --set layer in that order", "[config]") {
   const RunConfig paper = resolve_config("listops", "softmax", "paper", "", {});
@@ -38,8 +29,8 @@ TEST_CASE("config: task defaults, presets, file and --set layer in that order", 
   const RunConfig cpu = resolve_config("listops", "softmax", "cpu", "", {});
   CHECK(cpu.model.emb_dim < paper.model.emb_dim);
 
-  const std::string dir = temp_dir("config");
-  const std::string file = dir + "/c.json";
+  const TempDir dir("config");
+  const std::string file = dir / "c.json";
   write_file_atomic(file, R"({"emb_dim": 32, "num_heads": 4, "learning_rate": 0.001})");
   const RunConfig c = resolve_config("listops", "cosformer", "cpu", file, {"num_heads=2", "eps=1e-5", "gelu=exact"});
   CHECK(c.model.emb_dim == 32);
@@ -47,7 +38,6 @@ TEST_CASE("config: task defaults, presets, file and --set layer in that order", 
   CHECK(c.learning_rate == 0.001);
   CHECK(c.model.attn_params["eps"].get<double>() == 1e-5);
   CHECK(c.model.gelu == GeluKind::Exact);
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("config: bad keys and values are clear errors", "[config]") {
@@ -106,8 +96,8 @@ TEST_CASE("sampler: each epoch visits every example once, in a seeded order", "[
 }
 
 TEST_CASE("checkpoint: round trip, and truncation or corruption is detected", "[config]") {
-  const std::string dir = temp_dir("ckpt");
-  const std::string path = dir + "/run.ckpt";
+  const TempDir dir("ckpt");
+  const std::string path = dir / "run.ckpt";
   const std::vector<float> p = {1, 2, 3}, m = {4, 5, 6}, v = {7, 8, 9};
   save_checkpoint(path, {{"step", 12}}, p.data(), m.data(), v.data(), 3);
   const Checkpoint c = load_checkpoint(path);
@@ -121,6 +111,5 @@ TEST_CASE("checkpoint: round trip, and truncation or corruption is detected", "[
   bytes[bytes.size() - 20] ^= 1;
   write_file_atomic(path, bytes);
   CHECK_THROWS_WITH(load_checkpoint(path), Catch::Contains("checksum"));
-  CHECK_THROWS_WITH(load_checkpoint(dir + "/missing.ckpt"), Catch::Contains("missing.ckpt"));
-  std::filesystem::remove_all(dir);
+  CHECK_THROWS_WITH(load_checkpoint(dir / "missing.ckpt"), Catch::Contains("missing.ckpt"));
 }

@@ -12,29 +12,15 @@
 #include "core/sys.h"
 #include "tasks/listops/listops.h"
 #include "tasks/task.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace lra;
 using namespace lra::listops;
+using lra::test::TempDir;
 using Catch::Contains;
 
 namespace {
-
-// A fresh folder under the system temp folder, removed with everything in it at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / fmt::format("lra-test-listops-{}-{}", getpid(), counter++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 // An evaluator independent of the library: it reads the parenthesised `Source` string, where every
 // `( X Y )` applies the partial operator X to one more argument Y, or completes it when Y is `]`.
@@ -222,7 +208,7 @@ TEST_CASE("listops: the generator is deterministic per seed and its splits are p
   CHECK(same(a.train, b.train));
   CHECK(same(a.val, b.val));
   CHECK(same(a.test, b.test));
-  TempDir dir;
+  TempDir dir("listops");
   write_tsv(dir / "a.tsv", a.train);
   write_tsv(dir / "b.tsv", b.train);
   CHECK(read_file(dir / "a.tsv") == read_file(dir / "b.tsv"));
@@ -303,7 +289,7 @@ TEST_CASE("listops: lengths and labels are in the reference's range", "[listops]
 }
 
 TEST_CASE("listops: the reader round-trips the writer's files", "[listops]") {
-  TempDir dir;
+  TempDir dir("listops");
   const TaskData d = generate(5, {30, 10, 10});
   const std::string path = dir / "basic_train.tsv";
   write_tsv(path, d.train);
@@ -337,7 +323,7 @@ TEST_CASE("listops: the reader round-trips the writer's files", "[listops]") {
 }
 
 TEST_CASE("listops: each malformed line has its own error naming file and line", "[listops]") {
-  TempDir dir;
+  TempDir dir("listops");
   const std::string good = "( ( ( [MED 3 ) 8 ) ] )\t5\r\n";
   // Line 3 of each file is the bad one, between two good examples.
   auto expect_error = [&](const std::string& name, const std::string& bad_line,
@@ -372,16 +358,16 @@ TEST_CASE("listops: each malformed line has its own error naming file and line",
 }
 
 TEST_CASE("listops: generated data is cached and reused", "[listops]") {
-  TempDir dir;
+  TempDir dir("listops");
   DataOptions opt;
-  opt.cache_dir = dir.path.string();
+  opt.cache_dir = dir.path;
   opt.data_seed = 4;
   opt.n_train = 60;
   opt.n_val = 20;
   opt.n_test = 20;
   opt.quiet = true;
   const std::string cache = cache_path(opt);
-  CHECK(cache == (dir.path / "listops" / "seed4-train60-val20-test20").string());
+  CHECK(cache == (fs::path(dir.path) / "listops" / "seed4-train60-val20-test20").string());
   CHECK(cache_path(DataOptions{}).find("seed0-train96000-val2000-test2000") != std::string::npos);
 
   const TaskData first = find_task("listops").load(opt);
@@ -401,7 +387,7 @@ TEST_CASE("listops: generated data is cached and reused", "[listops]") {
   CHECK(same(first.train, direct.train));
   CHECK(same(first.test, direct.test));
   // Only the finished folder is left behind.
-  CHECK(std::distance(fs::directory_iterator(dir.path / "listops"), fs::directory_iterator()) == 1);
+  CHECK(std::distance(fs::directory_iterator(fs::path(dir.path) / "listops"), fs::directory_iterator()) == 1);
 
   std::vector<fs::file_time_type> mtimes;
   for (const auto& [path, sum] : first.info.files) mtimes.push_back(fs::last_write_time(path));
@@ -425,20 +411,20 @@ TEST_CASE("listops: generated data is cached and reused", "[listops]") {
 }
 
 TEST_CASE("listops: --data-dir finds the release layouts", "[listops]") {
-  TempDir dir;
+  TempDir dir("listops");
   const TaskData d = generate(9, {20, 6, 6});
-  const fs::path doubled = dir.path / "lra_release" / "lra_release" / "listops-1000";
+  const fs::path doubled = fs::path(dir.path) / "lra_release" / "lra_release" / "listops-1000";
   fs::create_directories(doubled);
   write_tsv((doubled / "basic_train.tsv").string(), d.train);
   write_tsv((doubled / "basic_val.tsv").string(), d.val);
   write_tsv((doubled / "basic_test.tsv").string(), d.test);
-  CHECK(find_data_dir(dir.path.string()) == doubled.string());
-  CHECK(find_data_dir((dir.path / "lra_release").string()) == doubled.string());
+  CHECK(find_data_dir(dir.path) == doubled.string());
+  CHECK(find_data_dir((fs::path(dir.path) / "lra_release").string()) == doubled.string());
   CHECK(find_data_dir(doubled.parent_path().string()) == doubled.string());
   CHECK(find_data_dir(doubled.string()) == doubled.string());
 
   DataOptions opt;
-  opt.data_dir = dir.path.string();
+  opt.data_dir = dir.path;
   opt.quiet = true;
   const TaskData loaded = find_task("listops").load(opt);
   CHECK(loaded.info.source == "files");
@@ -457,13 +443,13 @@ TEST_CASE("listops: --data-dir finds the release layouts", "[listops]") {
   CHECK(same(sub.val, d.val));
   CHECK(sub.info.generator.contains("subsample"));
 
-  TempDir other;
+  TempDir other("listops");
   CHECK_THROWS_WITH(
-      find_data_dir(other.path.string()),
+      find_data_dir(other.path),
       Contains("tried") &&
-          Contains((other.path / "lra_release" / "lra_release" / "listops-1000").string()));
+          Contains((fs::path(other.path) / "lra_release" / "lra_release" / "listops-1000").string()));
   write_tsv(other / "basic_train.tsv", d.train);
-  CHECK_THROWS_WITH(find_data_dir(other.path.string()), Contains("no basic_val.tsv"));
+  CHECK_THROWS_WITH(find_data_dir(other.path), Contains("no basic_val.tsv"));
 }
 
 TEST_CASE("listops: the task's config and presets", "[listops]") {

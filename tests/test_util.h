@@ -1,15 +1,39 @@
 // Helpers shared by the test files: random tensors and central finite differences.
 #pragma once
 
+#include <fmt/format.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "core/rng.h"
 
 namespace lra::test {
+
+// A fresh folder under the system temp folder, removed with everything in it at scope exit.
+struct TempDir {
+  std::string path;
+  explicit TempDir(const std::string& name) {
+    static int counter = 0;
+    path = (std::filesystem::temp_directory_path() / fmt::format("lra-test-{}-{}-{}", name, getpid(), counter++))
+               .string();
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
 
 inline std::vector<double> randn(size_t n, uint64_t seed, double scale = 1.0) {
   Rng rng(seed, 77);

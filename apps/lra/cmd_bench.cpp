@@ -7,6 +7,7 @@
 
 #include "attn/attention.h"
 #include "backend/backend.h"
+#include "core/check.h"
 #include "core/rng.h"
 #include "core/sys.h"
 #include "model/model.h"
@@ -35,7 +36,38 @@ void setup_bench(CLI::App& bench, BenchTrainOptions& o) {
   train->add_option("--set", o.sets, "attention hyperparameter key=value; repeatable")->type_name("KEY=VALUE");
   train->add_option("--seed", o.seed, "seed of the random tokens and weights")->capture_default_str();
   train->add_flag("--json", o.json, "print one JSON object");
+  train->add_flag("--torch", o.torch,
+                  "then time the same step in PyTorch (bench/torch_reference.py, Debian's python3-torch) and "
+                  "print the ratio");
+  train->add_option("--python", o.python, "Python interpreter with torch, for --torch")->capture_default_str();
 }
+
+namespace {
+
+// Runs bench/torch_reference.py on the same shapes and returns its JSON result.
+nlohmann::json time_torch(const BenchTrainOptions& o, int threads) {
+  const std::string script = std::string(LRA_SOURCE_DIR) + "/bench/torch_reference.py";
+  const std::string cmd = fmt::format(
+      "{} {} --json --attn {} --len {} --batch {} --dim {} --heads {} --layers {} --mlp {} --threads {} --steps {} "
+      "--warmup {} --dropout {} --attn-dropout {} --seed {}",
+      o.python, script, o.attn, o.len, o.batch, o.dim, o.heads, o.layers, o.mlp, threads, o.steps, o.warmup,
+      o.dropout, o.attn_dropout, o.seed);
+  FILE* p = popen(cmd.c_str(), "r");
+  LRA_CHECK(p != nullptr, "could not start `{}`", cmd);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  LRA_CHECK(status == 0 && !out.empty(),
+            "the PyTorch reference failed (`{}`); it needs Python 3 with torch: run scripts/setup.sh --bench "
+            "(Debian's python3-torch) or point --python at an interpreter that has it",
+            cmd);
+  const auto last = out.find_last_of('\n', out.size() - 2);
+  return nlohmann::json::parse(last == std::string::npos ? out : out.substr(last + 1));
+}
+
+}  // namespace
 
 int run_bench_train(const BenchTrainOptions& o) {
   set_threads(o.threads);
@@ -106,6 +138,12 @@ int run_bench_train(const BenchTrainOptions& o) {
                         {"ms_per_step", ms},       {"peak_arena_bytes", arena},
                         {"peak_rss_bytes", peak_rss_bytes()}, {"num_params", model.num_params()},
                         {"env", env_json(threads)}};
+  if (o.torch) {
+    const nlohmann::json t = time_torch(o, threads);
+    out["torch"] = t;
+    out["speedup_vs_torch"] = t["ms_per_step_median"].get<double>() / med;
+    out["rss_ratio_vs_torch"] = t["peak_rss_bytes"].get<double>() / static_cast<double>(peak_rss_bytes());
+  }
   if (o.json) {
     std::printf("%s\n", out.dump().c_str());
     return 0;
@@ -115,6 +153,14 @@ int run_bench_train(const BenchTrainOptions& o) {
   std::printf("  ms/step  median %.1f  min %.1f  max %.1f  (%d steps after %d warm-up)\n", med, lo, hi, o.steps,
               o.warmup);
   std::printf("  memory   arena %.1f MiB  peak RSS %.1f MiB\n", arena / 1048576.0, peak_rss_bytes() / 1048576.0);
+  if (o.torch) {
+    const nlohmann::json& t = out["torch"];
+    std::printf("  pytorch  median %.1f ms/step, peak RSS %.1f MiB (torch %s, BLAS %s)\n",
+                t["ms_per_step_median"].get<double>(), t["peak_rss_bytes"].get<double>() / 1048576.0,
+                t["env"]["torch"].get<std::string>().c_str(), t["env"]["blas"].get<std::string>().c_str());
+    std::printf("  lra is %.2fx faster per step and uses %.2fx less peak RSS\n", out["speedup_vs_torch"].get<double>(),
+                out["rss_ratio_vs_torch"].get<double>());
+  }
   return 0;
 }
 

@@ -25,6 +25,8 @@ struct BenchTrainOptions {
   std::vector<std::string> sets;
   uint64_t seed = 0;
   bool json = false;
+  bool torch = false;  // also time bench/torch_reference.py on the same shapes and print the ratio
+  std::string python = "python3";
 };
 
 void setup_bench(CLI::App& bench, BenchTrainOptions& train_opt);

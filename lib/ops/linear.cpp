@@ -12,13 +12,13 @@ void linear_forward(T* y, const T* x, const T* W, const T* b, int64_t N, int in,
   MapR<T> Y(y, N, out, Eigen::OuterStride<>(out));
   CMapR<T> X(x, N, in, Eigen::OuterStride<>(in));
   CMapR<T> Wm(W, out, in, Eigen::OuterStride<>(in));
-  Y.noalias() = X * Wm.transpose();
-  if (b != nullptr) {
-    parallel_for(N, out, [&](int64_t r) {
-      T* row = y + r * out;
-      for (int c = 0; c < out; ++c) row[c] += b[c];
-    });
-  }
+  // Eigen's `Y = X W^T` zero-fills Y before accumulating; starting from the bias instead saves the
+  // separate pass that adds it.
+  parallel_for(N, out, [&](int64_t r) {
+    T* row = y + r * out;
+    for (int c = 0; c < out; ++c) row[c] = b != nullptr ? b[c] : T(0);
+  });
+  Y.noalias() += X * Wm.transpose();
 }
 
 template <class T>

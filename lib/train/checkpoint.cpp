@@ -42,33 +42,58 @@ void save_checkpoint(const std::string& path, const nlohmann::json& meta, const 
   f.commit();
 }
 
-Checkpoint load_checkpoint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  LRA_CHECK(in.good(), "cannot open checkpoint '{}': {}", path, std::strerror(errno));
-  Fnv sum;
-  auto get = [&](void* data, size_t bytes, const char* what) {
+namespace {
+
+// Reads a checkpoint's header and metadata from `in`, feeding every byte to `sum`.
+nlohmann::json read_meta(std::ifstream& in, const std::string& path, Fnv& sum) {
+  auto get = [&](void* data, size_t bytes) {
     in.read(static_cast<char*>(data), static_cast<std::streamsize>(bytes));
-    LRA_CHECK(static_cast<size_t>(in.gcount()) == bytes, "checkpoint '{}' is truncated (while reading {})", path,
-              what);
+    LRA_CHECK(static_cast<size_t>(in.gcount()) == bytes, "checkpoint '{}' is truncated (in its metadata)", path);
     sum.add(data, bytes);
   };
   char magic[8];
-  get(magic, sizeof magic, "the header");
+  get(magic, sizeof magic);
   LRA_CHECK(std::memcmp(magic, kMagic, sizeof magic) == 0, "'{}' is not an lra checkpoint", path);
   uint64_t len = 0;
-  get(&len, sizeof len, "the header");
+  get(&len, sizeof len);
   LRA_CHECK(len < (1ull << 30), "checkpoint '{}' is corrupt (metadata length {})", path, len);
   std::string text(len, '\0');
-  get(text.data(), len, "the metadata");
+  get(text.data(), len);
+  nlohmann::json meta = nlohmann::json::parse(text, nullptr, false);
+  LRA_CHECK(!meta.is_discarded(), "checkpoint '{}' has corrupt metadata", path);
+  return meta;
+}
+
+std::ifstream open_checkpoint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  LRA_CHECK(in.good(), "cannot open checkpoint '{}': {}", path, std::strerror(errno));
+  return in;
+}
+
+}  // namespace
+
+nlohmann::json load_checkpoint_meta(const std::string& path) {
+  std::ifstream in = open_checkpoint(path);
+  Fnv sum;
+  return read_meta(in, path, sum);
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  std::ifstream in = open_checkpoint(path);
+  Fnv sum;
   Checkpoint c;
-  c.meta = nlohmann::json::parse(text, nullptr, false);
-  LRA_CHECK(!c.meta.is_discarded(), "checkpoint '{}' has corrupt metadata", path);
+  c.meta = read_meta(in, path, sum);
+  auto get = [&](void* data, size_t bytes) {
+    in.read(static_cast<char*>(data), static_cast<std::streamsize>(bytes));
+    LRA_CHECK(static_cast<size_t>(in.gcount()) == bytes, "checkpoint '{}' is truncated (in its tensors)", path);
+    sum.add(data, bytes);
+  };
   uint64_t n = 0;
-  get(&n, sizeof n, "the parameter count");
+  get(&n, sizeof n);
   LRA_CHECK(n < (1ull << 36), "checkpoint '{}' is corrupt (parameter count {})", path, n);
   for (auto* a : {&c.params, &c.m, &c.v}) {
     a->resize(n);
-    get(a->data(), sizeof(float) * n, "the tensors");
+    get(a->data(), sizeof(float) * n);
   }
   uint64_t stored = 0;
   in.read(reinterpret_cast<char*>(&stored), sizeof stored);

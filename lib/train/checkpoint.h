@@ -20,5 +20,7 @@ void save_checkpoint(const std::string& path, const nlohmann::json& meta, const 
                      const float* v, int64_t n);
 // Throws naming the file when it is missing, truncated, corrupt or not a checkpoint.
 Checkpoint load_checkpoint(const std::string& path);
+// Only the metadata (config, step, ...), without reading the tensors; load_checkpoint verifies the rest.
+nlohmann::json load_checkpoint_meta(const std::string& path);
 
 }  // namespace lra

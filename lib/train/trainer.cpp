@@ -105,9 +105,9 @@ Trainer::Trainer(RunConfig cfg, TrainOptions opt) : cfg_(std::move(cfg)), opt_(s
   record_["curve"] = nlohmann::json::array();
   record_["env"] = env_json(cfg_.threads);
   if (!opt_.resume.empty()) {
-    const Checkpoint probe = load_checkpoint(opt_.resume);
-    run_id_ = probe.meta.at("run_id").get<std::string>();
-    record_["started_at"] = probe.meta.at("started_at");
+    const nlohmann::json meta = load_checkpoint_meta(opt_.resume);
+    run_id_ = meta.at("run_id").get<std::string>();
+    record_["started_at"] = meta.at("started_at");
   } else {
     std::string ts = record_["started_at"].get<std::string>();
     ts.erase(std::remove_if(ts.begin(), ts.end(), [](char c) { return c == '-' || c == ':'; }), ts.end());
@@ -123,8 +123,7 @@ Trainer::Trainer(RunConfig cfg, TrainOptions opt) : cfg_(std::move(cfg)), opt_(s
 Trainer::~Trainer() = default;
 
 RunConfig config_from_checkpoint(const std::string& path) {
-  const Checkpoint c = load_checkpoint(path);
-  return RunConfig::from_json(c.meta.at("config"));
+  return RunConfig::from_json(load_checkpoint_meta(path).at("config"));
 }
 
 void Trainer::fail(const std::string& error) {
@@ -325,8 +324,7 @@ void Trainer::run() {
                        {"activations_bytes", mem.activations},
                        {"scratch_bytes", mem.scratch},
                        {"peak_rss_bytes", peak_rss_bytes()}};
-  const EvalResult last = curve.empty() ? EvalResult{} : EvalResult{curve.back().value("val_accuracy", 0.0), 0.0};
-  nlohmann::json metrics = {{"val_accuracy", last.accuracy},
+  nlohmann::json metrics = {{"val_accuracy", std::max(last_val, 0.0)},
                             {"test_accuracy", nullptr},
                             {"test_loss", nullptr},
                             {"best_val_accuracy", std::max(best_val, 0.0)},
@@ -351,7 +349,7 @@ void Trainer::run() {
   record_["wall_seconds"] = wall_before + wall.seconds();
   if (opt_.progress)
     std::fprintf(stderr, "test accuracy %.2f%%  (val %.2f%%, best val %.2f%% at step %lld)  %.2f step/s  %s\n",
-                 100 * test.accuracy, 100 * last.accuracy, 100 * std::max(best_val, 0.0),
+                 100 * test.accuracy, 100 * std::max(last_val, 0.0), 100 * std::max(best_val, 0.0),
                  static_cast<long long>(best_step), sps, format_duration(wall_before + wall.seconds()).c_str());
   if (!opt_.keep_checkpoint) std::remove(checkpoint_path_.c_str());
 }

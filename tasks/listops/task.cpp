@@ -18,12 +18,18 @@ namespace {
 
 constexpr const char* kFiles[] = {"basic_train.tsv", "basic_val.tsv", "basic_test.tsv"};
 
-// The small configuration for CPU runs. Provisional: this is the one place to tune it.
+// The `cpu` preset: minutes on 2 cores, and it learns. ListOps models sit at the majority class
+// (about 17%) until the CLS position learns to read the root operator at position 1, which alone
+// is worth about 37% (measured on the generated validation set). With learned positions, no
+// dropout (4000 steps are 1.3 epochs, so there is nothing to regularise yet) and one 64-wide layer,
+// cosFormer left the plateau between steps 1000 and 2200 for each of seeds 0-5 at 11-13 steps/s;
+// two layers were 2.3x slower per step and seed 2 was still on the plateau after 2000 steps.
 nlohmann::json cpu_preset() {
-  return {{"emb_dim", 64},           {"num_heads", 2}, {"num_layers", 2},
-          {"qkv_dim", 64},           {"mlp_dim", 128}, {"batch_size", 32},
-          {"num_train_steps", 1000}, {"warmup", 100},  {"eval_frequency", 100},
-          {"learning_rate", 0.05}};
+  return {{"emb_dim", 64},          {"num_heads", 2},          {"num_layers", 1},
+          {"qkv_dim", 64},          {"mlp_dim", 128},          {"batch_size", 32},
+          {"num_train_steps", 4000}, {"warmup", 200},          {"eval_frequency", 200},
+          {"learning_rate", 0.05},  {"dropout_rate", 0.0},     {"attention_dropout_rate", 0.0},
+          {"learn_pos_emb", true}};
 }
 
 SplitSizes requested_sizes(const DataOptions& opt) {
