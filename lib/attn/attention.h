@@ -27,11 +27,6 @@ struct SeqBatch {
   int L_pad = 0;
   int64_t rows() const { return offsets[B]; }
   int length(int b) const { return offsets[b + 1] - offsets[b]; }
-  int max_length() const {
-    int m = 0;
-    for (int b = 0; b < B; ++b) m = length(b) > m ? length(b) : m;
-    return m;
-  }
 };
 
 // Q, K, V: row r of head h starts at q + r*ld_in + h*dk (v: h*dv); out likewise with ld_out.

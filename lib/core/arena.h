@@ -3,8 +3,8 @@
 // Each buffer class (parameters, gradients, optimizer state, activations, scratch) lives in one block.
 // Owners lay their buffers out with a function that calls take<T>(n) in a fixed order; it runs once on
 // an arena without a block (which only counts bytes), the block is then allocated at exactly that
-// size, and the same function runs again to hand out the pointers. Scratch memory is taken and given
-// back in stack order (mark/release) and the arena remembers its peak.
+// size, and the same function runs again to hand out the pointers. The arena remembers the most it
+// ever handed out (its peak), which is what run records report.
 #pragma once
 
 #include <cstddef>
@@ -45,16 +45,11 @@ class Arena {
   }
   void* take_bytes(size_t bytes);
 
-  // Stack discipline for scratch: release(mark()) gives back everything taken since.
-  size_t mark() const { return used_; }
-  void release(size_t mark) { used_ = mark; }
   // Starts a new layout pass (counting or assigning) from offset zero.
   void rewind() { used_ = 0; }
 
   size_t used() const { return used_; }
   size_t peak() const { return peak_; }
-  size_t capacity() const { return capacity_; }
-  const std::string& name() const { return name_; }
 
  private:
   std::string name_;

@@ -88,8 +88,6 @@ class Rng {
     do v = next_u64(); while (v >= limit);
     return v % n;
   }
-  // Uniform integer in [lo, hi], both inclusive.
-  int64_t range(int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(below(static_cast<uint64_t>(hi - lo + 1))); }
   // Standard normal (Box-Muller; the second value is discarded to keep the stream simple).
   double normal() {
     double u1 = uniform();

@@ -105,7 +105,6 @@ void Model<T>::layout() {
   params_arena_.rewind();
   grads_arena_.rewind();
   acts_arena_.rewind();
-  scratch_arena_.rewind();
   const int D = cfg_.emb_dim, Q = cfg_.qkv_dim, M = cfg_.mlp_dim, C = cfg_.num_classes;
   const int64_t R = max_rows_;
   // Parameter block: counted by a walk over the declarations, then taken in one piece.
@@ -392,10 +391,10 @@ std::vector<T> Model<T>::logits() const {
 template <class T>
 MemoryReport Model<T>::memory() const {
   MemoryReport m;
-  m.params = params_arena_.capacity();
-  m.grads = grads_arena_.capacity();
-  m.activations = acts_arena_.capacity();
-  m.scratch = scratch_arena_.capacity();
+  m.params = params_arena_.peak();
+  m.grads = grads_arena_.peak();
+  m.activations = acts_arena_.peak();
+  m.scratch = scratch_arena_.peak();
   return m;
 }
 

@@ -27,6 +27,5 @@ double AdamWOptimizer<T>::step(T* params, T* grads, double lr, int64_t t, double
 }
 
 template class AdamWOptimizer<float>;
-template class AdamWOptimizer<double>;
 
 }  // namespace lra

@@ -20,7 +20,7 @@ class AdamWOptimizer {
   T* m() { return m_; }
   T* v() { return v_; }
   int64_t size() const { return n_; }
-  size_t bytes() const { return arena_.capacity(); }
+  size_t bytes() const { return arena_.peak(); }
 
  private:
   Backend<T>& be_;
