@@ -199,3 +199,11 @@ TEST_CASE("float attention agrees with double", "[attn]") {
     CHECK(worst < 1e-4 * std::max(1.0, max_abs(d.out)));
   }
 }
+
+TEST_CASE("an example longer than planned is an error, not a crash", "[attn]") {
+  for (const char* name : {"softmax", "cosformer"}) {
+    AttnHarness<double> a(name, 1, 2, {4, 4}, 4);  // planned for examples of at most 4 rows
+    a.offsets = {0, 8};                            // the same 8 rows as one example
+    CHECK_THROWS_WITH(a.forward(), Catch::Contains("example 0 has 8 rows; attention was planned for at most 4"));
+  }
+}

@@ -31,13 +31,17 @@ TEST_CASE("config: task defaults, presets, file and --set layer in that order", 
 
   const TempDir dir("config");
   const std::string file = dir / "c.json";
-  write_file_atomic(file, R"({"emb_dim": 32, "num_heads": 4, "learning_rate": 0.001})");
+  write_file_atomic(file, R"({"emb_dim": 32, "num_heads": 4, "learning_rate": 0.001, "attn_params": {"eps": 1e-4}})");
   const RunConfig c = resolve_config("listops", "cosformer", "cpu", file, {"num_heads=2", "eps=1e-5", "gelu=exact"});
   CHECK(c.model.emb_dim == 32);
   CHECK(c.model.num_heads == 2);
   CHECK(c.learning_rate == 0.001);
   CHECK(c.model.attn_params["eps"].get<double>() == 1e-5);
   CHECK(c.model.gelu == GeluKind::Exact);
+  // attn_params in a file merge key by key and are checked against the variant.
+  CHECK(resolve_config("listops", "cosformer", "cpu", file, {}).model.attn_params["eps"].get<double>() == 1e-4);
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", file, {}),
+                    Catch::Contains("attention 'softmax' has no hyperparameter 'eps'"));
 }
 
 TEST_CASE("config: bad keys and values are clear errors", "[config]") {

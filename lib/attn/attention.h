@@ -29,6 +29,10 @@ struct SeqBatch {
   int length(int b) const { return offsets[b + 1] - offsets[b]; }
 };
 
+// Throws unless every example fits the variant's plan (max_len rows) and the batch's L_pad. Variants
+// call it before their parallel loops, where an exception could not propagate.
+void check_sequence_lengths(const SeqBatch& seq, int max_len);
+
 // Q, K, V: row r of head h starts at q + r*ld_in + h*dk (v: h*dv); out likewise with ld_out.
 template <class T>
 struct AttnIO {
@@ -108,6 +112,8 @@ const std::vector<AttnInfo>& attention_registry();
 // Throws, listing the registered names, when `name` is unknown.
 const AttnInfo& find_attention(const std::string& name);
 std::vector<std::string> attention_names();
+// The names of a variant's hyperparameters, for messages ("none" when it has none).
+std::string hyperparam_list(const AttnInfo& info);
 // Resolves a variant's hyperparameters: defaults overridden by `given` (unknown keys throw).
 nlohmann::json resolve_attention_params(const AttnInfo& info, const nlohmann::json& given);
 

@@ -18,7 +18,6 @@
 
 #include "attn/attention.h"
 #include "core/arena.h"
-#include "core/check.h"
 #include "ops/math.h"
 #include "ops/parallel.h"
 
@@ -39,6 +38,7 @@ class CosformerAttention final : public Attention<T> {
   void forward(const SeqBatch& seq, const AttnIO<T>& io, void* saved, void* scratch, const AttnStep&) override {
     T* states = static_cast<T*>(saved);
     T* den = states + align_up(sizeof(T) * state_size() * seq.B * c_.heads, Arena::kAlign) / sizeof(T);
+    check_sequence_lengths(seq, c_.max_len);
     const int64_t tasks = static_cast<int64_t>(seq.B) * c_.heads;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c_.threads)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -51,6 +51,7 @@ class CosformerAttention final : public Attention<T> {
                 void* scratch, const AttnStep&) override {
     const T* states = static_cast<const T*>(saved);
     const T* den = states + align_up(sizeof(T) * state_size() * seq.B * c_.heads, Arena::kAlign) / sizeof(T);
+    check_sequence_lengths(seq, c_.max_len);
     const int64_t tasks = static_cast<int64_t>(seq.B) * c_.heads;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c_.threads)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -139,8 +140,6 @@ class CosformerAttention final : public Attention<T> {
       S.setZero();
       return;
     }
-    LRA_CHECK(L <= c_.max_len && L <= seq.L_pad, "example of {} rows exceeds the planned length {}", L,
-              c_.max_len);
     features(seq, io, r0, L, h, w);
     MapR<T> Qh(w.qh, L, f, Eigen::OuterStride<>(f));
     MapR<T> Kh(w.kh, L, f, Eigen::OuterStride<>(f));

@@ -31,16 +31,26 @@ const AttnInfo& find_attention(const std::string& name) {
            fmt::join(attention_names(), ", "));
 }
 
-nlohmann::json resolve_attention_params(const AttnInfo& info, const nlohmann::json& given) {
-  nlohmann::json out = nlohmann::json::object();
+void check_sequence_lengths(const SeqBatch& seq, int max_len) {
+  for (int b = 0; b < seq.B; ++b)
+    LRA_CHECK(seq.length(b) <= max_len && seq.length(b) <= seq.L_pad,
+              "example {} has {} rows; attention was planned for at most {} (padded length {})", b, seq.length(b),
+              max_len, seq.L_pad);
+}
+
+std::string hyperparam_list(const AttnInfo& info) {
   std::vector<std::string> names;
-  for (const auto& p : info.params) {
-    out[p.name] = p.default_value;
-    names.push_back(p.name);
-  }
+  for (const auto& p : info.params) names.push_back(p.name);
+  return names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", "));
+}
+
+nlohmann::json resolve_attention_params(const AttnInfo& info, const nlohmann::json& given) {
+  LRA_CHECK(given.is_object() || given.is_null(), "attn_params must be a JSON object, got {}", given.dump());
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& p : info.params) out[p.name] = p.default_value;
   for (auto it = given.begin(); it != given.end(); ++it) {
     LRA_CHECK(out.contains(it.key()), "attention '{}' has no hyperparameter '{}'; it takes: {}", info.name,
-              it.key(), names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", ")));
+              it.key(), hyperparam_list(info));
     const auto& def = out[it.key()];
     const bool same_kind = (def.is_number() && it.value().is_number()) || def.type() == it.value().type();
     LRA_CHECK(same_kind, "attention '{}' hyperparameter '{}' expects a value like {}, got {}", info.name,

@@ -15,7 +15,6 @@
 
 #include "attn/attention.h"
 #include "core/arena.h"
-#include "core/check.h"
 #include "core/rng.h"
 #include "ops/parallel.h"
 
@@ -36,6 +35,7 @@ class SoftmaxAttention final : public Attention<T> {
   void forward(const SeqBatch& seq, const AttnIO<T>& io, void* saved, void* scratch,
                const AttnStep& step) override {
     T* lse = static_cast<T*>(saved);
+    check_sequence_lengths(seq, c_.max_len);
     const int64_t tasks = static_cast<int64_t>(seq.B) * c_.heads;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c_.threads)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -47,6 +47,7 @@ class SoftmaxAttention final : public Attention<T> {
   void backward(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, const void* saved,
                 void* scratch, const AttnStep& step) override {
     const T* lse = static_cast<const T*>(saved);
+    check_sequence_lengths(seq, c_.max_len);
     const int64_t tasks = static_cast<int64_t>(seq.B) * c_.heads;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c_.threads)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -127,8 +128,6 @@ class SoftmaxAttention final : public Attention<T> {
     const int64_t r0 = seq.offsets[b];
     const int L = seq.length(b);
     if (L == 0) return;
-    LRA_CHECK(L <= c_.max_len && L <= seq.L_pad, "example of {} rows exceeds the planned length {}", L,
-              c_.max_len);
     const float p = step.training ? c_.attention_dropout : 0.0f;
     const T keep_scale = T(1) / (T(1) - T(p));
     const uint32_t thr = dropout_threshold(p);

@@ -147,7 +147,9 @@ void merge_config(nlohmann::json& base, const nlohmann::json& overrides, const s
     for (const char* k : kTaskOwned)
       LRA_CHECK(key != k, "{}: '{}' is set by the task and cannot be overridden", origin, key);
     if (key == "attn_params") {
-      merge_config(base["attn_params"], it.value(), origin);
+      // Checked against the variant's hyperparameters when the config is resolved.
+      LRA_CHECK(it.value().is_object(), "{}: attn_params must be a JSON object, got {}", origin, it.value().dump());
+      for (auto hp = it.value().begin(); hp != it.value().end(); ++hp) base["attn_params"][hp.key()] = hp.value();
       continue;
     }
     if (base.contains(key)) {
@@ -160,11 +162,7 @@ void merge_config(nlohmann::json& base, const nlohmann::json& overrides, const s
     bool is_hp = false;
     for (const auto& p : info.params) is_hp = is_hp || p.name == key;
     LRA_CHECK(is_hp, "{}: unknown config key '{}'; valid keys: {}; attention '{}' takes: {}", origin, key,
-              fmt::join(config_keys(), ", "), info.name, [&] {
-                std::vector<std::string> n;
-                for (const auto& p : info.params) n.push_back(p.name);
-                return n.empty() ? std::string("none") : fmt::format("{}", fmt::join(n, ", "));
-              }());
+              fmt::join(config_keys(), ", "), info.name, hyperparam_list(info));
     base["attn_params"][key] = it.value();
   }
 }
