@@ -92,6 +92,17 @@ class SoftmaxAttention final : public Attention<T> {
     return w;
   }
 
+  // Attention dropout of one call: rate, the scale of kept weights and the integer keep threshold.
+  struct Drop {
+    float p;
+    T scale;
+    uint32_t thr;
+  };
+  Drop dropout(const AttnStep& step) const {
+    const float p = step.training ? c_.attention_dropout : 0.0f;
+    return Drop{p, T(1) / (T(1) - T(p)), dropout_threshold(p)};
+  }
+
   // Element index of the dropout draw for query row r, head h, key j (same formula on every device).
   uint64_t drop_index(const SeqBatch& seq, int64_t r, int h, int j) const {
     return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(seq.L_pad) + j;
@@ -128,9 +139,7 @@ class SoftmaxAttention final : public Attention<T> {
     const int64_t r0 = seq.offsets[b];
     const int L = seq.length(b);
     if (L == 0) return;
-    const float p = step.training ? c_.attention_dropout : 0.0f;
-    const T keep_scale = T(1) / (T(1) - T(p));
-    const uint32_t thr = dropout_threshold(p);
+    const Drop drop = dropout(step);
     CMapR<T> V(io.v + r0 * io.ld_in + h * c_.dv, L, c_.dv, Eigen::OuterStride<>(io.ld_in));
     for (int i0 = 0; i0 < L; i0 += kBlock) {
       const int br = std::min(kBlock, L - i0);
@@ -155,10 +164,10 @@ class SoftmaxAttention final : public Attention<T> {
         const T l = S.row(i).sum();
         lse[r * c_.heads + h] = m + std::log(l);
         S.row(i) *= T(1) / l;
-        if (p > 0.0f) {
+        if (drop.p > 0.0f) {
           T* row = w.s + static_cast<int64_t>(i) * L;
           philox_fill(step.seed, step.stream, drop_index(seq, r, h, 0), L, w.bits);
-          for (int j = 0; j < L; ++j) row[j] = (w.bits[j] >> 8) >= thr ? row[j] * keep_scale : T(0);
+          for (int j = 0; j < L; ++j) row[j] = (w.bits[j] >> 8) >= drop.thr ? row[j] * drop.scale : T(0);
         }
       }
       O.noalias() = S * V;
@@ -170,9 +179,7 @@ class SoftmaxAttention final : public Attention<T> {
     const int64_t r0 = seq.offsets[b];
     const int L = seq.length(b);
     if (L == 0) return;
-    const float p = step.training ? c_.attention_dropout : 0.0f;
-    const T keep_scale = T(1) / (T(1) - T(p));
-    const uint32_t thr = dropout_threshold(p);
+    const Drop drop = dropout(step);
     const T tau = T(1) / std::sqrt(static_cast<T>(c_.dk));
     CMapR<T> K(io.k + r0 * io.ld_in + h * c_.dk, L, c_.dk, Eigen::OuterStride<>(io.ld_in));
     CMapR<T> V(io.v + r0 * io.ld_in + h * c_.dv, L, c_.dv, Eigen::OuterStride<>(io.ld_in));
@@ -199,10 +206,10 @@ class SoftmaxAttention final : public Attention<T> {
         T* prow = w.s + static_cast<int64_t>(i) * L;
         T* dprow = w.dp + static_cast<int64_t>(i) * L;
         const T di = w.d[i];
-        if (p > 0.0f) {
+        if (drop.p > 0.0f) {
           philox_fill(step.seed, step.stream, drop_index(seq, r0 + i0 + i, h, 0), L, w.bits);
           for (int j = 0; j < L; ++j) {
-            const T z = (w.bits[j] >> 8) >= thr ? keep_scale : T(0);
+            const T z = (w.bits[j] >> 8) >= drop.thr ? drop.scale : T(0);
             dprow[j] = prow[j] * (dprow[j] * z - di);
             prow[j] *= z;
           }
