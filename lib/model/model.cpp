@@ -177,11 +177,10 @@ void Model<T>::layout() {
   h1_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * M);
   logits_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * C);
   probs_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * C);
-  // Temporaries of the forward and gradient buffers of the backward (shared by all layers).
+  // Temporaries and gradient buffers, shared by all layers.
   tmp_ = acts_arena_.take<T>(static_cast<size_t>(R * D));
   hact_ = acts_arena_.take<T>(static_cast<size_t>(R * M));
   dx_ = acts_arena_.take<T>(static_cast<size_t>(R * D));
-  dtmp_ = acts_arena_.take<T>(static_cast<size_t>(R * D));
   dln_ = acts_arena_.take<T>(static_cast<size_t>(R * D));
   dh_ = acts_arena_.take<T>(static_cast<size_t>(R * M));
   dao_ = acts_arena_.take<T>(static_cast<size_t>(R * Q));
@@ -354,17 +353,17 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
     Layer& l = layers_[static_cast<size_t>(li)];
     const int site = (li + 1) * kSitesPerLayer;
     // MLP branch: x_{l+1} = xm + drop(fc2(drop(gelu(fc1(LN2(xm))))))
-    be_.dropout_backward(dtmp_, dx_, R * D, p, seed, stream(step, site + kMlpOutDrop));
+    be_.dropout_backward(tmp_, dx_, R * D, p, seed, stream(step, site + kMlpOutDrop));
     be_.gelu_forward(hact_, l.hpre, R * M, cfg_.gelu);  // recomputed rather than stored
     be_.dropout_forward(hact_, hact_, R * M, p, seed, stream(step, site + kMlpHiddenDrop));
-    be_.linear_backward(dh_, l.d_fc2_w, l.d_fc2_b, dtmp_, hact_, l.fc2_w, R, M, D);
+    be_.linear_backward(dh_, l.d_fc2_w, l.d_fc2_b, tmp_, hact_, l.fc2_w, R, M, D);
     be_.dropout_backward(dh_, dh_, R * M, p, seed, stream(step, site + kMlpHiddenDrop));
     be_.gelu_backward(dh_, dh_, l.hpre, R * M, cfg_.gelu);
     be_.linear_backward(dln_, l.d_fc1_w, l.d_fc1_b, dh_, l.ln2, l.fc1_w, R, D, M);
     be_.layernorm_backward(dx_, l.d_ln2_g, l.d_ln2_b, dln_, l.xm, l.mean2, l.rstd2, l.ln2_g, R, D);
     // Attention branch: xm = x + drop(Attn(LN1(x)) W_o^T + b_o)
-    be_.dropout_backward(dtmp_, dx_, R * D, p, seed, stream(step, site + kAttnOutDrop));
-    be_.linear_backward(dao_, l.d_o_w, l.d_o_b, dtmp_, l.ao, l.o_w, R, Q, D);
+    be_.dropout_backward(tmp_, dx_, R * D, p, seed, stream(step, site + kAttnOutDrop));
+    be_.linear_backward(dao_, l.d_o_w, l.d_o_b, tmp_, l.ao, l.o_w, R, Q, D);
     AttnGrads<T> g;
     g.dout = dao_;
     g.dq = dqkv_;

@@ -103,9 +103,10 @@ class Model {
   std::vector<T*> x_;       // residual stream: x_[l] enters layer l, x_[N] leaves the last one
   T *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *pooled_ = nullptr, *h1_ = nullptr;
   T *logits_ = nullptr, *probs_ = nullptr;
-  T *dx_ = nullptr, *dtmp_ = nullptr, *dln_ = nullptr, *dh_ = nullptr, *dao_ = nullptr, *dqkv_ = nullptr;
+  T *dx_ = nullptr, *dln_ = nullptr, *dh_ = nullptr, *dao_ = nullptr, *dqkv_ = nullptr;
   T *dpooled_ = nullptr, *dh1_ = nullptr, *dlogits_ = nullptr;
-  T *tmp_ = nullptr, *hact_ = nullptr;  // forward temporaries
+  T *tmp_ = nullptr;   // a branch's output in the forward, its gradient in the backward
+  T *hact_ = nullptr;  // drop(gelu(hpre)): computed in the forward, recomputed in the backward
   void* attn_scratch_ = nullptr;
 };
 
