@@ -48,7 +48,7 @@ struct TaskData {
 
 struct DataOptions {
   std::string data_dir;   // official files; empty = use the built-in generator
-  std::string cache_dir;  // where generated data is written and reused
+  std::string cache_dir;  // where generated data is written and reused; empty = default_cache_dir()
   uint64_t data_seed = 0; // the generator's seed (fixed by default: every run sees the same data)
   int max_length = 0;     // truncate to this many tokens
   int64_t n_train = 0, n_val = 0, n_test = 0;  // examples per split; 0 = the task's default / all

@@ -66,6 +66,9 @@ TEST_CASE("cli: a tiny run writes a record with every key", "[cli]") {
     CHECK(path.rfind(d.path + "/runs/listops_" + attn, 0) == 0);
     const auto rec = nlohmann::json::parse(read_file(path));
     CHECK(missing_record_keys(rec).empty());
+    auto incomplete = rec;
+    incomplete["speed"].erase("ms_per_step_p90");
+    CHECK(missing_record_keys(incomplete) == std::vector<std::string>{"speed.ms_per_step_p90"});
     CHECK(rec["status"] == "ok");
     CHECK(rec["attn"] == attn);
     CHECK(rec["dataset"]["source"] == "generated");

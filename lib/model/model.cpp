@@ -238,19 +238,19 @@ void Model<T>::load_batch(const Batch& batch) {
             batch.labels.size(), batch.B);
   const int cls = cfg_.has_cls() ? 1 : 0;
   host_row_offsets_.assign(static_cast<size_t>(batch.B) + 1, 0);
+  int longest = 0;  // rows of the longest example
   for (int b = 0; b < batch.B; ++b) {
     const int len = batch.offsets[b + 1] - batch.offsets[b];
     LRA_CHECK(len >= 0 && len <= cfg_.max_length, "example {} has {} tokens; max_length is {}", b, len,
               cfg_.max_length);
     host_row_offsets_[b + 1] = host_row_offsets_[b] + len + cls;
+    longest = std::max(longest, len + cls);
   }
   for (int32_t label : batch.labels)
     LRA_CHECK(label >= 0 && label < cfg_.num_classes, "label {} is outside [0, {})", label, cfg_.num_classes);
   for (int32_t t : batch.tokens)
     LRA_CHECK(t >= 0 && t < cfg_.vocab_size, "token id {} is outside the vocabulary [0, {})", t, cfg_.vocab_size);
   B_ = batch.B;
-  int longest = 0;
-  for (int b = 0; b < B_; ++b) longest = std::max(longest, host_row_offsets_[b + 1] - host_row_offsets_[b]);
   L_pad_ = std::max(batch.L_pad + cls, longest);
   rows_ = host_row_offsets_.back();
   be_.upload(tokens_, batch.tokens.data(), batch.tokens.size() * sizeof(int32_t));

@@ -85,7 +85,8 @@ void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8
                    Pool kind);
 
 // cross_entropy.cpp. Softmax cross-entropy averaged over the B rows of logits (B, C).
-// Saves probs (B, C); returns the mean loss; losses (B) may be nullptr.
+// Saves probs (B, C); returns the mean loss; losses (B) may be nullptr. Labels must be in [0, C)
+// (Model::load_batch checks them).
 template <class T>
 double cross_entropy_forward(T* probs, T* losses, const T* logits, const int32_t* labels, int B, int C);
 // dlogits = (probs - onehot(labels)) / B  (overwrite)

@@ -29,18 +29,9 @@ const std::vector<std::string>& required_record_keys() {
 std::vector<std::string> missing_record_keys(const nlohmann::json& record) {
   std::vector<std::string> missing;
   for (const auto& key : required_record_keys()) {
-    const nlohmann::json* node = &record;
-    size_t start = 0;
-    bool found = true;
-    while (found) {
-      const size_t dot = key.find('.', start);
-      const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-      found = node->is_object() && node->contains(part);
-      if (found) node = &(*node)[part];
-      if (dot == std::string::npos) break;
-      start = dot + 1;
-    }
-    if (!found) missing.push_back(key);
+    std::string pointer = "/" + key;
+    std::replace(pointer.begin(), pointer.end(), '.', '/');
+    if (!record.contains(nlohmann::json::json_pointer(pointer))) missing.push_back(key);
   }
   return missing;
 }

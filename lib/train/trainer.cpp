@@ -63,7 +63,6 @@ struct Trainer::State {
   std::unique_ptr<Backend<float>> be;
   std::unique_ptr<Model<float>> model;
   std::unique_ptr<AdamWOptimizer<float>> opt;
-  int threads = 1;
 
   EvalResult evaluate(const Split& split, int batch_size, int max_length) {
     EvalResult r;
@@ -103,7 +102,6 @@ Trainer::Trainer(RunConfig cfg, TrainOptions opt) : cfg_(std::move(cfg)), opt_(s
   record_["started_at"] = now_iso8601();
   record_["wall_seconds"] = 0.0;
   record_["curve"] = nlohmann::json::array();
-  record_["env"] = env_json(cfg_.threads);
   if (!opt_.resume.empty()) {
     const nlohmann::json meta = load_checkpoint_meta(opt_.resume);
     run_id_ = meta.at("run_id").get<std::string>();
@@ -111,9 +109,10 @@ Trainer::Trainer(RunConfig cfg, TrainOptions opt) : cfg_(std::move(cfg)), opt_(s
   } else {
     std::string ts = record_["started_at"].get<std::string>();
     ts.erase(std::remove_if(ts.begin(), ts.end(), [](char c) { return c == '-' || c == ':'; }), ts.end());
-    run_id_ = fmt::format("{}_{}_{}_seed{}_{}", cfg_.task, cfg_.model.attn, cfg_.preset, cfg_.seed, ts);
+    const std::string base = fmt::format("{}_{}_{}_seed{}_{}", cfg_.task, cfg_.model.attn, cfg_.preset, cfg_.seed, ts);
+    run_id_ = base;
     for (int k = 2; std::filesystem::exists(opt_.out_dir + "/" + run_id_ + ".json"); ++k)
-      run_id_ = fmt::format("{}_{}_{}_seed{}_{}-{}", cfg_.task, cfg_.model.attn, cfg_.preset, cfg_.seed, ts, k);
+      run_id_ = fmt::format("{}-{}", base, k);
   }
   record_["run_id"] = run_id_;
   record_path_ = opt_.out_dir + "/" + run_id_ + ".json";
@@ -144,13 +143,12 @@ void Trainer::run() {
   record_["env"] = env_json(threads);
   st_ = std::make_unique<State>();
   State& s = *st_;
-  s.threads = threads;
 
   // Data.
   const Task& task = find_task(cfg_.task);
   DataOptions dopt;
   dopt.data_dir = opt_.data_dir;
-  dopt.cache_dir = opt_.cache_dir.empty() ? default_cache_dir() : opt_.cache_dir;
+  dopt.cache_dir = opt_.cache_dir;
   dopt.data_seed = cfg_.data_seed;
   dopt.max_length = cfg_.model.max_length;
   dopt.n_train = cfg_.n_train;
@@ -205,6 +203,8 @@ void Trainer::run() {
   EpochSampler sampler(s.data.train.size(), cfg_.seed);
   std::vector<double> step_ms;
   double train_seconds = 0.0;
+  // A count per second of training time (evaluation excluded).
+  auto per_second = [&](double count) { return train_seconds > 0 ? count / train_seconds : 0.0; };
   int64_t tokens_seen = 0, examples_seen = 0;
   double last_val = curve.empty() ? -1.0 : curve.back().value("val_accuracy", -1.0);
   const bool tty = opt_.progress && stderr_is_terminal();
@@ -230,7 +230,7 @@ void Trainer::run() {
   };
 
   auto draw_progress = [&](int64_t done, double loss, double lr) {
-    const double sps = train_seconds > 0 ? static_cast<double>(step_ms.size()) / train_seconds : 0.0;
+    const double sps = per_second(static_cast<double>(step_ms.size()));
     const double eta = sps > 0 ? static_cast<double>(cfg_.num_train_steps - done) / sps : -1.0;
     const int width = 24;
     const int filled = static_cast<int>(width * done / cfg_.num_train_steps);
@@ -253,13 +253,13 @@ void Trainer::run() {
     const Batch b = make_batch(s.data.train, sampler.batch(step, cfg_.batch_size), cfg_.model.max_length);
     s.model->load_batch(b);
     const double loss = s.model->forward(true, cfg_.seed, step);
+    const double lr = lr_at(step);
     LRA_CHECK(std::isfinite(loss),
               "the training loss became {} at step {} (learning rate {:.3g}); lower learning_rate (--lr), add "
               "grad_clip_norm (--set grad_clip_norm=1.0) or check the data. The last checkpoint is '{}'",
-              loss, step, lr_at(step), checkpoint_path_);
+              loss, step, lr, checkpoint_path_);
     s.model->zero_grads();
     s.model->backward(cfg_.seed, step);
-    const double lr = lr_at(step);
     s.opt->step(s.model->param_block(), s.model->grad_block(), lr, step + 1, cfg_.grad_clip_norm);
     s.be->synchronize();
     const double ms = t.ms();
@@ -290,12 +290,12 @@ void Trainer::run() {
         std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3e  val_accuracy %.4f  val_loss %.4f  %.2f step/s\n",
                      static_cast<long long>(step), static_cast<long long>(cfg_.num_train_steps),
                      interval_loss / static_cast<double>(interval_steps), lr, val.accuracy, val.loss,
-                     static_cast<double>(step_ms.size()) / train_seconds);
+                     per_second(static_cast<double>(step_ms.size())));
       interval_loss = 0.0;
       interval_steps = 0;
       if (step < cfg_.num_train_steps) save(step);
     }
-    if (tty && (eval_now || since_draw.seconds() > 0.2 || step == cfg_.num_train_steps)) {
+    if (tty && (eval_now || since_draw.seconds() > 0.2)) {
       draw_progress(step, loss, lr);
       since_draw.reset();
     }
@@ -309,10 +309,10 @@ void Trainer::run() {
   if (tty) std::fprintf(stderr, "\n");
 
   const double med = percentile(step_ms, 0.5);
-  const double sps = train_seconds > 0 ? static_cast<double>(step_ms.size()) / train_seconds : 0.0;
+  const double sps = per_second(static_cast<double>(step_ms.size()));
   record_["speed"] = {{"steps_per_sec", sps},
-                      {"examples_per_sec", train_seconds > 0 ? examples_seen / train_seconds : 0.0},
-                      {"tokens_per_sec", train_seconds > 0 ? tokens_seen / train_seconds : 0.0},
+                      {"examples_per_sec", per_second(static_cast<double>(examples_seen))},
+                      {"tokens_per_sec", per_second(static_cast<double>(tokens_seen))},
                       {"ms_per_step_median", med},
                       {"ms_per_step_p90", percentile(step_ms, 0.9)},
                       {"steps_timed", step_ms.size()}};
