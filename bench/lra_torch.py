@@ -8,7 +8,10 @@ Same parameters, same names, same order as lib/model/model.cpp:
 Inputs are padded (B, L) token tensors with a boolean key mask (None when every token is real), the
 way a PyTorch user writes it; lra packs the same examples without padding rows. Written as a careful
 PyTorch 1.13 user would (no fused attention exists there): q is scaled before the score product, and
-masking is skipped when there is no mask.
+masking is skipped when there is no mask. Attention variants and their hyperparameters (cfg["attn"],
+cfg["attn_params"]) are listed in ATTN_DEFAULTS; kernelized ones share kernelized_attention, whose causal
+form is the masked quadratic one a PyTorch user writes (O(L^2) memory, like softmax). Performer
+projections are buffers (Attention.features_w), not parameters, so the parameter list is unchanged.
 """
 import math
 
@@ -28,52 +31,174 @@ def sinusoidal_table(positions, dim):
     return pe
 
 
-def softmax_attention(q, k, v, key_mask, attn_dropout, training):
+ATTN_DEFAULTS = {
+    "softmax": dict(causal=False),
+    "cosformer": dict(causal=False, eps=1e-6),
+    "linear": dict(causal=False, eps=1e-6),
+    "performer": dict(causal=False, eps=1e-6, features=256, feature_eps=1e-6, orthogonal=True, redraw="step"),
+    "performer-relu": dict(causal=False, eps=1e-6, features=0, kernel_eps=1e-3, orthogonal=True, redraw="step"),
+}
+
+
+def attn_hyperparameters(cfg):
+    """cfg["attn_params"] over the defaults of cfg["attn"] (ATTN_DEFAULTS); an unknown name is an error."""
+    if cfg["attn"] not in ATTN_DEFAULTS:
+        raise ValueError(f"no PyTorch reference for attention '{cfg['attn']}'")
+    params = dict(ATTN_DEFAULTS[cfg["attn"]])
+    for key, value in cfg.get("attn_params", {}).items():
+        if key not in params:
+            raise ValueError(f"attention '{cfg['attn']}' has no hyperparameter '{key}' (has {', '.join(params)})")
+        params[key] = value
+    return params
+
+
+def softmax_attention(q, k, v, key_mask, causal, attn_dropout, training):
     """q, k, v: (B, H, L, d); key_mask: (B, L) bool or None. Exact scaled dot-product attention. Masked
-    keys get the most negative finite score (as LRA's Flax code does), so a row whose keys are all
-    masked averages them instead of producing NaN (lra outputs 0 there; no fixture has such a row)."""
+    keys (and, causal, keys j > i) get the most negative finite score (as LRA's Flax code does), so a row
+    whose keys are all masked averages them instead of producing NaN (lra outputs 0 there; no fixture has
+    such a row)."""
     s = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
     if key_mask is not None:
         s = s.masked_fill(~key_mask[:, None, None, :], torch.finfo(s.dtype).min)
+    if causal:
+        L = s.shape[-1]
+        s = s.masked_fill(torch.ones(L, L, dtype=torch.bool, device=s.device).triu(1), torch.finfo(s.dtype).min)
     p = F.dropout(torch.softmax(s, dim=-1), attn_dropout, training)
     return p @ v
 
 
-def cosformer_attention(q, k, v, key_mask, eps):
+def kernelized_attention(phi_q, phi_k, v, key_mask, causal):
+    """The kernelized rule of attention-math.md section 2 on features phi_q (B, H, L, m), phi_k (B, H, L, m):
+    phi_k rows of masked keys are zeroed after the feature map, then N_i = sum_j (phi_q_i . phi_k_j) v_j and
+    D_i = sum_j phi_q_i . phi_k_j, over every key in right-product order (phi_k^T v first) or, causal, over
+    j <= i by the explicit masked quadratic form A = tril(phi_q phi_k^T), N = A v, D = rowsum(A).
+    Returns N (B, H, L, d) and D (B, H, L, 1); the caller applies its variant's guard to D."""
+    if key_mask is not None:
+        phi_k = phi_k.masked_fill(~key_mask[:, None, :, None], 0.0)
+    if causal:
+        a = torch.tril(phi_q @ phi_k.transpose(-1, -2))
+        return a @ v, a.sum(-1, keepdim=True)
+    num = phi_q @ (phi_k.transpose(-1, -2) @ v)
+    return num, (phi_q * phi_k.sum(dim=2, keepdim=True)).sum(-1, keepdim=True)
+
+
+def cosformer_attention(q, k, v, key_mask, causal, eps):
     """cosFormer as in the official code: relu features, theta_i = pi/2 i/M with i = 1..M, M = the
-    padded length, normaliser clamped at eps; masked keys zeroed after the feature map."""
+    padded length, phi(x_i) = [relu(x_i) sin theta_i | relu(x_i) cos theta_i] (m = 2d), normaliser
+    clamped at eps: O = N / max(D, eps)."""
     L = q.shape[2]
     theta = (math.pi / 2) * torch.arange(1, L + 1, dtype=q.dtype, device=q.device) / L
     sin, cos = torch.sin(theta)[:, None], torch.cos(theta)[:, None]
-    qr = F.relu(q)
-    kr = F.relu(k) if key_mask is None else F.relu(k) * key_mask[:, None, :, None].to(q.dtype)
+    qr, kr = F.relu(q), F.relu(k)
     qh = torch.cat([qr * sin, qr * cos], dim=-1)
     kh = torch.cat([kr * sin, kr * cos], dim=-1)
-    kv = kh.transpose(-1, -2) @ v                    # (B, H, 2d, d)
-    num = qh @ kv                                    # (B, H, L, d)
-    den = (qh * kh.sum(dim=2, keepdim=True)).sum(-1, keepdim=True)
+    num, den = kernelized_attention(qh, kh, v, key_mask, causal)
     return num / torch.clamp(den, min=eps)
 
 
+def linear_attention(q, k, v, key_mask, causal, eps):
+    """Linear Transformer (Katharopoulos et al.): phi(x) = elu(x) + 1 (m = d), O = N / (D + eps)."""
+    num, den = kernelized_attention(F.elu(q) + 1, F.elu(k) + 1, v, key_mask, causal)
+    return num / (den + eps)
+
+
+def draw_features(m, d, orthogonal):
+    """A random projection W (m, d). orthogonal: ORF, ceil(m/d) blocks, each the rows of Q^T from the QR of
+    a d x d iid N(0,1) draw, stacked and cut to the first m rows, then row r multiplied by the norm of an
+    independent N(0, I_d) draw (chi_d); otherwise iid N(0,1). Q's columns take the signs of R's diagonal
+    (as lra does; the official code does not), which makes Q Haar-distributed and each row N(0, I_d)."""
+    if not orthogonal:
+        return torch.randn(m, d)
+    blocks = []
+    for _ in range(-(-m // d)):
+        q, r = torch.linalg.qr(torch.randn(d, d))
+        blocks.append((q * torch.sign(torch.diagonal(r))).T)
+    return torch.cat(blocks)[:m] * torch.randn(m, d).norm(dim=1, keepdim=True)
+
+
+def performer_attention(q, k, v, key_mask, causal, w, feature_eps, eps):
+    """Performer FAVOR+ (positive softmax-kernel features, attention-math.md 4.1) with W (m, d): for a row x,
+    xh = d^-1/4 x, u = xh W^T, h = |xh|^2 / 2, phi(x)_r = m^-1/2 (exp(u_r - h - s) + feature_eps), where
+    s = max_r u_r per query row and, for keys, one s per (b, h): the max of u over the real keys' (j, r)
+    (0 when an example has no real key). s is not detached. O = N / max(D, eps)."""
+    m, c = w.shape[0], q.shape[-1] ** -0.25
+
+    def features(x, s):
+        return m ** -0.5 * (torch.exp(x @ w.T - (x * x).sum(-1, keepdim=True) / 2 - s) + feature_eps)
+
+    qh, kh = c * q, c * k
+    uk = kh @ w.T
+    if key_mask is not None:
+        uk = uk.masked_fill(~key_mask[:, None, :, None], -math.inf)
+    sk = uk.amax(dim=(-2, -1), keepdim=True)
+    sk = torch.where(torch.isfinite(sk), sk, torch.zeros_like(sk))
+    num, den = kernelized_attention(features(qh, (qh @ w.T).amax(-1, keepdim=True)), features(kh, sk), v,
+                                    key_mask, causal)
+    return num / torch.clamp(den, min=eps)
+
+
+def performer_relu_attention(q, k, v, key_mask, causal, w, kernel_eps, eps):
+    """Performer generalized attention with the ReLU kernel (attention-math.md 4.4): phi(x) = relu(x) +
+    kernel_eps when w is None (LRA's deterministic features, m = d), else phi(x) = relu(d^-1/4 x W^T) +
+    kernel_eps with W (m, d). O = N / max(D, eps)."""
+    if w is not None:
+        c = q.shape[-1] ** -0.25
+        q, k = (c * q) @ w.T, (c * k) @ w.T
+    num, den = kernelized_attention(F.relu(q) + kernel_eps, F.relu(k) + kernel_eps, v, key_mask, causal)
+    return num / torch.clamp(den, min=eps)
+
+
+def redraw_interval(redraw):
+    """Training forwards per draw of W: "step" 1, "interval:N" N, "never" 0 (no redraw)."""
+    if redraw in ("step", "never"):
+        return 1 if redraw == "step" else 0
+    n = redraw[len("interval:"):] if redraw.startswith("interval:") else ""
+    if not n.isdigit() or int(n) == 0:
+        raise ValueError(f"redraw must be step, never or interval:N with N > 0, got '{redraw}'")
+    return int(n)
+
+
 class Attention(nn.Module):
+    """Multi-head self-attention with the variant cfg["attn"] and its hyperparameters (attn_hyperparameters).
+    Performer variants with features > 0 hold their projection in the buffer `features_w` (m, d), read and
+    set as that attribute (None for the others). redraw: "step" draws a new W before every training forward
+    after the first, "interval:N" before every N-th, "never" keeps the one drawn at construction."""
+
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
+        self.hp = attn_hyperparameters(cfg)
         D, Q = cfg["emb_dim"], cfg["qkv_dim"]
         self.qkv = nn.Linear(D, 3 * Q, bias=cfg.get("qkv_bias", False))
         self.out = nn.Linear(Q, D)
+        m = self.hp.get("features", 0)
+        if cfg["attn"] == "performer" and m <= 0:
+            raise ValueError(f"performer needs features > 0, got {m}")
+        self.register_buffer("features_w", draw_features(m, Q // cfg["num_heads"], self.hp["orthogonal"])
+                             if m > 0 else None)
+        self.redraw_every = redraw_interval(self.hp.get("redraw", "never"))
+        self.train_forwards = 0
 
     def forward(self, x, key_mask):
         B, L, _ = x.shape
         H, Q = self.cfg["num_heads"], self.cfg["qkv_dim"]
+        if self.training and self.features_w is not None and self.redraw_every:
+            if self.train_forwards > 0 and self.train_forwards % self.redraw_every == 0:
+                self.features_w = draw_features(*self.features_w.shape, self.hp["orthogonal"]).to(self.features_w)
+            self.train_forwards += 1
         q, k, v = self.qkv(x).split(Q, dim=-1)
         q, k, v = (t.reshape(B, L, H, Q // H).transpose(1, 2) for t in (q, k, v))
-        if self.cfg["attn"] == "softmax":
-            o = softmax_attention(q, k, v, key_mask, self.cfg["attention_dropout_rate"], self.training)
-        elif self.cfg["attn"] == "cosformer":
-            o = cosformer_attention(q, k, v, key_mask, self.cfg.get("attn_params", {}).get("eps", 1e-6))
+        name, hp = self.cfg["attn"], self.hp
+        if name == "softmax":
+            o = softmax_attention(q, k, v, key_mask, hp["causal"], self.cfg["attention_dropout_rate"], self.training)
+        elif name == "cosformer":
+            o = cosformer_attention(q, k, v, key_mask, hp["causal"], hp["eps"])
+        elif name == "linear":
+            o = linear_attention(q, k, v, key_mask, hp["causal"], hp["eps"])
+        elif name == "performer":
+            o = performer_attention(q, k, v, key_mask, hp["causal"], self.features_w, hp["feature_eps"], hp["eps"])
         else:
-            raise ValueError(f"no PyTorch reference for attention '{self.cfg['attn']}'")
+            o = performer_relu_attention(q, k, v, key_mask, hp["causal"], self.features_w, hp["kernel_eps"], hp["eps"])
         return self.out(o.transpose(1, 2).reshape(B, L, Q))
 
 

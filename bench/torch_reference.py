@@ -3,7 +3,14 @@
 (bench/lra_torch.py), shapes, random tokens, dropout and AdamW, on the same threads.
 
   python3 bench/torch_reference.py --attn softmax --len 1024 --batch 8 --threads 2
+  python3 bench/torch_reference.py --attn performer --set features=128 --set causal=true --len 1024
   python3 bench/torch_reference.py --compare build/lra --attn softmax,cosformer --threads 2
+
+Variants: softmax, cosformer, linear, performer, performer-relu (bench/lra_torch.py ATTN_DEFAULTS has their
+hyperparameters). --set KEY=VALUE (repeatable) sets one in the model's attn_params (true/false read as
+bool, numbers as numbers, anything else as a string) and is passed on as is to `lra bench train --set`.
+Performer projections are redrawn by the redraw hyperparameter (default "step": before every training
+forward after the first), so drawing them is part of the timed step.
 
 --compare runs `lra bench train --json` and this benchmark (each in its own process, alternating,
 --rounds times) and prints them side by side with their ratios, measured in one run.
@@ -44,6 +51,21 @@ def loaded_blas():
     return ", ".join(sorted(libs)) or "none mapped"
 
 
+def parse_set(arg):
+    """--set KEY=VALUE as (key, value): true/false as bool, numbers as int or float, else the string."""
+    key, eq, text = arg.partition("=")
+    if not eq or not key:
+        raise ValueError(f"--set expects KEY=VALUE, got '{arg}'")
+    if text in ("true", "false"):
+        return key, text == "true"
+    for kind in (int, float):
+        try:
+            return key, kind(text)
+        except ValueError:
+            pass
+    return key, text
+
+
 def bench_torch(a):
     import torch
     import torch.nn.functional as F
@@ -56,7 +78,8 @@ def bench_torch(a):
     cfg = dict(vocab_size=256, num_classes=10, max_length=a.len, emb_dim=a.dim, num_heads=a.heads,
                num_layers=a.layers, qkv_dim=a.dim, mlp_dim=a.mlp, dropout_rate=a.dropout,
                attention_dropout_rate=a.attn_dropout, classifier_pool="MEAN", learn_pos_emb=False,
-               qkv_bias=False, layernorm_eps=1e-6, gelu="tanh", attn=a.attn)
+               qkv_bias=False, layernorm_eps=1e-6, gelu="tanh", attn=a.attn,
+               attn_params=dict(parse_set(s) for s in a.set))
     model = LraClassifier(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, weight_decay=0.1)
     tokens = torch.randint(1, 256, (a.batch, a.len))
@@ -72,8 +95,9 @@ def bench_torch(a):
         if s >= a.warmup:
             times.append((time.perf_counter() - t0) * 1e3)
     blas = loaded_blas()
-    return {"bench": "train", "impl": "pytorch", "attn": a.attn, "len": a.len, "batch": a.batch, "dim": a.dim,
-            "heads": a.heads, "layers": a.layers, "mlp": a.mlp, "threads": torch.get_num_threads(),
+    return {"bench": "train", "impl": "pytorch", "attn": a.attn, "set": cfg["attn_params"], "len": a.len,
+            "batch": a.batch, "dim": a.dim, "heads": a.heads, "layers": a.layers, "mlp": a.mlp,
+            "threads": torch.get_num_threads(),
             "steps": a.steps, "warmup": a.warmup, "dropout": a.dropout, "attn_dropout": a.attn_dropout,
             "ms_per_step_median": statistics.median(times), "ms_per_step_min": min(times),
             "ms_per_step_max": max(times), "ms_per_step": times, "peak_rss_bytes": peak_rss_bytes(),
@@ -86,7 +110,7 @@ def shape_args(a, attn):
     return ["--attn", attn, "--len", str(a.len), "--batch", str(a.batch), "--dim", str(a.dim),
             "--heads", str(a.heads), "--layers", str(a.layers), "--mlp", str(a.mlp), "--threads", str(a.threads),
             "--steps", str(a.steps), "--warmup", str(a.warmup), "--dropout", str(a.dropout),
-            "--attn-dropout", str(a.attn_dropout), "--seed", str(a.seed)]
+            "--attn-dropout", str(a.attn_dropout), "--seed", str(a.seed)] + [x for s in a.set for x in ("--set", s)]
 
 
 def run_json(cmd):
@@ -105,7 +129,7 @@ def compare(a):
         t_ms = statistics.median(r["ms_per_step_median"] for r in theirs)
         o_rss = max(r["peak_rss_bytes"] for r in ours)
         t_rss = max(r["peak_rss_bytes"] for r in theirs)
-        rows.append({"attn": attn, "lra_ms": o_ms, "torch_ms": t_ms, "speedup": t_ms / o_ms,
+        rows.append({"attn": attn, "set": theirs[0]["set"], "lra_ms": o_ms, "torch_ms": t_ms, "speedup": t_ms / o_ms,
                      "lra_peak_rss_mib": o_rss / 2**20, "lra_arena_mib": ours[0]["peak_arena_bytes"] / 2**20,
                      "torch_peak_rss_mib": t_rss / 2**20,
                      "torch_rss_growth_mib": max(r["rss_growth_bytes"] for r in theirs) / 2**20,
@@ -117,7 +141,8 @@ def compare(a):
             print(json.dumps(r))
         return
     print(f"train step, L={a.len} B={a.batch} D={a.dim} H={a.heads} N={a.layers} MLP={a.mlp}, {a.threads} threads, "
-          f"dropout {a.dropout}/{a.attn_dropout}, median of {a.rounds} rounds x {a.steps} steps "
+          f"dropout {a.dropout}/{a.attn_dropout}, {' '.join(a.set) or 'default hyperparameters'}, "
+          f"median of {a.rounds} rounds x {a.steps} steps "
           f"(torch {rows[0]['torch_version']}, BLAS {rows[0]['torch_blas']})")
     print(f"{'attn':<12}{'lra ms':>10}{'torch ms':>10}{'speedup':>9}{'lra RSS':>10}{'lra arena':>11}"
           f"{'torch RSS':>11}{'torch +RSS':>12}{'RSS ratio':>11}")
@@ -132,6 +157,8 @@ def compare(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--attn", default="softmax", help="variant (comma-separated list with --compare)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="attention hyperparameter, for both sides; repeatable")
     p.add_argument("--len", type=int, default=1024)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--dim", type=int, default=128)
@@ -155,7 +182,7 @@ def main():
     if a.json:
         print(json.dumps(r))
     else:
-        print(f"torch {r['attn']}: median {r['ms_per_step_median']:.1f} ms/step "
+        print(f"torch {' '.join([r['attn']] + a.set)}: median {r['ms_per_step_median']:.1f} ms/step "
               f"(min {r['ms_per_step_min']:.1f}, max {r['ms_per_step_max']:.1f}), "
               f"peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB")
 

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "core/check.h"
+
 namespace lra {
 
 // Packed sequences: example b owns rows offsets[b] .. offsets[b+1]-1; position p of example b is row
@@ -53,11 +55,14 @@ struct AttnGrads {
   T* dv = nullptr;
 };
 
-// Randomness of one call: attention dropout draws from philox(seed, stream, element).
+// Randomness of one call: attention dropout draws from philox(seed, stream, element); random features
+// (Performer) are drawn from (seed, layer, the draw their redraw policy assigns to `step`). An evaluation
+// passes the step of the last training step, so it sees the features that step trained with.
 struct AttnStep {
   bool training = false;
   uint64_t seed = 0;
   uint64_t stream = 0;
+  int64_t step = 0;
 };
 
 struct AttnConfig {
@@ -66,6 +71,7 @@ struct AttnConfig {
   int dv = 1;  // per-head value size
   int max_len = 1;   // longest example (rows) the variant will see, CLS included
   int threads = 1;   // most threads a call may use (scratch is planned per thread)
+  int layer = 0;     // which encoder layer (random features differ per layer)
   float attention_dropout = 0.0f;
   nlohmann::json hp = nlohmann::json::object();  // the variant's resolved hyperparameters
 };
@@ -83,6 +89,11 @@ class Attention {
   // io.out holds the forward's output; `saved` what the forward kept.
   virtual void backward(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, const void* saved,
                         void* scratch, const AttnStep& step) = 0;
+  // Fixes a variant's random features (m x dk, row-major; Performer's projection) instead of drawing
+  // them, so a test can run the same features as another implementation. Throws for other variants.
+  virtual void set_random_features(const std::vector<double>&) {
+    LRA_FAIL("this attention variant draws no random features; only performer and performer-relu (features > 0) do");
+  }
 };
 
 struct HyperParam {
@@ -112,6 +123,8 @@ const std::vector<AttnInfo>& attention_registry();
 // Throws, listing the registered names, when `name` is unknown.
 const AttnInfo& find_attention(const std::string& name);
 std::vector<std::string> attention_names();
+// The `causal` hyperparameter, the same for every variant that has a causal mode.
+HyperParam causal_param();
 // The names of a variant's hyperparameters, for messages ("none" when it has none).
 std::string hyperparam_list(const AttnInfo& info);
 // Resolves a variant's hyperparameters: defaults overridden by `given` (unknown keys throw).

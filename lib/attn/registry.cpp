@@ -9,11 +9,17 @@ namespace lra {
 
 AttnInfo softmax_attention_info();
 AttnInfo cosformer_attention_info();
+AttnInfo linear_attention_info();
+AttnInfo performer_attention_info();
+AttnInfo performer_relu_attention_info();
 
 const std::vector<AttnInfo>& attention_registry() {
   static const std::vector<AttnInfo> registry = {
       softmax_attention_info(),
       cosformer_attention_info(),
+      linear_attention_info(),
+      performer_attention_info(),
+      performer_relu_attention_info(),
   };
   return registry;
 }
@@ -36,6 +42,10 @@ void check_sequence_lengths(const SeqBatch& seq, int max_len) {
     LRA_CHECK(seq.length(b) <= max_len && seq.length(b) <= seq.L_pad,
               "example {} has {} rows; attention was planned for at most {} (padded length {})", b, seq.length(b),
               max_len, seq.L_pad);
+}
+
+HyperParam causal_param() {
+  return {"causal", false, "unidirectional: query i attends to keys j <= i only"};
 }
 
 std::string hyperparam_list(const AttnInfo& info) {

@@ -1,9 +1,11 @@
 // Exact softmax attention, tiled over query blocks so no B x H x L x L tensor ever exists: each
 // (example, head) is one task; a task walks blocks of kBlock queries, holding one kBlock x L score
 // tile, and keeps only the log-sum-exp per query for the backward (which recomputes the scores).
+// Causal mode (causal=true) hides keys j > i, and a query block stops at its last query's column.
 //
 // Per (b, h), tau = dk^-1/2, mu = key mask:
-//   forward:  S = tau Q K^T (-inf where mu = 0),  LSE_i = log sum_j exp S_ij,  P = exp(S - LSE)
+//   forward:  S = tau Q K^T (-inf where mu = 0, or j > i when causal),  LSE_i = log sum_j exp S_ij,
+//             P = exp(S - LSE)
 //             P' = P z / (1-p) (attention dropout, z regenerated from the counter RNG),  O = P' V
 //   backward: dV = P'^T dO,  dP = (dO V^T) z / (1-p),  D_i = dO_i . O_i,  dS = P (dP - D)
 //             dQ = tau dS K,  dK = tau dS^T Q
@@ -27,7 +29,7 @@ constexpr int kBlock = 64;
 template <class T>
 class SoftmaxAttention final : public Attention<T> {
  public:
-  explicit SoftmaxAttention(const AttnConfig& c) : c_(c) {}
+  explicit SoftmaxAttention(const AttnConfig& c) : c_(c), causal_(c.hp.at("causal").get<bool>()) {}
 
   size_t saved_bytes(int, int64_t rows) const override { return sizeof(T) * rows * c_.heads; }
   size_t scratch_bytes(int, int64_t) const override { return per_thread_bytes() * c_.threads; }
@@ -108,30 +110,42 @@ class SoftmaxAttention final : public Attention<T> {
     return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(seq.L_pad) + j;
   }
 
-  // Masked keys get exactly zero probability (a vectorised exp of -inf may return a denormal).
-  static void zero_masked(const SeqBatch& seq, int64_t r0, int L, MapR<T>& P) {
-    if (seq.key_mask == nullptr) return;
-    const uint8_t* mu = seq.key_mask + r0;
-    for (int j = 0; j < L; ++j)
-      if (mu[j] == 0) P.col(j).setZero();
+  // Keys a query block [i0, i0 + br) can see: all L, or the first i0 + br when causal.
+  int visible_keys(int L, int i0, int br) const { return causal_ ? std::min(L, i0 + br) : L; }
+
+  // Masked keys (and, when causal, future keys) get exactly zero probability (a vectorised exp of
+  // -inf may return a denormal).
+  void zero_hidden(const SeqBatch& seq, int64_t r0, int i0, MapR<T>& P) const {
+    const int br = static_cast<int>(P.rows()), nk = static_cast<int>(P.cols());
+    if (seq.key_mask != nullptr) {
+      const uint8_t* mu = seq.key_mask + r0;
+      for (int j = 0; j < nk; ++j)
+        if (mu[j] == 0) P.col(j).setZero();
+    }
+    if (causal_)
+      for (int i = 0; i < br; ++i)
+        if (i0 + i + 1 < nk) P.row(i).tail(nk - (i0 + i + 1)).setZero();
   }
 
-  // S <- tau Q_blk K^T with masked keys at -inf.
-  void scores(const SeqBatch& seq, const AttnIO<T>& io, int64_t r0, int L, int h, int i0, int br,
+  // S <- tau Q_blk K^T over the nk visible keys, hidden keys at -inf.
+  void scores(const SeqBatch& seq, const AttnIO<T>& io, int64_t r0, int nk, int h, int i0, int br,
               const Work& w) const {
     const T tau = T(1) / std::sqrt(static_cast<T>(c_.dk));
     CMapR<T> Q(io.q + (r0 + i0) * io.ld_in + h * c_.dk, br, c_.dk, Eigen::OuterStride<>(io.ld_in));
-    CMapR<T> K(io.k + r0 * io.ld_in + h * c_.dk, L, c_.dk, Eigen::OuterStride<>(io.ld_in));
+    CMapR<T> K(io.k + r0 * io.ld_in + h * c_.dk, nk, c_.dk, Eigen::OuterStride<>(io.ld_in));
     MapR<T> Qs(w.q, br, c_.dk, Eigen::OuterStride<>(c_.dk));
-    MapR<T> S(w.s, br, L, Eigen::OuterStride<>(L));
+    MapR<T> S(w.s, br, nk, Eigen::OuterStride<>(nk));
     Qs = Q * tau;
     S.noalias() = Qs * K.transpose();
+    const T ninf = -std::numeric_limits<T>::infinity();
     if (seq.key_mask != nullptr) {
       const uint8_t* mu = seq.key_mask + r0;
-      const T ninf = -std::numeric_limits<T>::infinity();
-      for (int j = 0; j < L; ++j)
+      for (int j = 0; j < nk; ++j)
         if (mu[j] == 0) S.col(j).setConstant(ninf);
     }
+    if (causal_)
+      for (int i = 0; i < br; ++i)
+        if (i0 + i + 1 < nk) S.row(i).tail(nk - (i0 + i + 1)).setConstant(ninf);
   }
 
   void forward_one(const SeqBatch& seq, const AttnIO<T>& io, int b, int h, T* lse, const Work& w,
@@ -140,11 +154,11 @@ class SoftmaxAttention final : public Attention<T> {
     const int L = seq.length(b);
     if (L == 0) return;
     const Drop drop = dropout(step);
-    CMapR<T> V(io.v + r0 * io.ld_in + h * c_.dv, L, c_.dv, Eigen::OuterStride<>(io.ld_in));
     for (int i0 = 0; i0 < L; i0 += kBlock) {
-      const int br = std::min(kBlock, L - i0);
-      scores(seq, io, r0, L, h, i0, br, w);
-      MapR<T> S(w.s, br, L, Eigen::OuterStride<>(L));
+      const int br = std::min(kBlock, L - i0), nk = visible_keys(L, i0, br);
+      scores(seq, io, r0, nk, h, i0, br, w);
+      CMapR<T> V(io.v + r0 * io.ld_in + h * c_.dv, nk, c_.dv, Eigen::OuterStride<>(io.ld_in));
+      MapR<T> S(w.s, br, nk, Eigen::OuterStride<>(nk));
       MapR<T> O(io.out + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
       // Row maxima; a row whose keys are all masked keeps m = -inf and is zeroed below.
       for (int i = 0; i < br; ++i) {
@@ -152,7 +166,7 @@ class SoftmaxAttention final : public Attention<T> {
         w.d[i] = m;
         if (m != -std::numeric_limits<T>::infinity()) S.row(i) = (S.row(i).array() - m).exp().matrix();
       }
-      zero_masked(seq, r0, L, S);
+      zero_hidden(seq, r0, i0, S);
       for (int i = 0; i < br; ++i) {
         const int64_t r = r0 + i0 + i;
         const T m = w.d[i];
@@ -165,9 +179,9 @@ class SoftmaxAttention final : public Attention<T> {
         lse[r * c_.heads + h] = m + std::log(l);
         S.row(i) *= T(1) / l;
         if (drop.p > 0.0f) {
-          T* row = w.s + static_cast<int64_t>(i) * L;
-          philox_fill(step.seed, step.stream, drop_index(seq, r, h, 0), L, w.bits);
-          for (int j = 0; j < L; ++j) row[j] = (w.bits[j] >> 8) >= drop.thr ? row[j] * drop.scale : T(0);
+          T* row = w.s + static_cast<int64_t>(i) * nk;
+          philox_fill(step.seed, step.stream, drop_index(seq, r, h, 0), nk, w.bits);
+          for (int j = 0; j < nk; ++j) row[j] = (w.bits[j] >> 8) >= drop.thr ? row[j] * drop.scale : T(0);
         }
       }
       O.noalias() = S * V;
@@ -188,10 +202,10 @@ class SoftmaxAttention final : public Attention<T> {
     dK.setZero();
     dV.setZero();
     for (int i0 = 0; i0 < L; i0 += kBlock) {
-      const int br = std::min(kBlock, L - i0);
-      scores(seq, io, r0, L, h, i0, br, w);
-      MapR<T> S(w.s, br, L, Eigen::OuterStride<>(L));
-      MapR<T> dP(w.dp, br, L, Eigen::OuterStride<>(L));
+      const int br = std::min(kBlock, L - i0), nk = visible_keys(L, i0, br);
+      scores(seq, io, r0, nk, h, i0, br, w);
+      MapR<T> S(w.s, br, nk, Eigen::OuterStride<>(nk));
+      MapR<T> dP(w.dp, br, nk, Eigen::OuterStride<>(nk));
       MapR<T> Qs(w.q, br, c_.dk, Eigen::OuterStride<>(c_.dk));
       CMapR<T> dO(g.dout + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
       CMapR<T> O(io.out + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
@@ -199,34 +213,35 @@ class SoftmaxAttention final : public Attention<T> {
         S.row(i) = (S.row(i).array() - lse[(r0 + i0 + i) * c_.heads + h]).exp().matrix();
         w.d[i] = dO.row(i).dot(O.row(i));
       }
-      zero_masked(seq, r0, L, S);
-      dP.noalias() = dO * V.transpose();
+      zero_hidden(seq, r0, i0, S);
+      dP.noalias() = dO * V.topRows(nk).transpose();
       // dS = P (dP z s - D) into dP, and P' = P z s into S (P is not needed after dS).
       for (int i = 0; i < br; ++i) {
-        T* prow = w.s + static_cast<int64_t>(i) * L;
-        T* dprow = w.dp + static_cast<int64_t>(i) * L;
+        T* prow = w.s + static_cast<int64_t>(i) * nk;
+        T* dprow = w.dp + static_cast<int64_t>(i) * nk;
         const T di = w.d[i];
         if (drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, drop_index(seq, r0 + i0 + i, h, 0), L, w.bits);
-          for (int j = 0; j < L; ++j) {
+          philox_fill(step.seed, step.stream, drop_index(seq, r0 + i0 + i, h, 0), nk, w.bits);
+          for (int j = 0; j < nk; ++j) {
             const T z = (w.bits[j] >> 8) >= drop.thr ? drop.scale : T(0);
             dprow[j] = prow[j] * (dprow[j] * z - di);
             prow[j] *= z;
           }
         } else {
-          for (int j = 0; j < L; ++j) dprow[j] = prow[j] * (dprow[j] - di);
+          for (int j = 0; j < nk; ++j) dprow[j] = prow[j] * (dprow[j] - di);
         }
       }
-      dV.noalias() += S.transpose() * dO;
+      dV.topRows(nk).noalias() += S.transpose() * dO;
       MapR<T> dQ(g.dq + (r0 + i0) * io.ld_in + h * c_.dk, br, c_.dk, Eigen::OuterStride<>(io.ld_in));
-      dQ.noalias() = (dP * K) * tau;
-      dK.noalias() += dP.transpose() * Qs;
+      dQ.noalias() = (dP * K.topRows(nk)) * tau;
+      dK.topRows(nk).noalias() += dP.transpose() * Qs;
     }
     MapR<T>(g.dk + r0 * io.ld_in + h * c_.dk, L, c_.dk, Eigen::OuterStride<>(io.ld_in)) = dK;
     MapR<T>(g.dv + r0 * io.ld_in + h * c_.dv, L, c_.dv, Eigen::OuterStride<>(io.ld_in)) = dV;
   }
 
   AttnConfig c_;
+  bool causal_;
 };
 
 }  // namespace
@@ -237,6 +252,7 @@ AttnInfo softmax_attention_info() {
   info.summary = "exact scaled dot-product attention (Vaswani et al. 2017), tiled so no L x L tensor is stored";
   info.complexity = "time O(L^2 d), memory O(L) saved per head (scores recomputed in the backward)";
   info.uses_attention_dropout = true;
+  info.params = {causal_param()};
   return make_attn_info<SoftmaxAttention>(info);
 }
 

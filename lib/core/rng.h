@@ -109,6 +109,7 @@ constexpr uint64_t kInit = 1;          // parameter initialisation
 constexpr uint64_t kShuffle = 2;       // training-set order (epoch added)
 constexpr uint64_t kDropout = 3ull << 56;  // dropout: kDropout | step << 16 | site
 constexpr uint64_t kBench = 5;         // random benchmark inputs
+constexpr uint64_t kFeatures = 6ull << 56;  // attention random features: kFeatures | layer << 40 | draw
 }  // namespace streams
 
 }  // namespace lra

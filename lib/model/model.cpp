@@ -60,7 +60,10 @@ Model<T>::Model(const ModelConfig& cfg, Backend<T>& be, int max_batch, int threa
   ac.attention_dropout = cfg_.attention_dropout_rate;
   ac.hp = resolve_attention_params(info, cfg_.attn_params);
   cfg_.attn_params = ac.hp;
-  for (int l = 0; l < cfg_.num_layers; ++l) attn_.push_back(be_.make_attention(cfg_.attn, ac));
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    ac.layer = l;
+    attn_.push_back(be_.make_attention(cfg_.attn, ac));
+  }
   layers_.resize(static_cast<size_t>(cfg_.num_layers));
   // Count, allocate exactly, then hand out pointers with the same walk.
   layout();
@@ -315,7 +318,7 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
     T* x = x_[static_cast<size_t>(li)];
     be_.layernorm_forward(l.ln1, l.mean1, l.rstd1, x, l.ln1_g, l.ln1_b, R, D, static_cast<T>(cfg_.layernorm_eps));
     be_.linear_forward(l.qkv, l.ln1, l.qkv_w, l.qkv_b, R, D, 3 * Q);
-    AttnStep st{training, seed, stream(step, site + kAttnDrop)};
+    AttnStep st{training, seed, stream(step, site + kAttnDrop), step};
     attn_[static_cast<size_t>(li)]->forward(s, attn_io(l), l.attn_saved, attn_scratch_, st);
     be_.linear_forward(tmp_, l.ao, l.o_w, l.o_b, R, Q, D);
     be_.residual_dropout_forward(l.xm, x, tmp_, R * D, p, seed, stream(step, site + kAttnOutDrop));
@@ -369,7 +372,7 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
     g.dq = dqkv_;
     g.dk = dqkv_ + Q;
     g.dv = dqkv_ + 2 * Q;
-    AttnStep st{true, seed, stream(step, site + kAttnDrop)};
+    AttnStep st{true, seed, stream(step, site + kAttnDrop), step};
     attn_[static_cast<size_t>(li)]->backward(s, attn_io(l), g, l.attn_saved, attn_scratch_, st);
     be_.linear_backward(dln_, l.d_qkv_w, l.d_qkv_b, dqkv_, l.ln1, l.qkv_w, R, D, 3 * Q);
     be_.layernorm_backward(dx_, l.d_ln1_g, l.d_ln1_b, dln_, x_[static_cast<size_t>(li)], l.mean1, l.rstd1,

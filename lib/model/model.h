@@ -56,13 +56,16 @@ class Model {
 
   // Uploads a batch (at most max_batch examples of at most max_length tokens).
   void load_batch(const Batch& batch);
-  // Returns the mean cross-entropy of the loaded batch. Dropout is drawn from (seed, step).
+  // Returns the mean cross-entropy of the loaded batch. Dropout and random attention features are
+  // drawn from (seed, step); an evaluation passes the last training step (see AttnStep).
   double forward(bool training, uint64_t seed, int64_t step);
   // Accumulates parameter gradients of the last forward's loss (call zero_grads first).
   void backward(uint64_t seed, int64_t step);
   // Host copy of the last forward's logits, B x num_classes.
   std::vector<T> logits() const;
   int batch_size() const { return B_; }
+  // The attention of encoder layer `layer` (to fix its random features in tests).
+  Attention<T>& attention(int layer) { return *attn_.at(static_cast<size_t>(layer)); }
 
   MemoryReport memory() const;
 

@@ -64,7 +64,8 @@ struct Trainer::State {
   std::unique_ptr<Model<float>> model;
   std::unique_ptr<AdamWOptimizer<float>> opt;
 
-  EvalResult evaluate(const Split& split, int batch_size, int max_length) {
+  // last_step: the training step whose random attention features the evaluation uses.
+  EvalResult evaluate(const Split& split, int batch_size, int max_length, uint64_t seed, int64_t last_step) {
     EvalResult r;
     if (split.size() == 0) return r;
     size_t correct = 0;
@@ -75,7 +76,7 @@ struct Trainer::State {
       for (size_t i = start; i < std::min(split.size(), start + batch_size); ++i) idx.push_back(i);
       const Batch b = make_batch(split, idx, max_length);
       model->load_batch(b);
-      loss_sum += model->forward(false, 0, 0) * b.B;
+      loss_sum += model->forward(false, seed, last_step) * b.B;
       const std::vector<float> logits = model->logits();
       const int C = model->config().num_classes;
       for (int e = 0; e < b.B; ++e) {
@@ -273,7 +274,7 @@ void Trainer::run() {
 
     const bool eval_now = step % cfg_.eval_frequency == 0 || step == cfg_.num_train_steps;
     if (eval_now) {
-      const EvalResult val = s.evaluate(s.data.val, cfg_.batch_size, cfg_.model.max_length);
+      const EvalResult val = s.evaluate(s.data.val, cfg_.batch_size, cfg_.model.max_length, cfg_.seed, step - 1);
       last_val = val.accuracy;
       if (val.accuracy > best_val) {
         best_val = val.accuracy;
@@ -340,7 +341,8 @@ void Trainer::run() {
                    static_cast<long long>(step), checkpoint_path_.c_str());
     return;
   }
-  const EvalResult test = s.evaluate(s.data.test, cfg_.batch_size, cfg_.model.max_length);
+  const EvalResult test = s.evaluate(s.data.test, cfg_.batch_size, cfg_.model.max_length, cfg_.seed,
+                                     std::max<int64_t>(step - 1, 0));
   metrics["test_accuracy"] = test.accuracy;
   metrics["test_loss"] = test.loss;
   record_["metrics"] = metrics;
