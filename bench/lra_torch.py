@@ -120,7 +120,9 @@ def performer_attention(q, k, v, key_mask, causal, w, feature_eps, eps):
     """Performer FAVOR+ (positive softmax-kernel features, attention-math.md 4.1) with W (m, d): for a row x,
     xh = d^-1/4 x, u = xh W^T, h = |xh|^2 / 2, phi(x)_r = m^-1/2 (exp(u_r - h - s) + feature_eps), where
     s = max_r u_r per query row and, for keys, one s per (b, h): the max of u over the real keys' (j, r)
-    (0 when an example has no real key). s is not detached. O = N / max(D, eps)."""
+    or, causal, over the first real key's r only (a max over all keys would let future keys change past
+    outputs through feature_eps and the clamp); 0 when an example has no real key. s is not detached.
+    O = N / max(D, eps)."""
     m, c = w.shape[0], q.shape[-1] ** -0.25
 
     def features(x, s):
@@ -130,6 +132,10 @@ def performer_attention(q, k, v, key_mask, causal, w, feature_eps, eps):
     uk = kh @ w.T
     if key_mask is not None:
         uk = uk.masked_fill(~key_mask[:, None, :, None], -math.inf)
+    if causal:
+        real = torch.ones(uk.shape[0], uk.shape[2], dtype=torch.bool) if key_mask is None else key_mask
+        first = real.int().argmax(dim=1)  # the first real key of each example
+        uk = uk[torch.arange(uk.shape[0]), :, first][:, :, None, :]
     sk = uk.amax(dim=(-2, -1), keepdim=True)
     sk = torch.where(torch.isfinite(sk), sk, torch.zeros_like(sk))
     num, den = kernelized_attention(features(qh, (qh @ w.T).amax(-1, keepdim=True)), features(kh, sk), v,

@@ -97,7 +97,8 @@ TEST_CASE("the same seed gives the same numbers", "[model]") {
 
 TEST_CASE("an example's logits do not depend on the rest of its batch", "[model][padding]") {
   auto be = make_backend<double>(Device::Cpu);
-  for (const char* attn : {"softmax", "cosformer"}) {
+  for (const auto& attn : attention_names()) {
+    INFO(attn);
     Model<double> m(tiny_config(attn, Pool::Mean, false), *be, 3, 2);
     m.init_params(12);
     const Batch full = tiny_batch(true);

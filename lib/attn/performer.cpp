@@ -3,7 +3,11 @@
 // `performer`, FAVOR+ positive random features for the softmax kernel (attention-math.md, 4.1):
 //   xh = dk^-1/4 x,  u = W xh (m values),  h = |xh|^2 / 2
 //   phi(x)_r = m^-1/2 (exp(u_r - h - s) + feature_eps)
-//   s = max_r u_r per query row; for keys one s per (example, head): the max over all real keys and r.
+//   s = max_r u_r per query row; for keys one s per (example, head): the max over all real keys and r,
+//   or, causal, over the first real key only. The shift cancels in O except through feature_eps and the
+//   clamp of D, so a max over all keys (the official code's choice) would let future keys change past
+//   outputs; the first key is in every query's past. Causal keys far larger than the first can overflow
+//   exp in float: the loss then turns non-finite and the run stops saying so.
 //   backward (the true gradient, including the path through s to the argmax):
 //     dU = m^-1/2 dphi E with E = exp(u - h - s) = m^1/2 phi - feature_eps,  dh = -rowsum(dU)
 //     dU[argmax] += ds with ds = -sum(dU) over the row (query) or over all rows (key)
@@ -81,6 +85,7 @@ class SoftmaxFeatures final : public FeatureMap<T> {
       : m_(positive_features(c)),
         dk_(c.dk),
         feps_(static_cast<T>(c.hp.at("feature_eps").get<double>())),
+        causal_(c.hp.at("causal").get<bool>()),
         proj_(c, m_) {}
 
   int features() const override { return m_; }
@@ -104,7 +109,8 @@ class SoftmaxFeatures final : public FeatureMap<T> {
       }
       return;
     }
-    // One stabiliser for all keys of this (example, head): the largest u over real keys.
+    // One stabiliser for all keys of this (example, head): the largest u over real keys or, causal,
+    // over the first real key alone (every query that sees any key sees that one).
     T s = -std::numeric_limits<T>::infinity();
     int64_t arg = -1;
     for (int i = 0; i < L; ++i) {
@@ -115,6 +121,7 @@ class SoftmaxFeatures final : public FeatureMap<T> {
         s = v;
         arg = static_cast<int64_t>(i) * m_ + r;
       }
+      if (causal_) break;
     }
     aux[0] = arg;
     if (arg < 0) s = T(0);
@@ -162,6 +169,7 @@ class SoftmaxFeatures final : public FeatureMap<T> {
 
   int m_, dk_;
   T feps_;
+  bool causal_;
   Projection<T> proj_;
 };
 
