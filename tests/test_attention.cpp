@@ -24,6 +24,7 @@ struct Variant {
 // without a projection), bidirectional or causal.
 std::vector<Variant> variants(bool causal) {
   std::vector<Variant> v = {{"softmax", {}},
+                            {"softmax", {{"store_probs", true}}},
                             {"cosformer", {}},
                             {"linear", {}},
                             {"performer", {{"features", 16}, {"redraw", "never"}}},
@@ -252,11 +253,12 @@ TEST_CASE("every variant's gradients match finite differences", "[attn][grad]") 
 }
 
 TEST_CASE("softmax gradients with attention dropout (the mask is regenerated in the backward)", "[attn][grad]") {
-  for (bool causal : {false, true}) {
-    AttnHarness<double> a("softmax", 2, 4, {9, 66}, 66, {{"causal", causal}}, 0.25f);
-    a.step = AttnStep{true, 1234, 5, 0};
-    CHECK(attention_fd_error(a, 11) < kTol);
-  }
+  for (bool causal : {false, true})
+    for (bool store : {false, true}) {
+      AttnHarness<double> a("softmax", 2, 4, {9, 66}, 66, {{"causal", causal}, {"store_probs", store}}, 0.25f);
+      a.step = AttnStep{true, 1234, 5, 0};
+      CHECK(attention_fd_error(a, 11) < kTol);
+    }
 }
 
 TEST_CASE("every variant equals its explicit quadratic form", "[attn]") {

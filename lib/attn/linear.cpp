@@ -3,10 +3,9 @@
 // fast-transformers, LRA). Nothing is random; phi > 0, so eps only guards underflow and all-masked rows.
 //
 //   phi(x) = x + 1 (x > 0), exp(x) (x <= 0)
-//   backward: dx = dphi (x > 0), dphi phi(x) (x <= 0)
-#include <cmath>
-
+//   backward: dx = dphi (x > 0), dphi phi(x) (x <= 0), i.e. dphi min(phi(x), 1)
 #include "attn/kernelized.h"
+#include "ops/parallel.h"
 
 namespace lra {
 
@@ -19,22 +18,19 @@ class EluFeatures final : public FeatureMap<T> {
   int features() const override { return dk_; }
 
   void map(const FeatureRows<T>& in, T* phi, T*, int64_t*) const override {
-    for (int i = 0; i < in.L; ++i) {
-      const T* x = in.x + i * in.ld;
-      T* p = phi + static_cast<int64_t>(i) * dk_;
-      for (int c = 0; c < dk_; ++c) p[c] = x[c] > T(0) ? x[c] + T(1) : std::exp(x[c]);
-    }
+    CMapR<T> X(in.x, in.L, dk_, Eigen::OuterStride<>(in.ld));
+    MapR<T> P(phi, in.L, dk_, Eigen::OuterStride<>(dk_));
+    // exp(min(x, 0)) + max(x, 0): branch-free, so Eigen vectorises it.
+    P = (X.array().min(T(0)).exp() + X.array().max(T(0))).matrix();
   }
 
   void map_backward(const FeatureRows<T>& in, const T* phi, T* dphi, T* dx, int64_t ld_dx, T*,
                     const int64_t*) const override {
-    for (int i = 0; i < in.L; ++i) {
-      const T* x = in.x + i * in.ld;
-      const T* p = phi + static_cast<int64_t>(i) * dk_;
-      const T* d = dphi + static_cast<int64_t>(i) * dk_;
-      T* out = dx + i * ld_dx;
-      for (int c = 0; c < dk_; ++c) out[c] = x[c] > T(0) ? d[c] : d[c] * p[c];
-    }
+    // phi'(x) = min(phi(x), 1): exp(x) <= 1 for x <= 0, and x + 1 > 1 for x > 0.
+    CMapR<T> P(phi, in.L, dk_, Eigen::OuterStride<>(dk_));
+    CMapR<T> dP(dphi, in.L, dk_, Eigen::OuterStride<>(dk_));
+    MapR<T> dX(dx, in.L, dk_, Eigen::OuterStride<>(ld_dx));
+    dX = (dP.array() * P.array().min(T(1))).matrix();
   }
 
  private:

@@ -220,7 +220,7 @@ class ReluFeatures final : public FeatureMap<T> {
     MapR<T> U(scratch + static_cast<int64_t>(in.L) * dk_, in.L, m_, Eigen::OuterStride<>(m_));
     project(in, scratch, U);
     MapR<T> dU(dphi, in.L, m_, Eigen::OuterStride<>(m_));
-    dU = (U.array() > T(0)).select(dU.array(), T(0)).matrix();
+    for (int64_t i = 0; i < static_cast<int64_t>(in.L) * m_; ++i) dphi[i] = U.data()[i] > T(0) ? dphi[i] : T(0);
     MapR<T> dX(dx, in.L, dk_, Eigen::OuterStride<>(ld_dx));
     const T c = T(1) / std::pow(static_cast<T>(dk_), T(0.25));
     dX.noalias() = (dU * proj_->W()) * c;

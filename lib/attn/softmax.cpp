@@ -2,6 +2,8 @@
 // (example, head) is one task; a task walks blocks of kBlock queries, holding one kBlock x L score
 // tile, and keeps only the log-sum-exp per query for the backward (which recomputes the scores).
 // Causal mode (causal=true) hides keys j > i, and a query block stops at its last query's column.
+// store_probs=true is the standard implementation instead (what LRA's code and PyTorch users run): P is
+// kept from the forward for the backward, B x H x L x L values, so memory grows as L^2.
 //
 // Per (b, h), tau = dk^-1/2, mu = key mask:
 //   forward:  S = tau Q K^T (-inf where mu = 0, or j > i when causal),  LSE_i = log sum_j exp S_ij,
@@ -29,19 +31,25 @@ constexpr int kBlock = 64;
 template <class T>
 class SoftmaxAttention final : public Attention<T> {
  public:
-  explicit SoftmaxAttention(const AttnConfig& c) : c_(c), causal_(c.hp.at("causal").get<bool>()) {}
+  explicit SoftmaxAttention(const AttnConfig& c)
+      : c_(c), causal_(c.hp.at("causal").get<bool>()), store_(c.hp.at("store_probs").get<bool>()) {}
 
-  size_t saved_bytes(int, int64_t rows) const override { return sizeof(T) * rows * c_.heads; }
+  // LSE per (row, head), then with store_probs each example's P: L rows of stride max_len per head.
+  size_t saved_bytes(int, int64_t rows) const override {
+    const size_t lse = align_up(sizeof(T) * rows * c_.heads, Arena::kAlign);
+    return store_ ? lse + sizeof(T) * rows * c_.heads * c_.max_len : lse;
+  }
   size_t scratch_bytes(int, int64_t) const override { return per_thread_bytes() * c_.threads; }
 
   void forward(const SeqBatch& seq, const AttnIO<T>& io, void* saved, void* scratch,
                const AttnStep& step) override {
     T* lse = static_cast<T*>(saved);
+    T* probs = probs_base(saved, seq);
     check_sequence_lengths(seq, c_.max_len);
     const int64_t tasks = static_cast<int64_t>(seq.B) * c_.heads;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c_.threads)
     for (int64_t t = 0; t < tasks; ++t) {
-      forward_one(seq, io, static_cast<int>(t / c_.heads), static_cast<int>(t % c_.heads), lse,
+      forward_one(seq, io, static_cast<int>(t / c_.heads), static_cast<int>(t % c_.heads), lse, probs,
                   thread_scratch(scratch), step);
     }
   }
@@ -49,11 +57,12 @@ class SoftmaxAttention final : public Attention<T> {
   void backward(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, const void* saved,
                 void* scratch, const AttnStep& step) override {
     const T* lse = static_cast<const T*>(saved);
+    const T* probs = probs_base(const_cast<void*>(saved), seq);
     check_sequence_lengths(seq, c_.max_len);
     const int64_t tasks = static_cast<int64_t>(seq.B) * c_.heads;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c_.threads)
     for (int64_t t = 0; t < tasks; ++t) {
-      backward_one(seq, io, g, static_cast<int>(t / c_.heads), static_cast<int>(t % c_.heads), lse,
+      backward_one(seq, io, g, static_cast<int>(t / c_.heads), static_cast<int>(t % c_.heads), lse, probs,
                    thread_scratch(scratch), step);
     }
   }
@@ -110,6 +119,16 @@ class SoftmaxAttention final : public Attention<T> {
     return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(seq.L_pad) + j;
   }
 
+  // Where the stored probabilities start (nullptr without store_probs), and those of (b, h).
+  T* probs_base(void* saved, const SeqBatch& seq) const {
+    if (!store_) return nullptr;
+    return reinterpret_cast<T*>(static_cast<char*>(saved) +
+                                align_up(sizeof(T) * seq.rows() * c_.heads, Arena::kAlign));
+  }
+  int64_t probs_offset(const SeqBatch& seq, int b, int h) const {
+    return (static_cast<int64_t>(seq.offsets[b]) * c_.heads + static_cast<int64_t>(h) * seq.length(b)) * c_.max_len;
+  }
+
   // Keys a query block [i0, i0 + br) can see: all L, or the first i0 + br when causal.
   int visible_keys(int L, int i0, int br) const { return causal_ ? std::min(L, i0 + br) : L; }
 
@@ -148,7 +167,7 @@ class SoftmaxAttention final : public Attention<T> {
         if (i0 + i + 1 < nk) S.row(i).tail(nk - (i0 + i + 1)).setConstant(ninf);
   }
 
-  void forward_one(const SeqBatch& seq, const AttnIO<T>& io, int b, int h, T* lse, const Work& w,
+  void forward_one(const SeqBatch& seq, const AttnIO<T>& io, int b, int h, T* lse, T* probs, const Work& w,
                    const AttnStep& step) const {
     const int64_t r0 = seq.offsets[b];
     const int L = seq.length(b);
@@ -170,16 +189,17 @@ class SoftmaxAttention final : public Attention<T> {
       for (int i = 0; i < br; ++i) {
         const int64_t r = r0 + i0 + i;
         const T m = w.d[i];
+        T* row = w.s + static_cast<int64_t>(i) * nk;
         if (m == -std::numeric_limits<T>::infinity()) {
           S.row(i).setZero();
           lse[r * c_.heads + h] = std::numeric_limits<T>::infinity();
-          continue;
+        } else {
+          const T l = S.row(i).sum();
+          lse[r * c_.heads + h] = m + std::log(l);
+          S.row(i) *= T(1) / l;
         }
-        const T l = S.row(i).sum();
-        lse[r * c_.heads + h] = m + std::log(l);
-        S.row(i) *= T(1) / l;
-        if (drop.p > 0.0f) {
-          T* row = w.s + static_cast<int64_t>(i) * nk;
+        if (store_) std::copy(row, row + nk, probs + probs_offset(seq, b, h) + static_cast<int64_t>(i0 + i) * c_.max_len);
+        if (m != -std::numeric_limits<T>::infinity() && drop.p > 0.0f) {
           philox_fill(step.seed, step.stream, drop_index(seq, r, h, 0), nk, w.bits);
           for (int j = 0; j < nk; ++j) row[j] = (w.bits[j] >> 8) >= drop.thr ? row[j] * drop.scale : T(0);
         }
@@ -189,7 +209,7 @@ class SoftmaxAttention final : public Attention<T> {
   }
 
   void backward_one(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, int b, int h,
-                    const T* lse, const Work& w, const AttnStep& step) const {
+                    const T* lse, const T* probs, const Work& w, const AttnStep& step) const {
     const int64_t r0 = seq.offsets[b];
     const int L = seq.length(b);
     if (L == 0) return;
@@ -203,17 +223,22 @@ class SoftmaxAttention final : public Attention<T> {
     dV.setZero();
     for (int i0 = 0; i0 < L; i0 += kBlock) {
       const int br = std::min(kBlock, L - i0), nk = visible_keys(L, i0, br);
-      scores(seq, io, r0, nk, h, i0, br, w);
       MapR<T> S(w.s, br, nk, Eigen::OuterStride<>(nk));
       MapR<T> dP(w.dp, br, nk, Eigen::OuterStride<>(nk));
       MapR<T> Qs(w.q, br, c_.dk, Eigen::OuterStride<>(c_.dk));
       CMapR<T> dO(g.dout + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
       CMapR<T> O(io.out + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
-      for (int i = 0; i < br; ++i) {
-        S.row(i) = (S.row(i).array() - lse[(r0 + i0 + i) * c_.heads + h]).exp().matrix();
-        w.d[i] = dO.row(i).dot(O.row(i));
+      if (store_) {
+        S = CMapR<T>(probs + probs_offset(seq, b, h) + static_cast<int64_t>(i0) * c_.max_len, br, nk,
+                     Eigen::OuterStride<>(c_.max_len));
+        Qs = CMapR<T>(io.q + (r0 + i0) * io.ld_in + h * c_.dk, br, c_.dk, Eigen::OuterStride<>(io.ld_in)) * tau;
+      } else {
+        scores(seq, io, r0, nk, h, i0, br, w);
+        for (int i = 0; i < br; ++i)
+          S.row(i) = (S.row(i).array() - lse[(r0 + i0 + i) * c_.heads + h]).exp().matrix();
+        zero_hidden(seq, r0, i0, S);
       }
-      zero_hidden(seq, r0, i0, S);
+      for (int i = 0; i < br; ++i) w.d[i] = dO.row(i).dot(O.row(i));
       dP.noalias() = dO * V.topRows(nk).transpose();
       // dS = P (dP z s - D) into dP, and P' = P z s into S (P is not needed after dS).
       for (int i = 0; i < br; ++i) {
@@ -241,7 +266,7 @@ class SoftmaxAttention final : public Attention<T> {
   }
 
   AttnConfig c_;
-  bool causal_;
+  bool causal_, store_;
 };
 
 }  // namespace
@@ -252,7 +277,10 @@ AttnInfo softmax_attention_info() {
   info.summary = "exact scaled dot-product attention (Vaswani et al. 2017), tiled so no L x L tensor is stored";
   info.complexity = "time O(L^2 d), memory O(L) saved per head (scores recomputed in the backward)";
   info.uses_attention_dropout = true;
-  info.params = {causal_param()};
+  info.params = {causal_param(),
+                 {"store_probs", false,
+                  "keep P (B x H x L x L) for the backward instead of recomputing it: the standard implementation "
+                  "LRA's efficiency table measured, memory O(L^2)"}};
   return make_attn_info<SoftmaxAttention>(info);
 }
 
