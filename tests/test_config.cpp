@@ -53,7 +53,7 @@ TEST_CASE("config: bad keys and values are clear errors", "[config]") {
   CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"num_layers=2.5"}),
                     Contains("'num_layers' expects a value like"));
   CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"eps=1e-5"}),
-                    Contains("attention 'softmax' takes: none"));
+                    Contains("attention 'softmax' takes: causal, store_probs"));
   CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"vocab_size=20"}), Contains("set by the task"));
   CHECK_THROWS_WITH(resolve_config("listops", "softmax", "fast", "", {}), Contains("valid presets: cpu, paper"));
   CHECK_THROWS_WITH(resolve_config("listops", "flash", "cpu", "", {}), Contains("valid names: softmax, cosformer"));

@@ -1,4 +1,7 @@
 // `lra bench train`: time full training steps (forward, backward, AdamW) on random tokens.
+// `lra bench attn`: time one attention layer (qkv projection, attention, output projection), forward or
+// forward + backward, per variant and sequence length, with its planned memory and its error against
+// exact softmax attention; LRA-Table-2-shaped tables, JSON lines or a bench record.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -29,7 +32,25 @@ struct BenchTrainOptions {
   std::string python = "python3";
 };
 
-void setup_bench(CLI::App& bench, BenchTrainOptions& train_opt);
+struct BenchAttnOptions {
+  std::string attn = "all";                     // comma-separated registry names, or all
+  std::string lengths = "1024,2048,3072,4096";  // comma-separated sequence lengths L
+  int batch = 8;
+  int heads = 4;
+  int dim = 128;  // D = qkv_dim; head size D / H
+  std::string mode = "fwdbwd";  // fwd or fwdbwd
+  bool causal = false;
+  int threads = 0;
+  int steps = 5;
+  int warmup = 1;
+  std::vector<std::string> sets;
+  uint64_t seed = 0;
+  bool json = false;
+  std::string out;  // bench record path, empty = none
+};
+
+void setup_bench(CLI::App& bench, BenchTrainOptions& train_opt, BenchAttnOptions& attn_opt);
 int run_bench_train(const BenchTrainOptions& opt);
+int run_bench_attn(const BenchAttnOptions& opt);
 
 }  // namespace lra

@@ -20,14 +20,17 @@ int main(int argc, char** argv) {
   lra::setup_list(*list, list_opt);
 
   lra::BenchTrainOptions bench_train_opt;
-  CLI::App* bench = app.add_subcommand("bench", "benchmarks: `bench train` times training steps");
-  lra::setup_bench(*bench, bench_train_opt);
+  lra::BenchAttnOptions bench_attn_opt;
+  CLI::App* bench = app.add_subcommand(
+      "bench", "benchmarks: `bench train` times training steps, `bench attn` one attention layer per variant");
+  lra::setup_bench(*bench, bench_train_opt, bench_attn_opt);
 
   CLI11_PARSE(app, argc, argv);
   try {
     if (run->parsed()) return lra::run_run(run_opt, *run);
     if (list->parsed()) return lra::run_list(list_opt);
     if (bench->got_subcommand("train")) return lra::run_bench_train(bench_train_opt);
+    if (bench->got_subcommand("attn")) return lra::run_bench_attn(bench_attn_opt);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lra: %s\n", e.what());
     return 1;
