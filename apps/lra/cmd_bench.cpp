@@ -494,9 +494,6 @@ int run_bench_attn(const BenchAttnOptions& o) {
     infos.push_back(&find_attention(names[i]));  // unknown names throw, listing the valid ones
     for (size_t j = 0; j < i; ++j) LRA_CHECK(names[j] != names[i], "--attn lists '{}' twice", names[i]);
   }
-  auto has_param = [](const AttnInfo& info, const std::string& key) {
-    return std::any_of(info.params.begin(), info.params.end(), [&](const HyperParam& p) { return p.name == key; });
-  };
 
   // --set values: each applies to every selected variant that has the key; a key none has is an error.
   // `--set causal=true` is the same as --causal (the softmax reference follows it too).
@@ -512,7 +509,7 @@ int run_bench_attn(const BenchAttnOptions& o) {
       continue;
     }
     bool used = false;
-    for (const auto* info : infos) used = used || has_param(*info, key);
+    for (const auto* info : infos) used = used || has_hyperparam(*info, key);
     if (!used) {
       std::vector<std::string> lists;
       for (const auto* info : infos) lists.push_back(fmt::format("{}: {}", info->name, hyperparam_list(*info)));
@@ -526,9 +523,9 @@ int run_bench_attn(const BenchAttnOptions& o) {
   for (const auto* info : infos) {
     nlohmann::json given = nlohmann::json::object();
     for (auto it = sets.begin(); it != sets.end(); ++it)
-      if (it.key() != "causal" && has_param(*info, it.key())) given[it.key()] = it.value();
+      if (it.key() != "causal" && has_hyperparam(*info, it.key())) given[it.key()] = it.value();
     if (causal) {
-      LRA_CHECK(has_param(*info, "causal"),
+      LRA_CHECK(has_hyperparam(*info, "causal"),
                 "attention '{}' has no causal mode (its hyperparameters: {}); leave it out of --attn or drop --causal",
                 info->name, hyperparam_list(*info));
       given["causal"] = true;

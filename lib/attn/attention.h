@@ -125,6 +125,8 @@ const AttnInfo& find_attention(const std::string& name);
 std::vector<std::string> attention_names();
 // The `causal` hyperparameter, the same for every variant that has a causal mode.
 HyperParam causal_param();
+// Whether the variant takes hyperparameter `key`.
+bool has_hyperparam(const AttnInfo& info, const std::string& key);
 // The names of a variant's hyperparameters, for messages ("none" when it has none).
 std::string hyperparam_list(const AttnInfo& info);
 // Resolves a variant's hyperparameters: defaults overridden by `given` (unknown keys throw).

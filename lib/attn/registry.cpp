@@ -48,6 +48,12 @@ HyperParam causal_param() {
   return {"causal", false, "unidirectional: query i attends to keys j <= i only"};
 }
 
+bool has_hyperparam(const AttnInfo& info, const std::string& key) {
+  for (const auto& p : info.params)
+    if (p.name == key) return true;
+  return false;
+}
+
 std::string hyperparam_list(const AttnInfo& info) {
   std::vector<std::string> names;
   for (const auto& p : info.params) names.push_back(p.name);

@@ -159,9 +159,7 @@ void merge_config(nlohmann::json& base, const nlohmann::json& overrides, const s
       continue;
     }
     const AttnInfo& info = find_attention(base.at("attn").get<std::string>());
-    bool is_hp = false;
-    for (const auto& p : info.params) is_hp = is_hp || p.name == key;
-    LRA_CHECK(is_hp, "{}: unknown config key '{}'; valid keys: {}; attention '{}' takes: {}", origin, key,
+    LRA_CHECK(has_hyperparam(info, key), "{}: unknown config key '{}'; valid keys: {}; attention '{}' takes: {}", origin, key,
               fmt::join(config_keys(), ", "), info.name, hyperparam_list(info));
     base["attn_params"][key] = it.value();
   }
