@@ -108,18 +108,24 @@ void KernelizedAttention<T>::backward(const SeqBatch& seq, const AttnIO<T>& io, 
                  thread_scratch(scratch));
 }
 
+// The query (key = false) or key rows of example b, head h, as the feature map sees them.
+template <class T>
+FeatureRows<T> KernelizedAttention<T>::rows(const SeqBatch& seq, const AttnIO<T>& io, int b, int h, bool key) const {
+  const int64_t r0 = seq.offsets[b];
+  const uint8_t* mu = key && seq.key_mask != nullptr ? seq.key_mask + r0 : nullptr;
+  return {(key ? io.k : io.q) + r0 * io.ld_in + h * c_.dk, io.ld_in, seq.length(b), seq.L_pad, mu, key};
+}
+
 // Phi_Q, Phi_K (masked rows zeroed) and [V | 1] of example b, head h.
 template <class T>
 void KernelizedAttention<T>::features(const SeqBatch& seq, const AttnIO<T>& io, int b, int h, const Work& w) const {
   const int64_t r0 = seq.offsets[b];
   const int L = seq.length(b), dv = c_.dv, e = dv + 1;
-  const uint8_t* mu = seq.key_mask != nullptr ? seq.key_mask + r0 : nullptr;
-  FeatureRows<T> q{io.q + r0 * io.ld_in + h * c_.dk, io.ld_in, L, seq.L_pad, nullptr, false};
-  FeatureRows<T> k{io.k + r0 * io.ld_in + h * c_.dk, io.ld_in, L, seq.L_pad, mu, true};
-  fm_->map(q, w.phq, w.fs, w.auxq);
+  const FeatureRows<T> k = rows(seq, io, b, h, true);
+  fm_->map(rows(seq, io, b, h, false), w.phq, w.fs, w.auxq);
   fm_->map(k, w.phk, w.fs, w.auxk);
   for (int i = 0; i < L; ++i) {
-    if (mu != nullptr && mu[i] == 0) std::fill(w.phk + static_cast<int64_t>(i) * m_, w.phk + (i + 1LL) * m_, T(0));
+    if (k.mu != nullptr && k.mu[i] == 0) std::fill(w.phk + static_cast<int64_t>(i) * m_, w.phk + (i + 1LL) * m_, T(0));
     const T* v = io.v + (r0 + i) * io.ld_in + h * dv;
     T* ve = w.ve + static_cast<int64_t>(i) * e;
     std::copy(v, v + dv, ve);
@@ -225,13 +231,12 @@ void KernelizedAttention<T>::backward_one(const SeqBatch& seq, const AttnIO<T>& 
       U.noalias() += Pq.middleRows(c0, n).transpose() * Gc;
     }
   }
-  const uint8_t* mu = seq.key_mask != nullptr ? seq.key_mask + r0 : nullptr;
-  if (mu != nullptr)
+  const FeatureRows<T> k = rows(seq, io, b, h, true);
+  if (k.mu != nullptr)
     for (int i = 0; i < L; ++i)
-      if (mu[i] == 0) dPk.row(i).setZero();
-  FeatureRows<T> q{io.q + r0 * io.ld_in + h * c_.dk, io.ld_in, L, seq.L_pad, nullptr, false};
-  FeatureRows<T> k{io.k + r0 * io.ld_in + h * c_.dk, io.ld_in, L, seq.L_pad, mu, true};
-  fm_->map_backward(q, w.phq, w.dphq, g.dq + r0 * io.ld_in + h * c_.dk, io.ld_in, w.fs, w.auxq);
+      if (k.mu[i] == 0) dPk.row(i).setZero();
+  fm_->map_backward(rows(seq, io, b, h, false), w.phq, w.dphq, g.dq + r0 * io.ld_in + h * c_.dk, io.ld_in, w.fs,
+                    w.auxq);
   fm_->map_backward(k, w.phk, w.dphk, g.dk + r0 * io.ld_in + h * c_.dk, io.ld_in, w.fs, w.auxk);
 }
 

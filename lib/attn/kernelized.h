@@ -83,6 +83,7 @@ class KernelizedAttention : public Attention<T> {
   struct Work;
   size_t per_thread_bytes() const;
   Work thread_scratch(void* scratch) const;
+  FeatureRows<T> rows(const SeqBatch& seq, const AttnIO<T>& io, int b, int h, bool key) const;
   void features(const SeqBatch& seq, const AttnIO<T>& io, int b, int h, const Work& w) const;
   void forward_one(const SeqBatch& seq, const AttnIO<T>& io, int b, int h, T* den, const Work& w) const;
   void backward_one(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, int b, int h, const T* den,

@@ -56,6 +56,14 @@ class Projection {
     fixed_ = true;
   }
   const MatR<T>& W() const { return W_; }
+  // dk^-1/4, the input scaling of every projected feature map.
+  T scale() const { return scale_; }
+  // xh = dk^-1/4 x of the rows, into scratch (L x dk).
+  MapR<T> scaled(const FeatureRows<T>& in, T* scratch) const {
+    MapR<T> Xh(scratch, in.L, dk_, Eigen::OuterStride<>(dk_));
+    Xh = CMapR<T>(in.x, in.L, dk_, Eigen::OuterStride<>(in.ld)) * scale_;
+    return Xh;
+  }
 
  private:
   void set(const std::vector<double>& w) {
@@ -64,6 +72,7 @@ class Projection {
       for (int j = 0; j < dk_; ++j) W_(r, j) = static_cast<T>(w[static_cast<size_t>(r) * dk_ + j]);
   }
   int m_, dk_, layer_;
+  T scale_ = T(1) / std::pow(static_cast<T>(dk_), T(0.25));
   bool orthogonal_;
   RedrawPolicy policy_;
   MatR<T> W_;
@@ -89,13 +98,14 @@ class SoftmaxFeatures final : public FeatureMap<T> {
         proj_(c, m_) {}
 
   int features() const override { return m_; }
-  size_t scratch_elems(int L) const override { return static_cast<size_t>(L) * dk_; }
+  // xh (L x dk), then dh (L) in the backward.
+  size_t scratch_elems(int L) const override { return static_cast<size_t>(L) * (dk_ + 1); }
   void prepare(const AttnStep& step) override { proj_.prepare(step); }
   void set_random_features(const std::vector<double>& w) override { proj_.fix(w); }
 
   void map(const FeatureRows<T>& in, T* phi, T* scratch, int64_t* aux) const override {
     const int L = in.L;
-    MapR<T> Xh = scaled(in, scratch);
+    MapR<T> Xh = proj_.scaled(in, scratch);
     MapR<T> U(phi, L, m_, Eigen::OuterStride<>(m_));
     U.noalias() = Xh * proj_.W().transpose();
     const T isq = T(1) / std::sqrt(static_cast<T>(m_));
@@ -135,37 +145,29 @@ class SoftmaxFeatures final : public FeatureMap<T> {
   void map_backward(const FeatureRows<T>& in, const T* phi, T* dphi, T* dx, int64_t ld_dx, T* scratch,
                     const int64_t* aux) const override {
     const int L = in.L;
-    MapR<T> Xh = scaled(in, scratch);
+    MapR<T> Xh = proj_.scaled(in, scratch);
+    T* dh = scratch + static_cast<int64_t>(L) * dk_;
     CMapR<T> P(phi, L, m_, Eigen::OuterStride<>(m_));
     MapR<T> dU(dphi, L, m_, Eigen::OuterStride<>(m_));
     MapR<T> dX(dx, L, dk_, Eigen::OuterStride<>(ld_dx));
     const T isq = T(1) / std::sqrt(static_cast<T>(m_)), sq = std::sqrt(static_cast<T>(m_));
     // dU = m^-1/2 dphi (m^1/2 phi - feature_eps); the h and s paths each take -rowsum(dU).
     dU = (dU.array() * (P.array() * sq - feps_) * isq).matrix();
-    std::vector<T> dh(static_cast<size_t>(L));
     T ds_key = 0;
     for (int i = 0; i < L; ++i) {
-      dh[static_cast<size_t>(i)] = -dU.row(i).sum();
-      ds_key += dh[static_cast<size_t>(i)];
+      dh[i] = -dU.row(i).sum();
+      ds_key += dh[i];
     }
     if (!in.key) {
-      for (int i = 0; i < L; ++i) dU(i, aux[i]) += dh[static_cast<size_t>(i)];
+      for (int i = 0; i < L; ++i) dU(i, aux[i]) += dh[i];
     } else if (aux[0] >= 0) {
       dU(aux[0] / m_, aux[0] % m_) += ds_key;
     }
     dX.noalias() = dU * proj_.W();
-    const T c = T(1) / std::pow(static_cast<T>(dk_), T(0.25));
-    for (int i = 0; i < L; ++i) dX.row(i) = (dX.row(i) + dh[static_cast<size_t>(i)] * Xh.row(i)) * c;
+    for (int i = 0; i < L; ++i) dX.row(i) = (dX.row(i) + dh[i] * Xh.row(i)) * proj_.scale();
   }
 
  private:
-  // xh = dk^-1/4 x into scratch (L x dk).
-  MapR<T> scaled(const FeatureRows<T>& in, T* scratch) const {
-    const T c = T(1) / std::pow(static_cast<T>(dk_), T(0.25));
-    MapR<T> Xh(scratch, in.L, dk_, Eigen::OuterStride<>(dk_));
-    Xh = CMapR<T>(in.x, in.L, dk_, Eigen::OuterStride<>(in.ld)) * c;
-    return Xh;
-  }
 
   int m_, dk_;
   T feps_;
@@ -222,17 +224,13 @@ class ReluFeatures final : public FeatureMap<T> {
     MapR<T> dU(dphi, in.L, m_, Eigen::OuterStride<>(m_));
     for (int64_t i = 0; i < static_cast<int64_t>(in.L) * m_; ++i) dphi[i] = U.data()[i] > T(0) ? dphi[i] : T(0);
     MapR<T> dX(dx, in.L, dk_, Eigen::OuterStride<>(ld_dx));
-    const T c = T(1) / std::pow(static_cast<T>(dk_), T(0.25));
-    dX.noalias() = (dU * proj_->W()) * c;
+    dX.noalias() = (dU * proj_->W()) * proj_->scale();
   }
 
  private:
   // U = (dk^-1/4 x) W^T, with the scaled rows in scratch (L x dk).
   void project(const FeatureRows<T>& in, T* scratch, MapR<T>& U) const {
-    const T c = T(1) / std::pow(static_cast<T>(dk_), T(0.25));
-    MapR<T> Xh(scratch, in.L, dk_, Eigen::OuterStride<>(dk_));
-    Xh = CMapR<T>(in.x, in.L, dk_, Eigen::OuterStride<>(in.ld)) * c;
-    U.noalias() = Xh * proj_->W().transpose();
+    U.noalias() = proj_->scaled(in, scratch) * proj_->W().transpose();
   }
 
   int m_, dk_;
