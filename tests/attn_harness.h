@@ -18,6 +18,7 @@ struct AttnHarness {
   std::vector<uint8_t> mask;  // empty = no key mask
   int L_pad;
   std::unique_ptr<Attention<T>> attn;
+  AttnParamStore<T> params;  // the variant's learned weights, if it has any
   std::vector<char> saved, scratch;
   std::vector<T> qkv, out, dout, dqkv;
   AttnStep step;
@@ -39,6 +40,7 @@ struct AttnHarness {
     c.attention_dropout = attn_dropout;
     c.hp = resolve_attention_params(find_attention(name), hp);
     attn = make_attention<T>(name, c);
+    params.bind(*attn, 4242);
     const int B = static_cast<int>(lengths.size());
     saved.resize(attn->saved_bytes(B, rows()) + 64);
     scratch.resize(attn->scratch_bytes(B, rows()) + 64);
@@ -67,7 +69,9 @@ struct AttnHarness {
     return a;
   }
   void forward() { attn->forward(seq(), io(), saved.data(), scratch.data(), step); }
+  // Overwrites dqkv; the learned weights' gradients are zeroed first (they accumulate).
   void backward() {
+    params.zero_grads();
     AttnGrads<T> g;
     g.dout = dout.data();
     g.dq = dqkv.data();

@@ -49,7 +49,8 @@ TEST_CASE("the variant list covers the registry", "[attn]") {
   }
 }
 
-// l = sum(out * R): dout = R; checks dq, dk, dv by central differences over the fused qkv buffer.
+// l = sum(out * R): dout = R; checks dq, dk, dv by central differences over the fused qkv buffer, and
+// the gradient of each learned weight of the variant. The worst relative error.
 double attention_fd_error(AttnHarness<double>& a, uint64_t seed, size_t samples = 60) {
   a.qkv = randn(a.qkv.size(), seed);
   const auto R = randn(a.out.size(), seed + 1);
@@ -60,7 +61,14 @@ double attention_fd_error(AttnHarness<double>& a, uint64_t seed, size_t samples 
     a.forward();
     return dot(a.out, R);
   };
-  return fd_rel_error(a.qkv, a.dqkv, loss, samples, seed);
+  double worst = fd_rel_error(a.qkv, a.dqkv, loss, samples, seed);
+  for (size_t i = 0; i < a.params.values.size(); ++i) {
+    INFO("learned weight " << a.attn->param_specs()[i].name);
+    const double e = fd_rel_error(a.params.values[i], a.params.grads[i], loss, samples, seed + 2 + i);
+    CHECK(e < kTol);
+    worst = std::max(worst, e);
+  }
+  return worst;
 }
 
 // The rows of example b, head h, as explicit matrices.

@@ -243,6 +243,7 @@ std::vector<int> parse_lengths(const std::string& s) {
 // The host copies of one length's inputs, drawn from Rng(seed, streams::kBench) in a fixed order:
 // weights first (so they are the same at every length), then x, then dout. Every variant gets the same.
 struct AttnInputs {
+  uint64_t seed = 0;  // also draws the variant's own learned weights
   std::vector<float> wqkv, bqkv, wo, bo, x, dout;
 };
 
@@ -253,6 +254,7 @@ AttnInputs make_attn_inputs(uint64_t seed, int64_t rows, int D) {
     for (auto& e : v) e = static_cast<float>(rng.normal() * scale);
   };
   AttnInputs in;
+  in.seed = seed;
   const size_t d = static_cast<size_t>(D), r = static_cast<size_t>(rows);
   // W ~ N(0, 1/fan_in): with x ~ N(0, 1) each q, k, v component has about unit variance.
   normal(in.wqkv, 3 * d * d, 1.0 / std::sqrt(static_cast<double>(D)));
@@ -293,6 +295,7 @@ class AttnLayerBench {
     scratch_.reserve(scratch);
     layout();  // the same walk with the blocks: every pointer is real
     scr_ = scratch_.take_bytes(scratch);
+    attn_->bind_params(attn_p_, attn_dp_);
   }
 
   void load(const AttnInputs& in) {
@@ -305,6 +308,14 @@ class AttnLayerBench {
     be_.upload(bo_, in.bo.data(), in.bo.size() * sizeof(float));
     be_.upload(x_, in.x.data(), in.x.size() * sizeof(float));
     if (grads_) be_.upload(dout_, in.dout.data(), in.dout.size() * sizeof(float));
+    // The variant's own learned weights, initialised as a model would.
+    const auto specs = attn_->param_specs();
+    for (size_t i = 0; i < specs.size(); ++i) {
+      std::vector<float> host(static_cast<size_t>(specs[i].size()));
+      Rng rng(in.seed, (streams::kInit << 32) | i);
+      fill_init(host.data(), specs[i].size(), specs[i].init, specs[i].scale, rng);
+      be_.upload(attn_p_[i], host.data(), host.size() * sizeof(float));
+    }
   }
 
   void forward(const AttnStep& st) {
@@ -319,6 +330,8 @@ class AttnLayerBench {
     be_.fill_zero(dbqkv_, 3 * D_);
     be_.fill_zero(dwo_, static_cast<int64_t>(D_) * D_);
     be_.fill_zero(dbo_, D_);
+    const auto specs = attn_->param_specs();
+    for (size_t i = 0; i < specs.size(); ++i) be_.fill_zero(attn_dp_[i], specs[i].size());
     be_.linear_backward(dao_, dwo_, dbo_, dout_, ao_, wo_, R_, D_, D_);
     AttnGrads<float> g;
     g.dout = dao_;
@@ -356,6 +369,13 @@ class AttnLayerBench {
     bqkv_ = params_.take<float>(3 * D);
     wo_ = params_.take<float>(D * D);
     bo_ = params_.take<float>(D);
+    const auto specs = attn_->param_specs();
+    attn_p_.assign(specs.size(), nullptr);
+    attn_dp_.assign(specs.size(), nullptr);
+    for (size_t i = 0; i < specs.size(); ++i) {
+      attn_p_[i] = params_.take<float>(static_cast<size_t>(specs[i].size()));
+      if (grads_) attn_dp_[i] = grad_arena_.take<float>(static_cast<size_t>(specs[i].size()));
+    }
     offsets_ = acts_.take<int32_t>(static_cast<size_t>(B_) + 1);
     x_ = acts_.take<float>(R * D);
     qkv_ = acts_.take<float>(R * 3 * D);
@@ -402,6 +422,7 @@ class AttnLayerBench {
   int32_t* offsets_ = nullptr;
   float *wqkv_ = nullptr, *bqkv_ = nullptr, *wo_ = nullptr, *bo_ = nullptr;
   float *dwqkv_ = nullptr, *dbqkv_ = nullptr, *dwo_ = nullptr, *dbo_ = nullptr;
+  std::vector<float*> attn_p_, attn_dp_;  // the variant's own learned weights and their gradients
   float *x_ = nullptr, *qkv_ = nullptr, *ao_ = nullptr, *out_ = nullptr;
   float *dout_ = nullptr, *dao_ = nullptr, *dqkv_ = nullptr, *dx_ = nullptr;
   void* saved_ = nullptr;

@@ -7,6 +7,7 @@
 // (`saved_bytes`) and how much scratch they need (`scratch_bytes`), so the model plans it.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -16,6 +17,8 @@
 #include <vector>
 
 #include "core/check.h"
+#include "core/init.h"
+#include "core/rng.h"
 
 namespace lra {
 
@@ -76,6 +79,21 @@ struct AttnConfig {
   nlohmann::json hp = nlohmann::json::object();  // the variant's resolved hyperparameters
 };
 
+// A learned weight a variant owns (Linformer's length projection, Synthesizer's logits, ...). The model
+// declares it as "layers.<l>.attn.<name>" after the layer's projections, initialises it with the rest,
+// trains it with AdamW and checkpoints it; the variant reads it and accumulates (+=) its gradient.
+struct AttnParamSpec {
+  std::string name;
+  std::vector<int> shape;
+  Init init = Init::Zeros;
+  double scale = 0.0;
+  int64_t size() const {
+    int64_t n = 1;
+    for (int s : shape) n *= s;
+    return n;
+  }
+};
+
 template <class T>
 class Attention {
  public:
@@ -93,6 +111,48 @@ class Attention {
   // them, so a test can run the same features as another implementation. Throws for other variants.
   virtual void set_random_features(const std::vector<double>&) {
     LRA_FAIL("this attention variant draws no random features; only performer and performer-relu (features > 0) do");
+  }
+  // The learned weights of this variant (none for most).
+  virtual std::vector<AttnParamSpec> param_specs() const { return {}; }
+  // Hands the variant the storage of its param_specs(), in order: values and gradients.
+  void bind_params(std::vector<T*> values, std::vector<T*> grads) {
+    LRA_CHECK(values.size() == param_specs().size() && grads.size() == values.size(),
+              "bind_params got {} values and {} gradients for {} parameters", values.size(), grads.size(),
+              param_specs().size());
+    values_ = std::move(values);
+    grads_ = std::move(grads);
+  }
+
+ protected:
+  const T* param(size_t i) const { return values_.at(i); }
+  T* param_grad(size_t i) const { return grads_.at(i); }
+
+ private:
+  std::vector<T*> values_, grads_;
+};
+
+// Host storage for a variant's learned weights, initialised from (seed, parameter index) and bound:
+// for tests and `lra bench attn`, which run a variant without a model.
+template <class T>
+struct AttnParamStore {
+  std::vector<std::vector<T>> values, grads;
+  void bind(Attention<T>& a, uint64_t seed) {
+    std::vector<T*> v, g;
+    const auto specs = a.param_specs();
+    values.assign(specs.size(), {});
+    grads.assign(specs.size(), {});
+    for (size_t i = 0; i < specs.size(); ++i) {
+      values[i].assign(static_cast<size_t>(specs[i].size()), T(0));
+      grads[i].assign(values[i].size(), T(0));
+      Rng rng(seed, (streams::kInit << 32) | i);
+      fill_init(values[i].data(), specs[i].size(), specs[i].init, specs[i].scale, rng);
+      v.push_back(values[i].data());
+      g.push_back(grads[i].data());
+    }
+    a.bind_params(v, g);
+  }
+  void zero_grads() {
+    for (auto& g : grads) std::fill(g.begin(), g.end(), T(0));
   }
 };
 

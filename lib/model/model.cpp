@@ -29,6 +29,7 @@ struct Model<T>::Layer {
   T *ln1_g, *ln1_b, *qkv_w, *qkv_b, *o_w, *o_b, *ln2_g, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
   T *d_ln1_g, *d_ln1_b, *d_qkv_w, *d_qkv_b, *d_o_w, *d_o_b, *d_ln2_g, *d_ln2_b, *d_fc1_w, *d_fc1_b, *d_fc2_w,
       *d_fc2_b;
+  std::vector<T*> attn_p, attn_dp;  // the attention variant's own learned weights, if any
   T *ln1, *mean1, *rstd1, *qkv, *ao, *xm, *ln2, *mean2, *rstd2, *hpre;
   void* attn_saved;
 };
@@ -130,6 +131,12 @@ void Model<T>::layout() {
       if (cfg_.qkv_bias) declare(p + "attn.qkv.bias", {3 * Q}, Init::Zeros, 0.0, &L.qkv_b, &L.d_qkv_b);
       declare(p + "attn.out.weight", {D, Q}, Init::Normal, 1.0 / std::sqrt(Q), &L.o_w, &L.d_o_w);
       declare(p + "attn.out.bias", {D}, Init::Zeros, 0.0, &L.o_b, &L.d_o_b);
+      const auto specs = attn_[static_cast<size_t>(l)]->param_specs();
+      L.attn_p.assign(specs.size(), nullptr);
+      L.attn_dp.assign(specs.size(), nullptr);
+      for (size_t i = 0; i < specs.size(); ++i)
+        declare(p + "attn." + specs[i].name, specs[i].shape, specs[i].init, specs[i].scale, &L.attn_p[i],
+                &L.attn_dp[i]);
       declare(p + "ln2.weight", {D}, Init::Ones, 0.0, &L.ln2_g, &L.d_ln2_g);
       declare(p + "ln2.bias", {D}, Init::Zeros, 0.0, &L.ln2_b, &L.d_ln2_b);
       declare(p + "mlp.fc1.weight", {M, D}, Init::XavierUniform, D + M, &L.fc1_w, &L.d_fc1_w);
@@ -147,7 +154,12 @@ void Model<T>::layout() {
   declare_all();  // counts num_params_
   param_values_ = params_arena_.take<T>(static_cast<size_t>(num_params_));
   param_grads_ = grads_arena_.take<T>(static_cast<size_t>(num_params_));
-  if (assign) declare_all();  // now with the block: every pointer is real
+  if (assign) {
+    declare_all();  // now with the block: every pointer is real
+    for (int l = 0; l < cfg_.num_layers; ++l)
+      attn_[static_cast<size_t>(l)]->bind_params(layers_[static_cast<size_t>(l)].attn_p,
+                                                  layers_[static_cast<size_t>(l)].attn_dp);
+  }
 
   // Inputs.
   tokens_ = acts_arena_.take<int32_t>(static_cast<size_t>(R));
@@ -207,21 +219,7 @@ void Model<T>::init_params(uint64_t seed) {
     const Param& p = params_[i];
     host.assign(static_cast<size_t>(p.size), T(0));
     Rng rng(seed, (streams::kInit << 32) | i);  // one stream per parameter: order-independent
-    switch (p.init) {
-      case Init::Zeros:
-        break;
-      case Init::Ones:
-        for (auto& v : host) v = T(1);
-        break;
-      case Init::Normal:
-        for (auto& v : host) v = static_cast<T>(rng.normal() * p.scale);
-        break;
-      case Init::XavierUniform: {
-        const double limit = std::sqrt(6.0 / p.scale);
-        for (auto& v : host) v = static_cast<T>((2.0 * rng.uniform() - 1.0) * limit);
-        break;
-      }
-    }
+    fill_init(host.data(), p.size, p.init, p.scale, rng);
     be_.upload(p.value, host.data(), host.size() * sizeof(T));
   }
 }

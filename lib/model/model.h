@@ -13,12 +13,11 @@
 #include "attn/attention.h"
 #include "backend/backend.h"
 #include "core/arena.h"
+#include "core/init.h"
 #include "model/batch.h"
 #include "model/config.h"
 
 namespace lra {
-
-enum class Init { Zeros, Ones, Normal, XavierUniform };
 
 struct MemoryReport {
   size_t params = 0, grads = 0, activations = 0, scratch = 0;
@@ -33,7 +32,7 @@ class Model {
     std::vector<int> shape;
     int64_t size = 0;
     Init init = Init::Zeros;
-    double scale = 0.0;  // std for Normal; fan sum for XavierUniform
+    double scale = 0.0;  // see Init
     T* value = nullptr;
     T* grad = nullptr;
   };
