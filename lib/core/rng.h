@@ -110,6 +110,8 @@ constexpr uint64_t kShuffle = 2;       // training-set order (epoch added)
 constexpr uint64_t kDropout = 3ull << 56;  // dropout: kDropout | step << 16 | site
 constexpr uint64_t kBench = 5;         // random benchmark inputs
 constexpr uint64_t kFeatures = 6ull << 56;  // attention random features: kFeatures | layer << 40 | draw
+// Random attention patterns (BigBird's random blocks): kPattern | layer << 48 | head << 36 | block << 18 | length
+constexpr uint64_t kPattern = 7ull << 56;
 }  // namespace streams
 
 }  // namespace lra

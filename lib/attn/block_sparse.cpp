@@ -1,0 +1,447 @@
+#include "attn/block_sparse.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/arena.h"
+#include "core/rng.h"
+#include "ops/parallel.h"
+
+namespace lra {
+
+bool SparsePattern::allowed(int n, int h, int q, int k, uint64_t seed) const {
+  for (int qb = 0; qb < num_query_blocks(n); ++qb) {
+    const RowRange r = query_block(n, qb);
+    if (q < r.begin || q >= r.end) continue;
+    std::vector<KeySpan> spans;
+    key_spans(n, h, qb, seed, spans);
+    for (const auto& s : spans)
+      if (k >= s.begin && k < s.end && (s.radius < 0 || std::abs(q - k) <= s.radius)) return true;
+    return false;
+  }
+  return false;
+}
+
+// ---- local ----
+
+LocalPattern::LocalPattern(int block) : block_(block) {
+  LRA_CHECK(block >= 1, "local attention needs block >= 1, got {}", block);
+}
+int LocalPattern::num_query_blocks(int n) const { return (n + block_ - 1) / block_; }
+RowRange LocalPattern::query_block(int n, int qb) const { return {qb * block_, std::min(n, (qb + 1) * block_)}; }
+void LocalPattern::key_spans(int n, int, int qb, uint64_t, std::vector<KeySpan>& out) const {
+  out.clear();
+  const RowRange r = query_block(n, qb);
+  out.push_back({r.begin, r.end, -1});
+}
+
+// ---- fixed (Sparse Transformer) ----
+
+FixedPattern::FixedPattern(int block, int summary, bool causal) : block_(block), summary_(summary), causal_(causal) {
+  LRA_CHECK(block >= 1, "sparse attention needs block >= 1, got {}", block);
+  LRA_CHECK(summary >= 1 && summary <= block, "sparse attention needs 1 <= summary <= block ({}), got {}", block,
+            summary);
+}
+int FixedPattern::num_query_blocks(int n) const { return (n + block_ - 1) / block_; }
+RowRange FixedPattern::query_block(int n, int qb) const { return {qb * block_, std::min(n, (qb + 1) * block_)}; }
+void FixedPattern::key_spans(int n, int, int qb, uint64_t, std::vector<KeySpan>& out) const {
+  out.clear();
+  const int nb = num_query_blocks(n);
+  // Blocks after qb are skipped when causal (the engine would hide them anyway).
+  const int last = causal_ ? qb : nb - 1;
+  for (int j = 0; j <= last; ++j) {
+    if (j == qb) {
+      out.push_back({qb * block_, std::min(n, (qb + 1) * block_), -1});
+    } else {
+      const int b = (j + 1) * block_ - summary_, e = std::min(n, (j + 1) * block_);
+      if (b < e) out.push_back({b, e, -1});
+    }
+  }
+}
+
+// ---- longformer ----
+
+LongformerPattern::LongformerPattern(int window, std::vector<int> global) : radius_(window / 2), global_(std::move(global)) {
+  LRA_CHECK(window >= 2, "longformer needs window >= 2 (keys within window/2 on each side), got {}", window);
+  std::sort(global_.begin(), global_.end());
+  global_.erase(std::unique(global_.begin(), global_.end()), global_.end());
+  for (int g : global_) LRA_CHECK(g >= 0, "longformer global positions must be >= 0, got {}", g);
+}
+
+bool LongformerPattern::is_global(int pos) const { return std::binary_search(global_.begin(), global_.end(), pos); }
+
+void LongformerPattern::blocks(int n, std::vector<RowRange>& out) const {
+  out.clear();
+  int start = 0;
+  for (int g : global_) {
+    if (g >= n) break;
+    for (int b = start; b < g; b += kRows) out.push_back({b, std::min(g, b + kRows)});
+    out.push_back({g, g + 1});
+    start = g + 1;
+  }
+  for (int b = start; b < n; b += kRows) out.push_back({b, std::min(n, b + kRows)});
+}
+
+int LongformerPattern::num_query_blocks(int n) const {
+  thread_local std::vector<RowRange> b;
+  blocks(n, b);
+  return static_cast<int>(b.size());
+}
+
+RowRange LongformerPattern::query_block(int n, int qb) const {
+  thread_local std::vector<RowRange> b;
+  blocks(n, b);
+  return b.at(static_cast<size_t>(qb));
+}
+
+void LongformerPattern::key_spans(int n, int, int qb, uint64_t, std::vector<KeySpan>& out) const {
+  out.clear();
+  const RowRange r = query_block(n, qb);
+  if (r.end - r.begin == 1 && is_global(r.begin)) {
+    out.push_back({0, n, -1});
+    return;
+  }
+  // The window band [begin - radius, end + radius), cut around the global columns, which are full.
+  const int lo = std::max(0, r.begin - radius_), hi = std::min(n, r.end + radius_);
+  int cur = lo;
+  for (int g : global_) {
+    if (g >= n) break;
+    if (g < lo) {
+      out.push_back({g, g + 1, -1});
+      continue;
+    }
+    if (g >= hi) break;
+    if (cur < g) out.push_back({cur, g, radius_});
+    out.push_back({g, g + 1, -1});
+    cur = g + 1;
+  }
+  if (cur < hi) out.push_back({cur, hi, radius_});
+  for (int g : global_)
+    if (g >= hi && g < n) out.push_back({g, g + 1, -1});
+}
+
+// ---- bigbird ----
+
+BigBirdPattern::BigBirdPattern(int block, int random, int random_limit, int layer)
+    : block_(block), random_(random), random_limit_(random_limit), layer_(layer) {
+  LRA_CHECK(block >= 1, "bigbird needs block >= 1, got {}", block);
+  LRA_CHECK(random >= 0, "bigbird needs random >= 0 blocks, got {}", random);
+  LRA_CHECK(random_limit >= 0, "bigbird needs random_limit >= 0 (0 = no limit), got {}", random_limit);
+}
+int BigBirdPattern::num_query_blocks(int n) const { return (n + block_ - 1) / block_; }
+RowRange BigBirdPattern::query_block(int n, int qb) const { return {qb * block_, std::min(n, (qb + 1) * block_)}; }
+
+std::vector<int> BigBirdPattern::key_blocks(int n, int h, int qb, uint64_t seed) const {
+  const int nb = num_query_blocks(n);
+  std::vector<int> blocks;
+  if (qb == 0 || qb == nb - 1) {
+    for (int j = 0; j < nb; ++j) blocks.push_back(j);
+    return blocks;
+  }
+  std::vector<char> taken(static_cast<size_t>(nb), 0);
+  for (int j : {0, qb - 1, qb, qb + 1, nb - 1}) taken[static_cast<size_t>(j)] = 1;
+  std::vector<int> rest;
+  for (int j = 0; j < nb; ++j)
+    if (!taken[static_cast<size_t>(j)] && (random_limit_ == 0 || j * block_ < random_limit_)) rest.push_back(j);
+  // r distinct random blocks by a partial Fisher-Yates shuffle, from (seed, layer, head, block, n).
+  Rng rng(seed, streams::kPattern | (static_cast<uint64_t>(layer_) << 48) | (static_cast<uint64_t>(h) << 36) |
+                    (static_cast<uint64_t>(qb) << 18) | static_cast<uint64_t>(n));
+  const int r = std::min(random_, static_cast<int>(rest.size()));
+  for (int i = 0; i < r; ++i) {
+    std::swap(rest[static_cast<size_t>(i)], rest[static_cast<size_t>(i) + rng.below(rest.size() - i)]);
+    taken[static_cast<size_t>(rest[static_cast<size_t>(i)])] = 1;
+  }
+  for (int j = 0; j < nb; ++j)
+    if (taken[static_cast<size_t>(j)]) blocks.push_back(j);
+  return blocks;
+}
+
+void BigBirdPattern::key_spans(int n, int h, int qb, uint64_t seed, std::vector<KeySpan>& out) const {
+  out.clear();
+  for (int j : key_blocks(n, h, qb, seed)) {
+    const int b = j * block_, e = std::min(n, (j + 1) * block_);
+    if (!out.empty() && out.back().end == b)
+      out.back().end = e;  // adjacent blocks make one span
+    else
+      out.push_back({b, e, -1});
+  }
+}
+
+// ---- the engine ----
+
+namespace {
+
+template <class T>
+class BlockSparseAttention final : public Attention<T> {
+ public:
+  BlockSparseAttention(const AttnConfig& c, std::shared_ptr<const SparsePattern> p)
+      : c_(c), p_(std::move(p)), causal_(c.hp.value("causal", false)), rows_(p_->max_block_rows()) {}
+
+  // LSE per (row, head).
+  size_t saved_bytes(int, int64_t rows) const override { return sizeof(T) * rows * c_.heads; }
+  size_t scratch_bytes(int, int64_t) const override { return per_thread_bytes() * c_.threads; }
+
+  void forward(const SeqBatch& seq, const AttnIO<T>& io, void* saved, void* scratch,
+               const AttnStep& step) override {
+    run(seq, io, nullptr, static_cast<T*>(saved), nullptr, scratch, step);
+  }
+
+  void backward(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, const void* saved,
+                void* scratch, const AttnStep& step) override {
+    run(seq, io, &g, nullptr, static_cast<const T*>(saved), scratch, step);
+  }
+
+ private:
+  struct Work {
+    T *q, *s, *dp, *k, *v, *gk, *gv, *dk, *dv, *d;
+    uint8_t* hidden;  // per gathered key: 1 = hidden by the key mask
+    int* pos;         // per gathered key: its position in the example
+    uint32_t* bits;
+  };
+
+  size_t per_thread_bytes() const {
+    const size_t L = static_cast<size_t>(c_.max_len), R = static_cast<size_t>(rows_);
+    const size_t n = R * c_.dk + 2 * R * L + 3 * L * c_.dk + 3 * L * c_.dv + R;
+    return align_up(n * sizeof(T) + L * (sizeof(uint8_t) + sizeof(int) + sizeof(uint32_t)) + 14 * Arena::kAlign,
+                    Arena::kAlign);
+  }
+
+  Work thread_scratch(void* scratch) const {
+    char* base = static_cast<char*>(scratch) + per_thread_bytes() * omp_get_thread_num();
+    const size_t L = static_cast<size_t>(c_.max_len), R = static_cast<size_t>(rows_);
+    auto take = [&](size_t bytes) {
+      char* p = base;
+      base += align_up(bytes, Arena::kAlign);
+      return p;
+    };
+    auto take_t = [&](size_t n) { return reinterpret_cast<T*>(take(n * sizeof(T))); };
+    Work w;
+    w.q = take_t(R * c_.dk);
+    w.s = take_t(R * L);
+    w.dp = take_t(R * L);
+    w.k = take_t(L * c_.dk);
+    w.v = take_t(L * c_.dv);
+    w.gk = take_t(L * c_.dk);
+    w.gv = take_t(L * c_.dv);
+    w.dk = take_t(L * c_.dk);
+    w.dv = take_t(L * c_.dv);
+    w.d = take_t(R);
+    w.hidden = reinterpret_cast<uint8_t*>(take(L));
+    w.pos = reinterpret_cast<int*>(take(L * sizeof(int)));
+    w.bits = reinterpret_cast<uint32_t*>(take(L * sizeof(uint32_t)));
+    return w;
+  }
+
+  // A span as gathered: keys [begin, end) of the example sit at gathered columns g0 .. g0 + end - begin.
+  struct Gathered {
+    int begin, end, radius, g0;
+  };
+
+  // The forward (g == nullptr) writes lse_out; the backward reads lse_in.
+  void run(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>* g, T* lse_out, const T* lse_in,
+           void* scratch, const AttnStep& step) const {
+    check_sequence_lengths(seq, c_.max_len);
+    const int64_t tasks = static_cast<int64_t>(seq.B) * c_.heads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c_.threads)
+    for (int64_t t = 0; t < tasks; ++t) {
+      thread_local std::vector<KeySpan> spans;
+      thread_local std::vector<Gathered> gathered;
+      one(seq, io, g, static_cast<int>(t / c_.heads), static_cast<int>(t % c_.heads), lse_out, lse_in,
+          thread_scratch(scratch), step, spans, gathered);
+    }
+  }
+
+  // Gathers the keys and values query block [r.begin, r.end) sees; returns their count.
+  int gather(const SeqBatch& seq, const AttnIO<T>& io, int64_t r0, int h, RowRange r,
+             const std::vector<KeySpan>& spans, std::vector<Gathered>& gathered, const Work& w) const {
+    gathered.clear();
+    int nk = 0;
+    for (const auto& sp : spans) {
+      const int end = causal_ ? std::min(sp.end, r.end) : sp.end;  // keys after the block's last row: hidden
+      if (end <= sp.begin) continue;
+      gathered.push_back({sp.begin, end, sp.radius, nk});
+      for (int k = sp.begin; k < end; ++k, ++nk) {
+        const int64_t row = r0 + k;
+        std::copy_n(io.k + row * io.ld_in + h * c_.dk, c_.dk, w.k + static_cast<int64_t>(nk) * c_.dk);
+        std::copy_n(io.v + row * io.ld_in + h * c_.dv, c_.dv, w.v + static_cast<int64_t>(nk) * c_.dv);
+        w.hidden[nk] = seq.key_mask != nullptr && seq.key_mask[row] == 0;
+        w.pos[nk] = k;
+      }
+    }
+    return nk;
+  }
+
+  // Sets the entries of S (br x nk) that query rows may not see to `value`: hidden keys, keys outside a
+  // span's band, and (causal) keys after the query.
+  void hide(MapR<T>& S, RowRange r, const std::vector<Gathered>& gathered, int nk, const Work& w, T value) const {
+    const int br = r.end - r.begin;
+    for (int j = 0; j < nk; ++j)
+      if (w.hidden[j]) S.col(j).setConstant(value);
+    for (const auto& gs : gathered) {
+      const bool band = gs.radius >= 0, late = causal_ && gs.end - 1 > r.begin;
+      if (!band && !late) continue;
+      for (int i = 0; i < br; ++i) {
+        const int q = r.begin + i;
+        int lo = gs.begin, hi = gs.end;  // visible keys of this span: [lo, hi)
+        if (band) {
+          lo = std::max(lo, q - gs.radius);
+          hi = std::min(hi, q + gs.radius + 1);
+        }
+        if (causal_) hi = std::min(hi, q + 1);
+        lo = std::min(lo, gs.end);
+        hi = std::max(hi, lo);
+        T* row = S.data() + static_cast<int64_t>(i) * S.outerStride() + gs.g0;
+        std::fill(row, row + (lo - gs.begin), value);
+        std::fill(row + (hi - gs.begin), row + (gs.end - gs.begin), value);
+      }
+    }
+  }
+
+  // Dropout words of query row `row` (packed row index) for the gathered keys.
+  void draw_bits(const SeqBatch& seq, const AttnStep& step, int64_t row, int h, const std::vector<Gathered>& gathered,
+                 const Work& w) const {
+    for (const auto& gs : gathered)
+      philox_fill(step.seed, step.stream,
+                  (static_cast<uint64_t>(row) * c_.heads + h) * static_cast<uint64_t>(seq.L_pad) + gs.begin,
+                  gs.end - gs.begin, w.bits + gs.g0);
+  }
+
+  void one(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>* g, int b, int h, T* lse_out,
+           const T* lse_in, const Work& w, const AttnStep& step, std::vector<KeySpan>& spans, std::vector<Gathered>& gathered) const {
+    const int64_t r0 = seq.offsets[b];
+    const int n = seq.length(b);
+    if (n == 0) return;
+    const T tau = T(1) / std::sqrt(static_cast<T>(c_.dk));
+    const T inf = std::numeric_limits<T>::infinity();
+    const float p = step.training ? c_.attention_dropout : 0.0f;
+    const T keep_scale = T(1) / (T(1) - T(p));
+    const uint32_t thr = dropout_threshold(p);
+    MapR<T> dKacc(w.dk, n, c_.dk, Eigen::OuterStride<>(c_.dk));
+    MapR<T> dVacc(w.dv, n, c_.dv, Eigen::OuterStride<>(c_.dv));
+    if (g != nullptr) {
+      dKacc.setZero();
+      dVacc.setZero();
+    }
+    const int nqb = p_->num_query_blocks(n);
+    for (int qb = 0; qb < nqb; ++qb) {
+      const RowRange r = p_->query_block(n, qb);
+      const int br = r.end - r.begin;
+      p_->key_spans(n, h, qb, step.seed, spans);
+      const int nk = gather(seq, io, r0, h, r, spans, gathered, w);
+      CMapR<T> Q(io.q + (r0 + r.begin) * io.ld_in + h * c_.dk, br, c_.dk, Eigen::OuterStride<>(io.ld_in));
+      MapR<T> O(io.out + (r0 + r.begin) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
+      if (nk == 0) {
+        if (g == nullptr) {
+          O.setZero();
+          for (int i = 0; i < br; ++i) lse_out[(r0 + r.begin + i) * c_.heads + h] = inf;
+        } else {
+          MapR<T>(g->dq + (r0 + r.begin) * io.ld_in + h * c_.dk, br, c_.dk, Eigen::OuterStride<>(io.ld_in)).setZero();
+        }
+        continue;
+      }
+      MapR<T> Qs(w.q, br, c_.dk, Eigen::OuterStride<>(c_.dk));
+      MapR<T> K(w.k, nk, c_.dk, Eigen::OuterStride<>(c_.dk));
+      MapR<T> V(w.v, nk, c_.dv, Eigen::OuterStride<>(c_.dv));
+      MapR<T> S(w.s, br, nk, Eigen::OuterStride<>(nk));
+      Qs = Q * tau;
+      S.noalias() = Qs * K.transpose();
+      hide(S, r, gathered, nk, w, -inf);
+      if (g == nullptr) {
+        for (int i = 0; i < br; ++i) {
+          const T m = S.row(i).maxCoeff();
+          w.d[i] = m;
+          if (m != -inf) S.row(i) = (S.row(i).array() - m).exp().matrix();
+        }
+        hide(S, r, gathered, nk, w, T(0));  // exactly zero (a vectorised exp of -inf may give a denormal)
+        for (int i = 0; i < br; ++i) {
+          const int64_t row = r0 + r.begin + i;
+          T* prow = w.s + static_cast<int64_t>(i) * nk;
+          if (w.d[i] == -inf) {
+            S.row(i).setZero();
+            lse_out[row * c_.heads + h] = inf;
+            continue;
+          }
+          const T l = S.row(i).sum();
+          lse_out[row * c_.heads + h] = w.d[i] + std::log(l);
+          S.row(i) *= T(1) / l;
+          if (p > 0.0f) {
+            draw_bits(seq, step, row, h, gathered, w);
+            for (int j = 0; j < nk; ++j) prow[j] = (w.bits[j] >> 8) >= thr ? prow[j] * keep_scale : T(0);
+          }
+        }
+        O.noalias() = S * V;
+        continue;
+      }
+      // Backward: P from the saved LSE, then dS = P (dP z s - D), P' = P z s.
+      for (int i = 0; i < br; ++i) {
+        const T l = lse_in[(r0 + r.begin + i) * c_.heads + h];
+        if (l == inf)
+          S.row(i).setZero();
+        else
+          S.row(i) = (S.row(i).array() - l).exp().matrix();
+      }
+      hide(S, r, gathered, nk, w, T(0));
+      CMapR<T> dO(g->dout + (r0 + r.begin) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
+      MapR<T> dP(w.dp, br, nk, Eigen::OuterStride<>(nk));
+      for (int i = 0; i < br; ++i) w.d[i] = dO.row(i).dot(O.row(i));
+      dP.noalias() = dO * V.transpose();
+      for (int i = 0; i < br; ++i) {
+        T* prow = w.s + static_cast<int64_t>(i) * nk;
+        T* dprow = w.dp + static_cast<int64_t>(i) * nk;
+        const T di = w.d[i];
+        if (p > 0.0f) {
+          draw_bits(seq, step, r0 + r.begin + i, h, gathered, w);
+          for (int j = 0; j < nk; ++j) {
+            const T z = (w.bits[j] >> 8) >= thr ? keep_scale : T(0);
+            dprow[j] = prow[j] * (dprow[j] * z - di);
+            prow[j] *= z;
+          }
+        } else {
+          for (int j = 0; j < nk; ++j) dprow[j] = prow[j] * (dprow[j] - di);
+        }
+      }
+      MapR<T> dQ(g->dq + (r0 + r.begin) * io.ld_in + h * c_.dk, br, c_.dk, Eigen::OuterStride<>(io.ld_in));
+      dQ.noalias() = (dP * K) * tau;
+      MapR<T> gK(w.gk, nk, c_.dk, Eigen::OuterStride<>(c_.dk));
+      MapR<T> gV(w.gv, nk, c_.dv, Eigen::OuterStride<>(c_.dv));
+      gK.noalias() = dP.transpose() * Qs;
+      gV.noalias() = S.transpose() * dO;
+      for (int j = 0; j < nk; ++j) {
+        dKacc.row(w.pos[j]) += gK.row(j);
+        dVacc.row(w.pos[j]) += gV.row(j);
+      }
+    }
+    if (g != nullptr) {
+      MapR<T>(g->dk + r0 * io.ld_in + h * c_.dk, n, c_.dk, Eigen::OuterStride<>(io.ld_in)) = dKacc;
+      MapR<T>(g->dv + r0 * io.ld_in + h * c_.dv, n, c_.dv, Eigen::OuterStride<>(io.ld_in)) = dVacc;
+    }
+  }
+
+  AttnConfig c_;
+  std::shared_ptr<const SparsePattern> p_;
+  bool causal_;
+  int rows_;
+};
+
+}  // namespace
+
+template <class T>
+std::unique_ptr<Attention<T>> make_block_sparse_attention(const AttnConfig& c, std::shared_ptr<const SparsePattern> p) {
+  return std::unique_ptr<Attention<T>>(new BlockSparseAttention<T>(c, std::move(p)));
+}
+template std::unique_ptr<Attention<float>> make_block_sparse_attention<float>(const AttnConfig&,
+                                                                              std::shared_ptr<const SparsePattern>);
+template std::unique_ptr<Attention<double>> make_block_sparse_attention<double>(const AttnConfig&,
+                                                                                std::shared_ptr<const SparsePattern>);
+
+AttnInfo block_sparse_info(AttnInfo info, PatternFactory pattern) {
+  info.uses_attention_dropout = true;
+  info.make_f32 = [pattern](const AttnConfig& c) { return make_block_sparse_attention<float>(c, pattern(c)); };
+  info.make_f64 = [pattern](const AttnConfig& c) { return make_block_sparse_attention<double>(c, pattern(c)); };
+  return info;
+}
+
+}  // namespace lra
