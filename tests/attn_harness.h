@@ -35,7 +35,7 @@ struct AttnHarness {
     AttnConfig c;
     c.heads = H;
     c.dk = c.dv = dk;
-    c.max_len = longest;
+    c.max_len = std::max(longest, l_pad);  // as in the model, whose plan covers the padded length
     c.threads = 2;
     c.attention_dropout = attn_dropout;
     c.hp = resolve_attention_params(find_attention(name), hp);

@@ -121,6 +121,16 @@ TEST_CASE("cli: every attention variant trains, bidirectional and causal", "[cli
       INFO(attn << " causal=" << causal);
       const Result r = run(fmt::format(fmt::runtime(tiny(d)), attn) + " --set causal=" + causal);
       INFO(r.err);
+      if (!has_hyperparam(find_attention(attn), "causal")) {  // a variant without a causal mode says so
+        if (std::string(causal) == "true") {
+          CHECK(r.rc != 0);
+          CHECK(r.err.find("has no causal mode") != std::string::npos);
+          continue;
+        }
+        REQUIRE(r.rc == 0);
+        CHECK(!nlohmann::json::parse(read_file(last_line(r.out)))["config"]["attn_params"].contains("causal"));
+        continue;
+      }
       REQUIRE(r.rc == 0);
       const auto rec = nlohmann::json::parse(read_file(last_line(r.out)));
       CHECK(rec["status"] == "ok");

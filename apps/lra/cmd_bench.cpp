@@ -508,7 +508,15 @@ int run_bench_attn(const BenchAttnOptions& o) {
     LRA_CHECK(static_cast<int64_t>(o.batch) * L <= std::numeric_limits<int32_t>::max(),
               "--batch {} x length {} rows do not fit the 32-bit row offsets", o.batch, L);
 
-  std::vector<std::string> names = o.attn == "all" ? attention_names() : split_list(o.attn);
+  // With --causal, "all" means every variant that has a causal mode.
+  std::vector<std::string> names;
+  const bool wants_causal = o.causal || std::find(o.sets.begin(), o.sets.end(), "causal=true") != o.sets.end();
+  if (o.attn == "all") {
+    for (const auto& a : attention_registry())
+      if (!wants_causal || has_hyperparam(a, "causal")) names.push_back(a.name);
+  } else {
+    names = split_list(o.attn);
+  }
   LRA_CHECK(!names.empty(), "--attn is empty; give variant names ({}) or all", fmt::join(attention_names(), ", "));
   std::vector<const AttnInfo*> infos;
   for (size_t i = 0; i < names.size(); ++i) {

@@ -53,6 +53,7 @@ int list_attn(bool as_json) {
                    {"summary", a.summary},
                    {"complexity", a.complexity},
                    {"attention_dropout", a.uses_attention_dropout},
+                   {"causal", a.no_causal.empty() ? nlohmann::json(true) : nlohmann::json(a.no_causal)},
                    {"params", params}});
   }
   if (as_json) {
@@ -62,7 +63,8 @@ int list_attn(bool as_json) {
   for (const auto& a : out) {
     std::printf("%s\n  %s\n  %s\n", a["name"].get<std::string>().c_str(), a["summary"].get<std::string>().c_str(),
                 a["complexity"].get<std::string>().c_str());
-    if (!a["attention_dropout"].get<bool>()) std::printf("  attention_dropout_rate: not used (no attention weights)\n");
+    if (!a["attention_dropout"].get<bool>()) std::printf("  attention_dropout_rate: not used by this variant\n");
+    if (!a["causal"].is_boolean()) std::printf("  no causal mode: %s\n", a["causal"].get<std::string>().c_str());
     for (const auto& p : a["params"])
       std::printf("  --set %s=%s  %s\n", p["name"].get<std::string>().c_str(), p["default"].dump().c_str(),
                   p["help"].get<std::string>().c_str());

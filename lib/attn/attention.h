@@ -167,6 +167,8 @@ struct AttnInfo {
   std::string summary;     // one line for `lra list attn`
   std::string complexity;  // time and memory in L
   bool uses_attention_dropout = false;
+  // Why the variant has no causal mode ("" when it has one: then `causal` is among its params).
+  std::string no_causal;
   std::vector<HyperParam> params;
   std::function<std::unique_ptr<Attention<float>>(const AttnConfig&)> make_f32;
   std::function<std::unique_ptr<Attention<double>>(const AttnConfig&)> make_f64;

@@ -12,6 +12,15 @@ AttnInfo cosformer_attention_info();
 AttnInfo linear_attention_info();
 AttnInfo performer_attention_info();
 AttnInfo performer_relu_attention_info();
+AttnInfo local_attention_info();
+AttnInfo sparse_attention_info();
+AttnInfo longformer_attention_info();
+AttnInfo bigbird_attention_info();
+AttnInfo linformer_attention_info();
+AttnInfo synthesizer_attention_info();
+AttnInfo reformer_attention_info();
+AttnInfo nystromformer_attention_info();
+AttnInfo sinkhorn_attention_info();
 
 const std::vector<AttnInfo>& attention_registry() {
   static const std::vector<AttnInfo> registry = {
@@ -20,6 +29,15 @@ const std::vector<AttnInfo>& attention_registry() {
       linear_attention_info(),
       performer_attention_info(),
       performer_relu_attention_info(),
+      local_attention_info(),
+      sparse_attention_info(),
+      longformer_attention_info(),
+      bigbird_attention_info(),
+      linformer_attention_info(),
+      synthesizer_attention_info(),
+      reformer_attention_info(),
+      nystromformer_attention_info(),
+      sinkhorn_attention_info(),
   };
   return registry;
 }
@@ -65,6 +83,15 @@ nlohmann::json resolve_attention_params(const AttnInfo& info, const nlohmann::js
   nlohmann::json out = nlohmann::json::object();
   for (const auto& p : info.params) out[p.name] = p.default_value;
   for (auto it = given.begin(); it != given.end(); ++it) {
+    if (it.key() == "causal" && !out.contains("causal")) {
+      std::vector<std::string> causal;
+      for (const auto& a : attention_registry())
+        if (has_hyperparam(a, "causal")) causal.push_back(a.name);
+      LRA_CHECK(!it.value().is_boolean() || !it.value().get<bool>(),
+                "attention '{}' has no causal mode{}{}; the variants with one: {}", info.name,
+                info.no_causal.empty() ? "" : ": ", info.no_causal, fmt::join(causal, ", "));
+      continue;  // causal=false is what it does anyway
+    }
     LRA_CHECK(out.contains(it.key()), "attention '{}' has no hyperparameter '{}'; it takes: {}", info.name,
               it.key(), hyperparam_list(info));
     const auto& def = out[it.key()];

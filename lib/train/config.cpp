@@ -159,7 +159,9 @@ void merge_config(nlohmann::json& base, const nlohmann::json& overrides, const s
       continue;
     }
     const AttnInfo& info = find_attention(base.at("attn").get<std::string>());
-    LRA_CHECK(has_hyperparam(info, key), "{}: unknown config key '{}'; valid keys: {}; attention '{}' takes: {}", origin, key,
+    // `causal` always belongs to the attention: resolving it explains a variant without a causal mode.
+    LRA_CHECK(has_hyperparam(info, key) || key == "causal",
+              "{}: unknown config key '{}'; valid keys: {}; attention '{}' takes: {}", origin, key,
               fmt::join(config_keys(), ", "), info.name, hyperparam_list(info));
     base["attn_params"][key] = it.value();
   }
