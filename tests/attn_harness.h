@@ -2,6 +2,8 @@
 // QKV row per token, stride 3 Q), for the attention tests.
 #pragma once
 
+#include <algorithm>
+#include <catch2/catch.hpp>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,5 +85,44 @@ struct AttnHarness {
   T& at(int which, int64_t r, int h, int c) { return qkv[static_cast<size_t>(r * 3 * Q + which * Q + h * dk + c)]; }
   T out_at(int64_t r, int h, int c) const { return out[static_cast<size_t>(r * Q + h * dk + c)]; }
 };
+
+// Hides every stride-th row's key, from row `first` on.
+inline void mask_every(AttnHarness<double>& a, int64_t first, int64_t stride) {
+  a.mask.assign(static_cast<size_t>(a.rows()), 1);
+  for (int64_t r = first; r < a.rows(); r += stride) a.mask[static_cast<size_t>(r)] = 0;
+}
+
+// Sets every learned weight to N(0, scale^2) draws (weight i from seed + i), in place: the variant holds
+// pointers to this storage.
+inline void randomise_weights(AttnHarness<double>& a, uint64_t seed, double scale) {
+  for (size_t i = 0; i < a.params.values.size(); ++i) {
+    const auto w = randn(a.params.values[i].size(), seed + i, scale);
+    std::copy(w.begin(), w.end(), a.params.values[i].begin());
+  }
+}
+
+// l = sum(out * R) with qkv and R drawn from `seed`: the worst relative error, against central
+// differences, of dqkv (qkv_samples coordinates) and of each learned weight's gradient (weight_samples
+// coordinates each; every weight is also CHECKed against 1e-6 on its own, so a failure names it).
+inline double attention_fd_error(AttnHarness<double>& a, uint64_t seed, size_t qkv_samples = 60,
+                                 size_t weight_samples = 60) {
+  a.qkv = randn(a.qkv.size(), seed);
+  const auto R = randn(a.out.size(), seed + 1);
+  a.dout = R;
+  a.forward();
+  a.backward();
+  auto loss = [&] {
+    a.forward();
+    return dot(a.out, R);
+  };
+  double worst = fd_rel_error(a.qkv, a.dqkv, loss, qkv_samples, seed);
+  for (size_t i = 0; i < a.params.values.size(); ++i) {
+    INFO("learned weight " << a.attn->param_specs()[i].name);
+    const double e = fd_rel_error(a.params.values[i], a.params.grads[i], loss, weight_samples, seed + 2 + i);
+    CHECK(e < 1e-6);
+    worst = std::max(worst, e);
+  }
+  return worst;
+}
 
 }  // namespace lra::test

@@ -70,31 +70,11 @@ TEST_CASE("the variant list covers the registry", "[attn]") {
   }
 }
 
-// l = sum(out * R): dout = R; checks dq, dk, dv by central differences over the fused qkv buffer, and
-// the gradient of each learned weight of the variant. The worst relative error.
-double attention_fd_error(AttnHarness<double>& a, uint64_t seed, size_t samples = 60) {
-  a.qkv = randn(a.qkv.size(), seed);
-  // Learned weights drawn away from their initialisation (zero biases would sit on ReLU kinks).
-  for (size_t i = 0; i < a.params.values.size(); ++i) {
-    const auto w = randn(a.params.values[i].size(), seed + 50 + i, 0.5);
-    std::copy(w.begin(), w.end(), a.params.values[i].begin());  // in place: the variant holds the pointer
-  }
-  const auto R = randn(a.out.size(), seed + 1);
-  a.dout = R;
-  a.forward();
-  a.backward();
-  auto loss = [&] {
-    a.forward();
-    return dot(a.out, R);
-  };
-  double worst = fd_rel_error(a.qkv, a.dqkv, loss, samples, seed);
-  for (size_t i = 0; i < a.params.values.size(); ++i) {
-    INFO("learned weight " << a.attn->param_specs()[i].name);
-    const double e = fd_rel_error(a.params.values[i], a.params.grads[i], loss, samples, seed + 2 + i);
-    CHECK(e < kTol);
-    worst = std::max(worst, e);
-  }
-  return worst;
+// The generic gradient check: learned weights drawn away from their initialisation (zero biases would
+// sit on ReLU kinks), then qkv and every weight by central differences.
+double fd_error(AttnHarness<double>& a, uint64_t seed) {
+  randomise_weights(a, seed + 50, 0.5);
+  return attention_fd_error(a, seed);
 }
 
 // The rows of example b, head h, as explicit matrices.
@@ -269,11 +249,6 @@ double max_err_vs_reference(AttnHarness<double>& a, const Variant& var, const st
   return worst;
 }
 
-void mask_every(AttnHarness<double>& a, int64_t first, int64_t stride) {
-  a.mask.assign(static_cast<size_t>(a.rows()), 1);
-  for (int64_t r = first; r < a.rows(); r += stride) a.mask[static_cast<size_t>(r)] = 0;
-}
-
 }  // namespace
 
 TEST_CASE("every variant's gradients match finite differences", "[attn][grad]") {
@@ -282,7 +257,7 @@ TEST_CASE("every variant's gradients match finite differences", "[attn][grad]") 
     INFO(v.label());
     AttnHarness<double> a(v.name, 2, 4, {70, 5, 1, 130}, 130, v.hp);
     mask_every(a, 2, 7);
-    CHECK(attention_fd_error(a, 10) < kTol);
+    CHECK(fd_error(a, 10) < kTol);
   }
 }
 
@@ -291,7 +266,7 @@ TEST_CASE("softmax gradients with attention dropout (the mask is regenerated in 
     for (bool store : {false, true}) {
       AttnHarness<double> a("softmax", 2, 4, {9, 66}, 66, {{"causal", causal}, {"store_probs", store}}, 0.25f);
       a.step = AttnStep{true, 1234, 5, 0};
-      CHECK(attention_fd_error(a, 11) < kTol);
+      CHECK(fd_error(a, 11) < kTol);
     }
 }
 

@@ -76,20 +76,6 @@ double max_err_vs_dense(AttnHarness<double>& a, const Case& c) {
   return worst;
 }
 
-double fd_error(AttnHarness<double>& a, uint64_t seed) {
-  a.qkv = randn(a.qkv.size(), seed);
-  const auto R = randn(a.out.size(), seed + 1);
-  a.dout = R;
-  a.forward();
-  a.backward();
-  return fd_rel_error(a.qkv, a.dqkv,
-                      [&] {
-                        a.forward();
-                        return dot(a.out, R);
-                      },
-                      80, seed);
-}
-
 }  // namespace
 
 TEST_CASE("block-sparse variants equal dense softmax with their pattern's mask", "[attn][sparse]") {
@@ -111,7 +97,7 @@ TEST_CASE("block-sparse gradients match finite differences", "[attn][sparse][gra
     AttnHarness<double> a(c.name, 2, 4, {70, 5, 1, 45}, 70, c.hp);
     a.mask.assign(static_cast<size_t>(a.rows()), 1);
     for (int64_t r = 2; r < a.rows(); r += 7) a.mask[static_cast<size_t>(r)] = 0;
-    CHECK(fd_error(a, 40) < 1e-6);
+    CHECK(attention_fd_error(a, 40, 80) < 1e-6);
   }
 }
 
@@ -120,7 +106,7 @@ TEST_CASE("block-sparse gradients with attention dropout", "[attn][sparse][grad]
     INFO(c.name << " " << c.hp.dump());
     AttnHarness<double> a(c.name, 2, 4, {40, 9}, 40, c.hp, 0.25f);
     a.step = AttnStep{true, 99, 3, 0};
-    CHECK(fd_error(a, 41) < 1e-6);
+    CHECK(attention_fd_error(a, 41, 80) < 1e-6);
   }
 }
 

@@ -14,29 +14,6 @@ namespace {
 
 constexpr double kTol = 1e-6;
 
-// l = sum(out * R): the worst relative error of dqkv and of dE against central differences.
-double fd_error(AttnHarness<double>& a, uint64_t seed, size_t samples = 60) {
-  a.qkv = randn(a.qkv.size(), seed);
-  const auto R = randn(a.out.size(), seed + 1);
-  a.dout = R;
-  a.forward();
-  a.backward();
-  auto loss = [&] {
-    a.forward();
-    return dot(a.out, R);
-  };
-  double worst = fd_rel_error(a.qkv, a.dqkv, loss, samples, seed);
-  const double e = fd_rel_error(a.params.values[0], a.params.grads[0], loss, samples, seed + 2);
-  INFO("projection E: " << e);
-  CHECK(e < kTol);
-  return std::max(worst, e);
-}
-
-void mask_every(AttnHarness<double>& a, int64_t first, int64_t stride) {
-  a.mask.assign(static_cast<size_t>(a.rows()), 1);
-  for (int64_t r = first; r < a.rows(); r += stride) a.mask[static_cast<size_t>(r)] = 0;
-}
-
 // The published formula for (example b, head h), written plainly: K' = E_n^T K, V' = E_n^T V with hidden
 // keys' rows of K and V zeroed, O = softmax(Q K'^T / sqrt(d)) V'.
 std::vector<double> linformer_reference(AttnHarness<double>& a, int b, int h, int k) {
@@ -74,17 +51,17 @@ TEST_CASE("linformer gradients match finite differences", "[linformer]") {
     INFO("k = " << k);
     AttnHarness<double> a("linformer", 2, 4, {70, 5, 1, 130}, 130, {{"k", k}});
     mask_every(a, 2, 7);
-    CHECK(fd_error(a, 10) < kTol);
+    CHECK(attention_fd_error(a, 10) < kTol);
   }
   SECTION("with attention dropout (regenerated in the backward)") {
     AttnHarness<double> a("linformer", 2, 4, {9, 33, 1}, 33, {{"k", 5}}, 0.25f);
     mask_every(a, 1, 4);
     a.step = AttnStep{true, 1234, 5, 0};
-    CHECK(fd_error(a, 11) < kTol);
+    CHECK(attention_fd_error(a, 11) < kTol);
   }
   SECTION("without a key mask") {
     AttnHarness<double> a("linformer", 3, 2, {17, 1, 40}, 40, {{"k", 6}});
-    CHECK(fd_error(a, 12) < kTol);
+    CHECK(attention_fd_error(a, 12) < kTol);
   }
 }
 

@@ -13,28 +13,6 @@ namespace {
 
 constexpr double kTol = 1e-6;
 
-// l = sum(out * R): the worst relative error of dq, dk, dv (the fused qkv buffer) and of each learned
-// weight's gradient against central differences.
-double fd_error(AttnHarness<double>& a, uint64_t seed, size_t samples = 80) {
-  a.qkv = randn(a.qkv.size(), seed);
-  const auto R = randn(a.out.size(), seed + 1);
-  a.dout = R;
-  a.forward();
-  a.backward();
-  auto loss = [&] {
-    a.forward();
-    return dot(a.out, R);
-  };
-  double worst = fd_rel_error(a.qkv, a.dqkv, loss, samples, seed);
-  for (size_t i = 0; i < a.params.values.size(); ++i) {
-    const double e = fd_rel_error(a.params.values[i], a.params.grads[i], loss, samples, seed + 2 + i);
-    INFO("learned weight " << a.attn->param_specs()[i].name << ": " << e);
-    CHECK(e < kTol);
-    worst = std::max(worst, e);
-  }
-  return worst;
-}
-
 // A dense row-major matrix and the few operations the reference needs, written plainly.
 struct Mat {
   int r = 0, c = 0;
@@ -195,12 +173,6 @@ std::vector<double> reference(AttnHarness<double>& a, const nlohmann::json& hp) 
   return out;
 }
 
-// Masks every `stride`-th row from `first`.
-void mask_every(AttnHarness<double>& a, int64_t first, int64_t stride) {
-  a.mask.assign(static_cast<size_t>(a.rows()), 1);
-  for (int64_t r = first; r < a.rows(); r += stride) a.mask[static_cast<size_t>(r)] = 0;
-}
-
 // The settings that exercise each code path.
 std::vector<nlohmann::json> settings() {
   return {{{"landmarks", 4}, {"conv_kernel", 5}},
@@ -221,9 +193,9 @@ TEST_CASE("nystromformer gradients match finite differences", "[nystromformer][g
     AttnHarness<double> a("nystromformer", 2, 4, {23, 5, 1, 13}, 23, hp);
     a.mask.assign(static_cast<size_t>(a.rows()), 1);
     for (int r : {2, 9, 16, 22, 27, 33, 35}) a.mask[static_cast<size_t>(r)] = 0;
-    CHECK(fd_error(a, 10) < kTol);
+    CHECK(attention_fd_error(a, 10, 80, 80) < kTol);
     mask_every(a, 1, 6);
-    CHECK(fd_error(a, 20) < kTol);
+    CHECK(attention_fd_error(a, 20, 80, 80) < kTol);
   }
 }
 
@@ -231,7 +203,7 @@ TEST_CASE("nystromformer gradients without a key mask", "[nystromformer][grad]")
   for (const auto& hp : settings()) {
     INFO(hp.dump());
     AttnHarness<double> a("nystromformer", 3, 3, {17, 40, 2}, 40, hp);
-    CHECK(fd_error(a, 30) < kTol);
+    CHECK(attention_fd_error(a, 30, 80, 80) < kTol);
   }
 }
 

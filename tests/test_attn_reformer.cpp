@@ -184,11 +184,6 @@ double max_err_vs_reference(AttnHarness<double>& a, const Settings& st, double* 
   return worst;
 }
 
-void mask_every(AttnHarness<double>& a, int64_t first, int64_t stride) {
-  a.mask.assign(static_cast<size_t>(a.rows()), 1);
-  for (int64_t r = first; r < a.rows(); r += stride) a.mask[static_cast<size_t>(r)] = 0;
-}
-
 std::string label(const Settings& st) { return st.hp().dump(); }
 
 }  // namespace

@@ -27,40 +27,10 @@ std::vector<nlohmann::json> settings() {
   return v;
 }
 
-// Random values for every learned weight (the biases start at zero), so each one carries gradient. Written
-// in place: the variant holds pointers to this storage.
-void randomise_weights(AttnHarness<double>& a, uint64_t seed) {
-  for (size_t i = 0; i < a.params.values.size(); ++i) {
-    const auto r = randn(a.params.values[i].size(), seed + i, 0.7);
-    std::copy(r.begin(), r.end(), a.params.values[i].begin());
-  }
-}
-
-// l = sum(out * R): the worst relative error of dqkv and of each learned weight's gradient.
-double fd_error(AttnHarness<double>& a, uint64_t seed, size_t samples = 60) {
-  a.qkv = randn(a.qkv.size(), seed);
-  randomise_weights(a, seed + 100);
-  const auto R = randn(a.out.size(), seed + 1);
-  a.dout = R;
-  a.forward();
-  a.backward();
-  auto loss = [&] {
-    a.forward();
-    return dot(a.out, R);
-  };
-  double worst = fd_rel_error(a.qkv, a.dqkv, loss, samples, seed);
-  for (size_t i = 0; i < a.params.values.size(); ++i) {
-    INFO("learned weight " << a.attn->param_specs()[i].name);
-    const double e = fd_rel_error(a.params.values[i], a.params.grads[i], loss, samples, seed + 2 + i);
-    CHECK(e < kTol);
-    worst = std::max(worst, e);
-  }
-  return worst;
-}
-
-void mask_every(AttnHarness<double>& a, int64_t first, int64_t stride) {
-  a.mask.assign(static_cast<size_t>(a.rows()), 1);
-  for (int64_t r = first; r < a.rows(); r += stride) a.mask[static_cast<size_t>(r)] = 0;
+// Learned weights drawn at scale 0.7, then qkv and every weight by central differences.
+double fd_error(AttnHarness<double>& a, uint64_t seed) {
+  randomise_weights(a, seed + 100, 0.7);
+  return attention_fd_error(a, seed);
 }
 
 // The published formula for (example b, head h), written plainly: logits_ij = syn_ij (+ q_i . k_j /
@@ -160,7 +130,7 @@ TEST_CASE("synthesizer equals its formula written plainly", "[synthesizer]") {
     AttnHarness<double> a("synthesizer", 3, 4, {100, 17, 1, 64}, 100, hp);
     mask_every(a, 3, 5);
     a.qkv = randn(a.qkv.size(), 13, 1.5);
-    randomise_weights(a, 14);
+    randomise_weights(a, 14, 0.7);
     a.forward();
     double worst = 0;
     for (int b = 0; b < 4; ++b)
@@ -180,7 +150,7 @@ TEST_CASE("synthesizer: a padded batch equals per-example runs", "[synthesizer]"
   for (const auto& hp : settings()) {
     INFO(hp.dump());
     AttnHarness<double> full("synthesizer", 2, 4, {80, 25}, 80, hp);
-    randomise_weights(full, 17);
+    randomise_weights(full, 17, 0.7);
     full.qkv = randn(full.qkv.size(), 15);
     full.mask.assign(105, 1);
     for (int r = 70; r < 80; ++r) full.mask[r] = 0;
@@ -230,7 +200,7 @@ TEST_CASE("synthesizer: masked keys contribute nothing, an all-masked example gi
   for (const auto& hp : settings()) {
     INFO(hp.dump());
     AttnHarness<double> a("synthesizer", 2, 4, {30, 20, 6}, 32, hp);
-    randomise_weights(a, 21);
+    randomise_weights(a, 21, 0.7);
     a.mask.assign(56, 1);
     for (int r : {3, 17, 29, 35, 49}) a.mask[r] = 0;
     for (int r = 50; r < 56; ++r) a.mask[r] = 0;
@@ -285,7 +255,7 @@ TEST_CASE("synthesizer: weight gradients accumulate", "[synthesizer]") {
   for (const char* mode : {"random", "factorized", "dense"}) {
     INFO(mode);
     AttnHarness<double> a("synthesizer", 2, 4, {12, 70}, 70, {{"mode", mode}});
-    randomise_weights(a, 29);
+    randomise_weights(a, 29, 0.7);
     a.qkv = randn(a.qkv.size(), 30);
     a.dout = randn(a.out.size(), 31);
     a.forward();
@@ -310,7 +280,7 @@ TEST_CASE("synthesizer: float agrees with double", "[synthesizer]") {
     d.mask.assign(277, 1);
     for (int r = 5; r < 277; r += 9) d.mask[r] = 0;
     f.mask = d.mask;
-    randomise_weights(d, 25);
+    randomise_weights(d, 25, 0.7);
     for (size_t p = 0; p < d.params.values.size(); ++p)
       std::copy(d.params.values[p].begin(), d.params.values[p].end(), f.params.values[p].begin());
     d.qkv = randn(d.qkv.size(), 23);
