@@ -58,6 +58,8 @@ struct AttnHarness {
     s.offsets = offsets.data();
     s.key_mask = mask.empty() ? nullptr : mask.data();
     s.L_pad = L_pad;
+    s.dev_offsets = s.offsets;
+    s.dev_key_mask = s.key_mask;
     return s;
   }
   AttnIO<T> io() {

@@ -61,6 +61,9 @@ void setup_bench(CLI::App& bench, BenchTrainOptions& o, BenchAttnOptions& a) {
   attn->add_option("--dim", a.dim, "model width D = qkv_dim")->capture_default_str();
   attn->add_option("--mode", a.mode, "fwd (forward only) or fwdbwd (forward + backward from a random dout)")
       ->capture_default_str();
+  attn->add_option("--device", a.device,
+                   "cpu or cuda (on cuda, all means the variants with a GPU path; timed with CUDA events)")
+      ->capture_default_str();
   attn->add_flag("--causal", a.causal, "causal attention for every variant (and the softmax reference)");
   attn->add_option("--threads", a.threads, "CPU threads (0 = all cores)")->capture_default_str();
   attn->add_option("--steps", a.steps, "timed runs per variant and length")->capture_default_str();
@@ -150,14 +153,14 @@ int run_bench_train(const BenchTrainOptions& o) {
   }
   std::vector<double> ms;
   for (int s = 0; s < o.warmup + o.steps; ++s) {
-    Timer t;
+    be->timer_start();
     model.load_batch(batch);
     model.forward(true, o.seed, s);
     model.zero_grads();
     model.backward(o.seed, s);
     opt.step(model.param_block(), model.grad_block(), 1e-4, s + 1, 0.0);
-    be->synchronize();
-    if (s >= o.warmup) ms.push_back(t.ms());
+    const double t = be->timer_stop();
+    if (s >= o.warmup) ms.push_back(t);
   }
   const MemoryReport mem = model.memory();
   const size_t arena = mem.total() + opt.bytes();
@@ -176,6 +179,7 @@ int run_bench_train(const BenchTrainOptions& o) {
                         {"ms_per_step", ms},       {"peak_arena_bytes", arena},
                         {"peak_rss_bytes", peak_rss_bytes()}, {"num_params", model.num_params()},
                         {"env", env_json(threads)}};
+  if (const nlohmann::json dev = be->device_info(); !dev.empty()) out["env"]["device"] = dev;
   if (o.torch) {
     const nlohmann::json t = time_torch(o, threads);
     out["torch"] = t;
@@ -299,9 +303,9 @@ class AttnLayerBench {
   }
 
   void load(const AttnInputs& in) {
-    std::vector<int32_t> offsets(static_cast<size_t>(B_) + 1);
-    for (int b = 0; b <= B_; ++b) offsets[static_cast<size_t>(b)] = b * L_;
-    be_.upload(offsets_, offsets.data(), offsets.size() * sizeof(int32_t));
+    host_offsets_.assign(static_cast<size_t>(B_) + 1, 0);
+    for (int b = 0; b <= B_; ++b) host_offsets_[static_cast<size_t>(b)] = b * L_;
+    be_.upload(offsets_, host_offsets_.data(), host_offsets_.size() * sizeof(int32_t));
     be_.upload(wqkv_, in.wqkv.data(), in.wqkv.size() * sizeof(float));
     be_.upload(bqkv_, in.bqkv.data(), in.bqkv.size() * sizeof(float));
     be_.upload(wo_, in.wo.data(), in.wo.size() * sizeof(float));
@@ -396,9 +400,9 @@ class AttnLayerBench {
   SeqBatch seq() const {
     SeqBatch s;
     s.B = B_;
-    s.offsets = offsets_;
-    s.key_mask = nullptr;
+    s.offsets = host_offsets_.data();
     s.L_pad = L_;
+    s.dev_offsets = offsets_;
     return s;
   }
 
@@ -420,6 +424,7 @@ class AttnLayerBench {
   Arena params_, grad_arena_, acts_, scratch_;
   std::unique_ptr<Attention<float>> attn_;
   int32_t* offsets_ = nullptr;
+  std::vector<int32_t> host_offsets_;
   float *wqkv_ = nullptr, *bqkv_ = nullptr, *wo_ = nullptr, *bo_ = nullptr;
   float *dwqkv_ = nullptr, *dbqkv_ = nullptr, *dwo_ = nullptr, *dbo_ = nullptr;
   std::vector<float*> attn_p_, attn_dp_;  // the variant's own learned weights and their gradients
@@ -511,9 +516,10 @@ int run_bench_attn(const BenchAttnOptions& o) {
   // With --causal, "all" means every variant that has a causal mode.
   std::vector<std::string> names;
   const bool wants_causal = o.causal || std::find(o.sets.begin(), o.sets.end(), "causal=true") != o.sets.end();
+  const Device device = parse_device(o.device);
   if (o.attn == "all") {
     for (const auto& a : attention_registry())
-      if (!wants_causal || has_hyperparam(a, "causal")) names.push_back(a.name);
+      if ((!wants_causal || has_hyperparam(a, "causal")) && has_device_path(a.name, device)) names.push_back(a.name);
   } else {
     names = split_list(o.attn);
   }
@@ -572,9 +578,10 @@ int run_bench_attn(const BenchAttnOptions& o) {
 
   set_threads(o.threads);
   const int threads = get_threads();
-  const nlohmann::json env = env_json(threads);
+  nlohmann::json env = env_json(threads);
   const int H = o.heads, D = o.dim;
-  auto be = make_backend<float>(Device::Cpu);
+  auto be = make_backend<float>(device);
+  if (const nlohmann::json dev = be->device_info(); !dev.empty()) env["device"] = dev;
   const auto softmax_at = std::find(names.begin(), names.end(), "softmax");
   const bool has_softmax = softmax_at != names.end();
   const size_t softmax_index = static_cast<size_t>(softmax_at - names.begin());
@@ -619,11 +626,11 @@ int run_bench_attn(const BenchAttnOptions& o) {
         layer.load(in);
         const AttnStep st{with_grads, o.seed, streams::kBench, 0};
         for (int s = 0; s < o.warmup + o.steps; ++s) {
-          Timer t;
+          be->timer_start();
           layer.forward(st);
           if (with_grads) layer.backward(st);
-          layer.synchronize();
-          if (s >= o.warmup) row.ms.push_back(t.ms());
+          const double t = be->timer_stop();
+          if (s >= o.warmup) row.ms.push_back(t);
         }
         row.median = percentile(row.ms, 0.5);
         row.lo = *std::min_element(row.ms.begin(), row.ms.end());
@@ -643,6 +650,7 @@ int run_bench_attn(const BenchAttnOptions& o) {
                           {"dim", D},
                           {"head_dim", D / H},
                           {"mode", o.mode},
+                          {"device", o.device},
                           {"causal", causal},
                           {"threads", threads},
                           {"steps", o.steps},
@@ -675,6 +683,7 @@ int run_bench_attn(const BenchAttnOptions& o) {
   if (!o.out.empty()) {
     nlohmann::json config = {{"attn", names},     {"lengths", lengths}, {"batch", o.batch},  {"heads", H},
                              {"dim", D},          {"mode", o.mode},     {"causal", causal},  {"threads", o.threads},
+                             {"device", o.device},
                              {"steps", o.steps},  {"warmup", o.warmup}, {"set", sets},       {"seed", o.seed},
                              {"json", o.json},    {"out", o.out}};
     const nlohmann::json record = {{"schema_version", kRecordSchemaVersion},
@@ -695,6 +704,7 @@ int run_bench_attn(const BenchAttnOptions& o) {
               "warm-up\n  CPU: %s\n",
               o.batch, D, H, D / H, o.mode.c_str(), causal ? "yes" : "no", threads, o.steps, o.warmup,
               env["cpu"].get<std::string>().c_str());
+  if (env.contains("device")) std::printf("  GPU: %s\n", env["device"]["gpu"].get<std::string>().c_str());
   if (!sets.empty()) std::printf("  --set %s\n", sets.dump().c_str());
   auto ratio = [&](double x) { return has_softmax ? fmt::format(" ({:.2f}x)", x) : std::string(); };
   print_table(has_softmax ? "ms, median (x faster than softmax)" : "ms, median", names, lengths,

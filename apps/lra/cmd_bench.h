@@ -39,6 +39,7 @@ struct BenchAttnOptions {
   int heads = 4;
   int dim = 128;  // D = qkv_dim; head size D / H
   std::string mode = "fwdbwd";  // fwd or fwdbwd
+  std::string device = "cpu";
   bool causal = false;
   int threads = 0;
   int steps = 5;

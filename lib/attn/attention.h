@@ -25,11 +25,15 @@ namespace lra {
 // Packed sequences: example b owns rows offsets[b] .. offsets[b+1]-1; position p of example b is row
 // offsets[b] + p. key_mask (per row, 1 = attend, nullptr = all) hides keys. L_pad is the padded
 // length the batch stands for (the task's max_length plus CLS); cosFormer uses it as M.
+// offsets and key_mask are in host memory; dev_offsets and dev_key_mask are the same arrays in the
+// memory of the device the variant runs on (the same pointers on the CPU; GPU kernels read these).
 struct SeqBatch {
   int B = 0;
   const int32_t* offsets = nullptr;
   const uint8_t* key_mask = nullptr;
   int L_pad = 0;
+  const int32_t* dev_offsets = nullptr;
+  const uint8_t* dev_key_mask = nullptr;
   int64_t rows() const { return offsets[B]; }
   int length(int b) const { return offsets[b + 1] - offsets[b]; }
 };

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "attn/attention.h"
@@ -17,6 +18,8 @@ namespace lra {
 enum class Device { Cpu, Cuda };
 const char* device_name(Device d);
 Device parse_device(const std::string& s);  // throws for unknown names, and for cuda on a CPU-only build
+// Whether attention variant `attn` runs on `device` (every registered variant runs on the CPU).
+bool has_device_path(const std::string& attn, Device device);
 
 template <class T>
 class Backend {
@@ -29,6 +32,13 @@ class Backend {
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(T* p, int64_t n) = 0;
   virtual void synchronize() = 0;
+  // Times the work enqueued between the two calls (CUDA events on the GPU, a steady clock on the CPU);
+  // timer_stop waits for that work and returns milliseconds.
+  virtual void timer_start() = 0;
+  virtual double timer_stop() = 0;
+  // What a record says about the device: {} on the CPU (env_json covers it); the GPU's name, memory,
+  // compute capability, driver and runtime versions on CUDA.
+  virtual nlohmann::json device_info() const = 0;
   virtual std::unique_ptr<Attention<T>> make_attention(const std::string& name, const AttnConfig& cfg) = 0;
 
   // The ops of lib/ops/ops.h, same names, same arguments, same gradient convention.
@@ -50,12 +60,14 @@ class Backend {
   virtual void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets,
                                  const int32_t* row_offsets, int B, const T* wte, const T* pos, const T* cls,
                                  int D) = 0;
+  // rows = row_offsets[B] (the host knows it; a device needs it to size its work without a copy back).
   virtual void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens,
-                                  const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D) = 0;
+                                  const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D,
+                                  int64_t rows) = 0;
   virtual void pool_forward(T* out, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B,
                             int D, Pool kind) = 0;
   virtual void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B,
-                             int D, Pool kind) = 0;
+                             int D, int64_t rows, Pool kind) = 0;
   virtual double cross_entropy_forward(T* probs, T* losses, const T* logits, const int32_t* labels, int B,
                                        int C) = 0;
   virtual void cross_entropy_backward(T* dlogits, const T* probs, const int32_t* labels, int B, int C) = 0;

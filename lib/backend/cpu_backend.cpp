@@ -1,8 +1,14 @@
 // The CPU backend: lib/ops behind the Backend interface.
+#include <chrono>
 #include <cstring>
+#include <type_traits>
 
 #include "backend/backend.h"
 #include "core/check.h"
+#ifdef LRA_HAVE_CUDA
+#include "cuda/attention.h"
+#include "cuda/backend.h"
+#endif
 
 namespace lra {
 
@@ -10,9 +16,24 @@ const char* device_name(Device d) { return d == Device::Cpu ? "cpu" : "cuda"; }
 
 Device parse_device(const std::string& s) {
   if (s == "cpu") return Device::Cpu;
-  if (s == "cuda")
-    LRA_FAIL("--device cuda: this build has no CUDA backend yet; use --device cpu");
+  if (s == "cuda") {
+#ifdef LRA_HAVE_CUDA
+    return Device::Cuda;
+#else
+    LRA_FAIL("--device cuda: this build has no CUDA backend (it was configured without a CUDA toolkit or "
+             "with -DLRA_CUDA=OFF); rebuild with the toolkit under /usr/local/cuda, or use --device cpu");
+#endif
+  }
   LRA_FAIL("unknown device '{}'; valid devices: cpu, cuda", s);
+}
+
+bool has_device_path(const std::string& attn, Device device) {
+  if (device == Device::Cpu) return true;
+#ifdef LRA_HAVE_CUDA
+  return cuda::has_attention(attn);
+#else
+  return false;
+#endif
 }
 
 namespace {
@@ -26,6 +47,11 @@ class CpuBackend final : public Backend<T> {
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void fill_zero(T* p, int64_t n) override { std::memset(p, 0, sizeof(T) * static_cast<size_t>(n)); }
   void synchronize() override {}
+  void timer_start() override { t0_ = std::chrono::steady_clock::now(); }
+  double timer_stop() override {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
+  }
+  nlohmann::json device_info() const override { return nlohmann::json::object(); }
   std::unique_ptr<Attention<T>> make_attention(const std::string& name, const AttnConfig& cfg) override {
     return lra::make_attention<T>(name, cfg);
   }
@@ -66,7 +92,8 @@ class CpuBackend final : public Backend<T> {
     lra::embedding_forward(x, tokens, tok_offsets, row_offsets, B, wte, pos, cls, D);
   }
   void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens,
-                          const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D) override {
+                          const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D,
+                          int64_t) override {
     lra::embedding_backward(dwte, dpos, dcls, dx, tokens, tok_offsets, row_offsets, B, D);
   }
   void pool_forward(T* out, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
@@ -74,7 +101,7 @@ class CpuBackend final : public Backend<T> {
     lra::pool_forward(out, x, row_offsets, key_mask, B, D, kind);
   }
   void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
-                     Pool kind) override {
+                     int64_t, Pool kind) override {
     lra::pool_backward(dx, dout, row_offsets, key_mask, B, D, kind);
   }
   double cross_entropy_forward(T* probs, T* losses, const T* logits, const int32_t* labels, int B,
@@ -89,15 +116,22 @@ class CpuBackend final : public Backend<T> {
   }
   double sum_squares(const T* x, int64_t n) override { return lra::sum_squares(x, n); }
   void scale_inplace(T* x, int64_t n, T s) override { lra::scale_inplace(x, n, s); }
+
+ private:
+  std::chrono::steady_clock::time_point t0_;
 };
 
 }  // namespace
 
 template <class T>
 std::unique_ptr<Backend<T>> make_backend(Device device) {
-  LRA_CHECK(device == Device::Cpu, "device '{}' has no backend in this build; use --device cpu",
-            device_name(device));
-  return std::make_unique<CpuBackend<T>>();
+  if (device == Device::Cpu) return std::make_unique<CpuBackend<T>>();
+#ifdef LRA_HAVE_CUDA
+  if constexpr (std::is_same_v<T, float>) return cuda::make_backend();
+  LRA_FAIL("the CUDA backend runs in float only; double precision is for the CPU's gradient tests");
+#else
+  LRA_FAIL("device '{}' has no backend in this build; use --device cpu", device_name(device));
+#endif
 }
 
 template std::unique_ptr<Backend<float>> make_backend<float>(Device);

@@ -262,13 +262,14 @@ void Model<T>::load_batch(const Batch& batch) {
   if (has_key_mask_) {
     LRA_CHECK(static_cast<int64_t>(batch.key_mask.size()) == batch.num_tokens(),
               "key_mask has {} entries for {} tokens", batch.key_mask.size(), batch.num_tokens());
-    std::vector<uint8_t> mask(static_cast<size_t>(rows_));
+    host_key_mask_.assign(static_cast<size_t>(rows_), 0);
     for (int b = 0; b < B_; ++b) {
       size_t r = static_cast<size_t>(host_row_offsets_[b]);
-      if (cls) mask[r++] = 1;
-      for (int32_t t = batch.offsets[b]; t < batch.offsets[b + 1]; ++t) mask[r++] = batch.key_mask[static_cast<size_t>(t)];
+      if (cls) host_key_mask_[r++] = 1;
+      for (int32_t t = batch.offsets[b]; t < batch.offsets[b + 1]; ++t)
+        host_key_mask_[r++] = batch.key_mask[static_cast<size_t>(t)];
     }
-    be_.upload(key_mask_, mask.data(), mask.size());
+    be_.upload(key_mask_, host_key_mask_.data(), host_key_mask_.size());
   }
 }
 
@@ -276,9 +277,11 @@ template <class T>
 SeqBatch Model<T>::seq() const {
   SeqBatch s;
   s.B = B_;
-  s.offsets = row_offsets_;
-  s.key_mask = has_key_mask_ ? key_mask_ : nullptr;
+  s.offsets = host_row_offsets_.data();
+  s.key_mask = has_key_mask_ ? host_key_mask_.data() : nullptr;
   s.L_pad = L_pad_;
+  s.dev_offsets = row_offsets_;
+  s.dev_key_mask = has_key_mask_ ? key_mask_ : nullptr;
   return s;
 }
 
@@ -330,7 +333,7 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
   }
   be_.layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, x_.back(), lnf_g_, lnf_b_, R, D,
                         static_cast<T>(cfg_.layernorm_eps));
-  be_.pool_forward(pooled_, lnf_, row_offsets_, s.key_mask, B_, D, cfg_.pool);
+  be_.pool_forward(pooled_, lnf_, row_offsets_, s.dev_key_mask, B_, D, cfg_.pool);
   be_.linear_forward(h1_, pooled_, h1_w_, h1_b_, B_, D, M);
   be_.relu_forward(h1_, h1_, static_cast<int64_t>(B_) * M);
   be_.linear_forward(logits_, h1_, h2_w_, h2_b_, B_, M, C);
@@ -347,7 +350,7 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
   be_.linear_backward(dh1_, dh2_w_, dh2_b_, dlogits_, h1_, h2_w_, B_, M, C);
   be_.relu_backward(dh1_, dh1_, h1_, static_cast<int64_t>(B_) * M);
   be_.linear_backward(dpooled_, dh1_w_, dh1_b_, dh1_, pooled_, h1_w_, B_, D, M);
-  be_.pool_backward(dln_, dpooled_, row_offsets_, s.key_mask, B_, D, cfg_.pool);
+  be_.pool_backward(dln_, dpooled_, row_offsets_, s.dev_key_mask, B_, D, R, cfg_.pool);
   be_.fill_zero(dx_, R * D);
   be_.layernorm_backward(dx_, dlnf_g_, dlnf_b_, dln_, x_.back(), lnf_mean_, lnf_rstd_, lnf_g_, R, D);
   for (int li = cfg_.num_layers - 1; li >= 0; --li) {
@@ -378,7 +381,7 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
   }
   be_.dropout_backward(dx_, dx_, R * D, p, seed, stream(step, kEmbDrop));
   be_.embedding_backward(dwte_, cfg_.learn_pos_emb ? dwpe_ : nullptr, cfg_.has_cls() ? dcls_ : nullptr, dx_,
-                         tokens_, tok_offsets_, row_offsets_, B_, D);
+                         tokens_, tok_offsets_, row_offsets_, B_, D, R);
 }
 
 template <class T>

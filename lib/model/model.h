@@ -97,6 +97,7 @@ class Model {
   int32_t *tokens_ = nullptr, *tok_offsets_ = nullptr, *row_offsets_ = nullptr, *labels_ = nullptr;
   uint8_t* key_mask_ = nullptr;
   std::vector<int32_t> host_row_offsets_;
+  std::vector<uint8_t> host_key_mask_;
   bool has_key_mask_ = false;
   int B_ = 0, L_pad_ = 0;
   int64_t rows_ = 0;

@@ -162,6 +162,7 @@ void Trainer::run() {
 
   // Model and optimizer.
   s.be = make_backend<float>(parse_device(cfg_.device));
+  if (const nlohmann::json dev = s.be->device_info(); !dev.empty()) record_["env"]["device"] = dev;
   s.model = std::make_unique<Model<float>>(cfg_.model, *s.be, cfg_.batch_size, threads);
   AdamW hp;
   hp.beta1 = cfg_.beta1;
@@ -318,7 +319,8 @@ void Trainer::run() {
                       {"ms_per_step_p90", percentile(step_ms, 0.9)},
                       {"steps_timed", step_ms.size()}};
   const MemoryReport mem = s.model->memory();
-  record_["memory"] = {{"peak_arena_bytes", mem.total() + s.opt->bytes()},
+  record_["memory"] = {{"arena_memory", s.be->allocator().where()},
+                       {"peak_arena_bytes", mem.total() + s.opt->bytes()},
                        {"params_bytes", mem.params},
                        {"grads_bytes", mem.grads},
                        {"optimizer_bytes", s.opt->bytes()},

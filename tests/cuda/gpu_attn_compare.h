@@ -1,0 +1,129 @@
+// Runs one attention variant on the CPU (tests/attn_harness.h, float) and on the GPU on the same packed
+// random inputs, padding mask, hyperparameters, learned weights and step, and reports the normalised
+// mean squared error of the GPU's output and gradients against the CPU's.
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <string>
+#include <vector>
+
+#include "attn_harness.h"
+#include "cuda/attention.h"
+#include "gpu_util.h"
+
+namespace lra::test {
+
+struct AttnCompare {
+  double out = 0, dq = 0, dk = 0, dv = 0, dparams = 0;  // nmse, worst over learned weights for dparams
+  bool finite = true;
+};
+
+struct AttnCase {
+  std::string name;
+  nlohmann::json hp = nlohmann::json::object();
+  std::vector<int> lengths;
+  int L_pad = 0;
+  int heads = 2;
+  int head_dim = 16;
+  int mask_stride = 0;  // hide every mask_stride-th key from row 3 on (0 = no mask)
+  float dropout = 0.0f;
+  bool training = false;
+  uint64_t seed = 1;
+};
+
+inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx) {
+  AttnHarness<float> cpu(c.name, c.heads, c.head_dim, c.lengths, c.L_pad, c.hp, c.dropout);
+  if (c.mask_stride > 0) {
+    cpu.mask.assign(static_cast<size_t>(cpu.rows()), 1);
+    for (int64_t r = 3; r < cpu.rows(); r += c.mask_stride) cpu.mask[static_cast<size_t>(r)] = 0;
+  }
+  auto to_float = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  cpu.qkv = to_float(randn(cpu.qkv.size(), c.seed));
+  cpu.dout = to_float(randn(cpu.dout.size(), c.seed + 1));
+  cpu.step.training = c.training;
+  cpu.step.seed = c.seed + 7;
+  cpu.step.stream = 12345;
+  cpu.step.step = 3;
+  cpu.forward();
+  cpu.backward();
+
+  // The same configuration as the harness's, for the GPU.
+  AttnConfig ac;
+  ac.heads = c.heads;
+  ac.dk = ac.dv = c.head_dim;
+  int longest = 1;
+  for (int len : c.lengths) longest = std::max(longest, len);
+  ac.max_len = std::max(longest, c.L_pad);
+  ac.attention_dropout = c.dropout;
+  ac.hp = resolve_attention_params(find_attention(c.name), c.hp);
+  auto gpu = cuda::make_attention(c.name, ac, ctx);
+
+  const int B = static_cast<int>(c.lengths.size());
+  const int64_t R = cpu.rows();
+  DeviceBuffer<int32_t> offsets(cpu.offsets);
+  DeviceBuffer<uint8_t> mask(cpu.mask.empty() ? std::vector<uint8_t>(1, 1) : cpu.mask);
+  DeviceBuffer<float> qkv(cpu.qkv), out(cpu.out.size()), dout(cpu.dout), dqkv(cpu.dqkv.size());
+  DeviceBuffer<char> saved(gpu->saved_bytes(B, R) + 64), scratch(gpu->scratch_bytes(B, R) + 64);
+  std::vector<std::unique_ptr<DeviceBuffer<float>>> pv, pg;
+  std::vector<float*> pvp, pgp;
+  for (size_t i = 0; i < cpu.params.values.size(); ++i) {
+    pv.push_back(std::make_unique<DeviceBuffer<float>>(cpu.params.values[i]));
+    pg.push_back(std::make_unique<DeviceBuffer<float>>(cpu.params.values[i].size()));
+    pvp.push_back(pv.back()->ptr);
+    pgp.push_back(pg.back()->ptr);
+  }
+  gpu->bind_params(pvp, pgp);
+
+  SeqBatch s = cpu.seq();
+  s.dev_offsets = offsets;
+  s.dev_key_mask = cpu.mask.empty() ? nullptr : mask.ptr;
+  const int Q = c.heads * c.head_dim;
+  AttnIO<float> io;
+  io.q = qkv;
+  io.k = qkv.ptr + Q;
+  io.v = qkv.ptr + 2 * Q;
+  io.ld_in = 3 * Q;
+  io.out = out;
+  io.ld_out = Q;
+  gpu->forward(s, io, saved, scratch, cpu.step);
+  AttnGrads<float> g;
+  g.dout = dout;
+  g.dq = dqkv;
+  g.dk = dqkv.ptr + Q;
+  g.dv = dqkv.ptr + 2 * Q;
+  gpu->backward(s, io, g, saved, scratch, cpu.step);
+  CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+
+  AttnCompare r;
+  const auto o = out.download(), d = dqkv.download();
+  r.finite = all_finite(o) && all_finite(d);
+  r.out = nmse(o, cpu.out);
+  // Split dqkv into its q, k and v columns.
+  auto part = [&](const std::vector<float>& v, int which) {
+    std::vector<float> p;
+    p.reserve(static_cast<size_t>(R) * Q);
+    for (int64_t row = 0; row < R; ++row)
+      for (int j = 0; j < Q; ++j) p.push_back(v[static_cast<size_t>(row * 3 * Q + which * Q + j)]);
+    return p;
+  };
+  r.dq = nmse(part(d, 0), part(cpu.dqkv, 0));
+  r.dk = nmse(part(d, 1), part(cpu.dqkv, 1));
+  r.dv = nmse(part(d, 2), part(cpu.dqkv, 2));
+  for (size_t i = 0; i < pg.size(); ++i) r.dparams = std::max(r.dparams, nmse(pg[i]->download(), cpu.params.grads[i]));
+  return r;
+}
+
+// The usual bar: every output and gradient within `tol` nmse of the CPU's, and finite.
+inline void require_close(const AttnCase& c, const cuda::Context& ctx, double tol = 1e-9) {
+  const AttnCompare r = compare_attention(c, ctx);
+  INFO(c.name << " hp=" << c.hp.dump() << " nmse out=" << r.out << " dq=" << r.dq << " dk=" << r.dk
+               << " dv=" << r.dv << " dparams=" << r.dparams);
+  CHECK(r.finite);
+  CHECK(r.out < tol);
+  CHECK(r.dq < tol);
+  CHECK(r.dk < tol);
+  CHECK(r.dv < tol);
+  CHECK(r.dparams < tol);
+}
+
+}  // namespace lra::test
