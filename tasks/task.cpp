@@ -55,6 +55,23 @@ nlohmann::json DatasetInfo::to_json(size_t n_train, size_t n_val, size_t n_test)
   return j;
 }
 
+nlohmann::json resolve_task_params(const Task& task, const nlohmann::json& given) {
+  const auto params = task.params();
+  nlohmann::json out = nlohmann::json::object();
+  for (const HyperParam& p : params) out[p.name] = p.default_value;
+  std::vector<std::string> names;
+  for (const HyperParam& p : params) names.push_back(p.name);
+  for (auto it = given.begin(); it != given.end(); ++it) {
+    LRA_CHECK(out.contains(it.key()), "task '{}' has no option '{}'; its options: {}", task.name(), it.key(),
+              names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", ")));
+    const nlohmann::json& d = out[it.key()];
+    const bool same = (d.is_number() && it.value().is_number()) || d.type() == it.value().type();
+    LRA_CHECK(same, "task option '{}' expects a value like {}, got {}", it.key(), d.dump(), it.value().dump());
+    out[it.key()] = it.value();
+  }
+  return out;
+}
+
 Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_length) {
   Batch b;
   b.B = static_cast<int>(idx.size());
@@ -67,6 +84,8 @@ Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_len
     const int len = std::min(split.length(i), max_length);
     const uint16_t* t = split.tokens.data() + split.offsets[i];
     b.tokens.insert(b.tokens.end(), t, t + len);
+    if (split.zero_is_padding)
+      for (int j = 0; j < len; ++j) b.key_mask.push_back(t[j] != 0 ? 1 : 0);
     b.offsets.push_back(static_cast<int32_t>(b.tokens.size()));
     b.labels.push_back(split.labels[i]);
   }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "attn/attention.h"
 #include "model/batch.h"
 
 namespace lra {
@@ -19,6 +20,8 @@ struct Split {
   std::vector<uint16_t> tokens;
   std::vector<uint64_t> offsets{0};
   std::vector<int32_t> labels;
+  // Token 0 is padding (LRA's image models mask pixel value 0): make_batch hides those keys.
+  bool zero_is_padding = false;
 
   size_t size() const { return labels.size(); }
   int length(size_t i) const { return static_cast<int>(offsets[i + 1] - offsets[i]); }
@@ -53,6 +56,8 @@ struct DataOptions {
   int max_length = 0;     // truncate to this many tokens
   int64_t n_train = 0, n_val = 0, n_test = 0;  // examples per split; 0 = the task's default / all
   bool quiet = false;     // no progress messages on stderr
+  // The task's own options (Task::params()), defaults filled in by resolve_task_params.
+  nlohmann::json task_params = nlohmann::json::object();
 };
 
 class Task {
@@ -66,8 +71,13 @@ class Task {
   virtual nlohmann::json defaults() const = 0;
   // Named overrides on top of defaults(); must contain "paper" and "cpu".
   virtual std::map<std::string, nlohmann::json> presets() const = 0;
+  // The task's own options (`--set key=value`, recorded in config.task_params), none by default.
+  virtual std::vector<HyperParam> params() const { return {}; }
   virtual TaskData load(const DataOptions& opt) const = 0;
 };
+
+// Defaults of task.params() overridden by `given`; unknown keys and values of the wrong kind throw.
+nlohmann::json resolve_task_params(const Task& task, const nlohmann::json& given);
 
 const std::vector<std::unique_ptr<Task>>& task_registry();
 // Throws, listing the registered names, when `name` is unknown.

@@ -7,6 +7,7 @@
 
 #include "core/check.h"
 #include "core/sys.h"
+#include "tasks/task.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/schedule.h"
@@ -116,4 +117,35 @@ TEST_CASE("checkpoint: round trip, and truncation or corruption is detected", "[
   write_file_atomic(path, bytes);
   CHECK_THROWS_WITH(load_checkpoint(path), Catch::Contains("checksum"));
   CHECK_THROWS_WITH(load_checkpoint(dir / "missing.ckpt"), Catch::Contains("missing.ckpt"));
+}
+
+namespace {
+// A task with options, to check resolve_task_params without depending on a real task's choices.
+class OptionTask final : public Task {
+ public:
+  std::string name() const override { return "option-task"; }
+  std::string summary() const override { return "test"; }
+  int vocab_size() const override { return 2; }
+  int num_classes() const override { return 2; }
+  nlohmann::json defaults() const override { return nlohmann::json::object(); }
+  std::map<std::string, nlohmann::json> presets() const override { return {}; }
+  std::vector<HyperParam> params() const override {
+    return {{"resolution", 32, "pixels"}, {"dataset", "auto", "which files"}, {"zero_is_padding", true, "mask 0"}};
+  }
+  TaskData load(const DataOptions&) const override { return {}; }
+};
+}  // namespace
+
+TEST_CASE("config: task options resolve with defaults and reject unknown keys and wrong kinds", "[config]") {
+  using Catch::Matchers::Contains;
+  const OptionTask t;
+  const nlohmann::json r = resolve_task_params(t, {{"resolution", 128}});
+  CHECK(r == nlohmann::json{{"resolution", 128}, {"dataset", "auto"}, {"zero_is_padding", true}});
+  CHECK_THROWS_WITH(resolve_task_params(t, {{"resolutoin", 64}}),
+                    Contains("no option 'resolutoin'") && Contains("resolution, dataset, zero_is_padding"));
+  CHECK_THROWS_WITH(resolve_task_params(t, {{"zero_is_padding", 1}}), Contains("expects a value like true"));
+  // ListOps has no options: a stray key names the task's (none) and the attention's.
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"resolution=64"}),
+                    Contains("task 'listops' takes: none"));
+  CHECK(resolve_config("listops", "softmax", "cpu", "", {}).to_json().at("task_params").empty());
 }

@@ -22,12 +22,15 @@ int list_tasks(bool as_json) {
   for (const auto& t : task_registry()) {
     nlohmann::json presets = nlohmann::json::object();
     for (const auto& [name, overrides] : t->presets()) presets[name] = overrides;
+    nlohmann::json params = nlohmann::json::array();
+    for (const auto& p : t->params()) params.push_back({{"name", p.name}, {"default", p.default_value}, {"help", p.help}});
     out.push_back({{"name", t->name()},
                    {"summary", t->summary()},
                    {"vocab_size", t->vocab_size()},
                    {"num_classes", t->num_classes()},
                    {"defaults", t->defaults()},
-                   {"presets", presets}});
+                   {"presets", presets},
+                   {"params", params}});
   }
   if (as_json) {
     std::printf("%s\n", out.dump(2).c_str());
@@ -40,6 +43,9 @@ int list_tasks(bool as_json) {
     for (auto it = t["presets"].begin(); it != t["presets"].end(); ++it)
       std::printf("  preset %-6s %s\n", it.key().c_str(),
                   it.value().empty() ? "(LRA's official config)" : it.value().dump().c_str());
+    for (const auto& p : t["params"])
+      std::printf("  --set %s=%s  %s\n", p["name"].get<std::string>().c_str(), p["default"].dump().c_str(),
+                  p["help"].get<std::string>().c_str());
   }
   return 0;
 }

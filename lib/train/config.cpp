@@ -30,6 +30,12 @@ const char* const kTaskOwned[] = {"vocab_size", "num_classes"};
 // Keys that are run options rather than hyperparameters: the CLI has flags for them.
 const char* const kRunKeys[] = {"task", "attn", "preset", "device"};
 
+std::string task_option_list(const Task& task) {
+  std::vector<std::string> names;
+  for (const HyperParam& p : task.params()) names.push_back(p.name);
+  return names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", "));
+}
+
 bool same_kind(const nlohmann::json& a, const nlohmann::json& b) {
   if (a.is_number() && b.is_number()) return !(a.is_number_integer() && b.is_number_float());
   return a.type() == b.type();
@@ -77,6 +83,7 @@ nlohmann::json RunConfig::to_json() const {
   j["n_train"] = n_train;
   j["n_val"] = n_val;
   j["n_test"] = n_test;
+  j["task_params"] = task_params;
   return j;
 }
 
@@ -130,6 +137,7 @@ RunConfig RunConfig::from_json(const nlohmann::json& j) {
   get("n_train", c.n_train);
   get("n_val", c.n_val);
   get("n_test", c.n_test);
+  get("task_params", c.task_params);
   return c;
 }
 
@@ -146,10 +154,10 @@ void merge_config(nlohmann::json& base, const nlohmann::json& overrides, const s
     const std::string& key = it.key();
     for (const char* k : kTaskOwned)
       LRA_CHECK(key != k, "{}: '{}' is set by the task and cannot be overridden", origin, key);
-    if (key == "attn_params") {
-      // Checked against the variant's hyperparameters when the config is resolved.
-      LRA_CHECK(it.value().is_object(), "{}: attn_params must be a JSON object, got {}", origin, it.value().dump());
-      for (auto hp = it.value().begin(); hp != it.value().end(); ++hp) base["attn_params"][hp.key()] = hp.value();
+    if (key == "attn_params" || key == "task_params") {
+      // Checked against the variant's hyperparameters or the task's options when the config is resolved.
+      LRA_CHECK(it.value().is_object(), "{}: {} must be a JSON object, got {}", origin, key, it.value().dump());
+      for (auto hp = it.value().begin(); hp != it.value().end(); ++hp) base[key][hp.key()] = hp.value();
       continue;
     }
     if (base.contains(key)) {
@@ -158,11 +166,19 @@ void merge_config(nlohmann::json& base, const nlohmann::json& overrides, const s
       base[key] = it.value();
       continue;
     }
+    const Task& task = find_task(base.at("task").get<std::string>());
+    bool task_option = false;
+    for (const HyperParam& p : task.params()) task_option = task_option || p.name == key;
+    if (task_option) {
+      base["task_params"][key] = it.value();
+      continue;
+    }
     const AttnInfo& info = find_attention(base.at("attn").get<std::string>());
     // `causal` always belongs to the attention: resolving it explains a variant without a causal mode.
     LRA_CHECK(has_hyperparam(info, key) || key == "causal",
-              "{}: unknown config key '{}'; valid keys: {}; attention '{}' takes: {}", origin, key,
-              fmt::join(config_keys(), ", "), info.name, hyperparam_list(info));
+              "{}: unknown config key '{}'; valid keys: {}; task '{}' takes: {}; attention '{}' takes: {}", origin,
+              key, fmt::join(config_keys(), ", "), task.name(), task_option_list(task), info.name,
+              hyperparam_list(info));
     base["attn_params"][key] = it.value();
   }
 }
@@ -211,6 +227,7 @@ RunConfig resolve_config(const std::string& task_name, const std::string& attn, 
   }
   RunConfig c = RunConfig::from_json(j);
   c.model.attn_params = resolve_attention_params(find_attention(attn), c.model.attn_params);
+  c.task_params = resolve_task_params(task, c.task_params);
   c.model.validate();
   LRA_CHECK(c.batch_size > 0, "batch_size must be positive, got {}", c.batch_size);
   LRA_CHECK(c.num_train_steps > 0, "num_train_steps must be positive, got {}", c.num_train_steps);

@@ -32,6 +32,7 @@ struct RunConfig {
   double grad_clip_norm = 0.0;  // 0 = no clipping
   int64_t eval_frequency = 100;
   int64_t n_train = 0, n_val = 0, n_test = 0;  // examples per split; 0 = the task's default / all
+  nlohmann::json task_params = nlohmann::json::object();  // the task's own options (Task::params())
 
   nlohmann::json to_json() const;
   static RunConfig from_json(const nlohmann::json& j);  // strict: unknown keys and wrong types throw
@@ -40,8 +41,9 @@ struct RunConfig {
 // The flat keys a config file or --set may name (attention hyperparameters come on top).
 std::vector<std::string> config_keys();
 
-// Merges `overrides` into `base` (both flat config objects): every key must exist in base or be a
-// hyperparameter of the run's attention variant (then it lands in attn_params); types must agree.
+// Merges `overrides` into `base` (both flat config objects): every key must exist in base or be an
+// option of the run's task (then it lands in task_params) or a hyperparameter of its attention variant
+// (then it lands in attn_params); types must agree.
 // `origin` names where the overrides came from, for error messages.
 void merge_config(nlohmann::json& base, const nlohmann::json& overrides, const std::string& origin);
 

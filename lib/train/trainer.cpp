@@ -156,6 +156,7 @@ void Trainer::run() {
   dopt.n_val = cfg_.n_val;
   dopt.n_test = cfg_.n_test;
   dopt.quiet = !opt_.progress;
+  dopt.task_params = cfg_.task_params;
   s.data = task.load(dopt);
   record_["dataset"] = s.data.info.to_json(s.data.train.size(), s.data.val.size(), s.data.test.size());
   LRA_CHECK(s.data.train.size() > 0, "task '{}' loaded no training examples", cfg_.task);
