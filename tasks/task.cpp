@@ -10,11 +10,19 @@
 namespace lra {
 
 std::unique_ptr<Task> make_listops_task();
+std::unique_ptr<Task> make_text_task();
+std::unique_ptr<Task> make_image_task();
+std::unique_ptr<Task> make_pathfinder_task();
+std::unique_ptr<Task> make_pathx_task();
 
 const std::vector<std::unique_ptr<Task>>& task_registry() {
   static const std::vector<std::unique_ptr<Task>> registry = [] {
     std::vector<std::unique_ptr<Task>> r;
     r.push_back(make_listops_task());
+    r.push_back(make_text_task());
+    r.push_back(make_image_task());
+    r.push_back(make_pathfinder_task());
+    r.push_back(make_pathx_task());
     return r;
   }();
   return registry;
