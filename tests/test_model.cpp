@@ -50,6 +50,54 @@ Batch tiny_batch(bool with_mask) {
   return b;
 }
 
+// Three pairs: the first documents have 12, 5 and 1 tokens, the second ones 4, 12 and 7.
+Batch tiny_pair_batch() {
+  Batch b;
+  b.B = 3;
+  b.docs = 2;
+  b.L_pad = 12;
+  const std::vector<int> lengths = {12, 5, 1, 4, 12, 7};
+  Rng rng(7, 8);
+  b.offsets.push_back(0);
+  for (int len : lengths) {
+    for (int i = 0; i < len; ++i) b.tokens.push_back(static_cast<int32_t>(1 + rng.below(10)));
+    b.offsets.push_back(static_cast<int32_t>(b.tokens.size()));
+  }
+  b.labels = {1, 0, 1};
+  b.key_mask.assign(b.tokens.size(), 1);
+  b.key_mask[2] = b.key_mask[20] = b.key_mask[30] = 0;
+  return b;
+}
+
+// Finite differences of the loss for every parameter, at weights larger than the initialisation so that
+// every path carries a visible gradient.
+void check_model_gradients(const ModelConfig& cfg, const Batch& batch) {
+  auto be = make_backend<double>(Device::Cpu);
+  Model<double> m(cfg, *be, 3, 2);
+  m.init_params(3);
+  for (auto& p : m.params())
+    for (int64_t i = 0; i < p.size; ++i) p.value[i] += 0.3 * randn(1, 1000 + static_cast<uint64_t>(i) * 7 + p.size)[0];
+  m.load_batch(batch);
+  auto loss = [&] { return m.forward(true, 99, 4); };
+  loss();
+  m.zero_grads();
+  m.backward(99, 4);
+  std::vector<double> grads(m.grad_block(), m.grad_block() + m.num_params());
+  for (auto& p : m.params()) {
+    INFO(p.name);
+    const double* g = grads.data() + (p.value - m.param_block());
+    CHECK(fd_rel_error(p.value, g, static_cast<size_t>(p.size), loss, 25, 7) < 1e-6);
+  }
+}
+
+ModelConfig tiny_dual_config(const std::string& attn, Pool pool, Interaction interaction) {
+  ModelConfig c = tiny_config(attn, pool, pool == Pool::Cls);
+  c.num_classes = 2;
+  c.dual = true;
+  c.interaction = interaction;
+  return c;
+}
+
 }  // namespace
 
 TEST_CASE("model gradients match finite differences for every parameter", "[model][grad]") {
@@ -58,25 +106,64 @@ TEST_CASE("model gradients match finite differences for every parameter", "[mode
     for (Pool pool : {Pool::Cls, Pool::Mean}) {
       const bool learned = pool == Pool::Cls;
       DYNAMIC_SECTION(attn << (pool == Pool::Cls ? " CLS" : " MEAN") << (learned ? " learned" : " sinusoidal")) {
-        Model<double> m(tiny_config(attn, pool, learned), *be, 3, 2);
-        m.init_params(3);
-        // Larger weights than the initialisation so every path carries a visible gradient.
-        for (auto& p : m.params())
-          for (int64_t i = 0; i < p.size; ++i) p.value[i] += 0.3 * randn(1, 1000 + static_cast<uint64_t>(i) * 7 + p.size)[0];
-        m.load_batch(tiny_batch(true));
-        auto loss = [&] { return m.forward(true, 99, 4); };
-        loss();
-        m.zero_grads();
-        m.backward(99, 4);
-        std::vector<double> grads(m.grad_block(), m.grad_block() + m.num_params());
-        for (auto& p : m.params()) {
-          INFO(p.name);
-          const double* g = grads.data() + (p.value - m.param_block());
-          CHECK(fd_rel_error(p.value, g, static_cast<size_t>(p.size), loss, 25, 7) < 1e-6);
-        }
+        check_model_gradients(tiny_config(attn, pool, learned), tiny_batch(true));
       }
     }
   }
+}
+
+TEST_CASE("the dual encoder's gradients match finite differences for every parameter", "[model][grad][dual]") {
+  for (const char* attn : {"softmax", "cosformer"})
+    for (Interaction interaction : {Interaction::Nli, Interaction::Concat}) {
+      const Pool pool = interaction == Interaction::Nli ? Pool::Cls : Pool::Mean;
+      DYNAMIC_SECTION(attn << (interaction == Interaction::Nli ? " nli CLS" : " concat MEAN")) {
+        check_model_gradients(tiny_dual_config(attn, pool, interaction), tiny_pair_batch());
+      }
+    }
+}
+
+TEST_CASE("the dual encoder has LRA's dual head and shares the encoder between the documents", "[model][dual]") {
+  auto be = make_backend<double>(Device::Cpu);
+  const ModelConfig cfg = tiny_dual_config("softmax", Pool::Cls, Interaction::Nli);
+  CHECK(cfg.head_widths() == std::vector<int>{32, 12, 6, 2});
+  ModelConfig concat = cfg;
+  concat.interaction = Interaction::Concat;
+  CHECK(concat.head_widths() == std::vector<int>{16, 12, 6, 2});
+  Model<double> m(cfg, *be, 3, 2);
+  m.init_params(21);
+  // Swapping the two documents of every pair and the two halves of the head's input is the identity:
+  // the documents go through the same weights, and only the head tells first from second.
+  const Batch b = tiny_pair_batch();
+  m.load_batch(b);
+  m.forward(false, 0, 0);
+  const auto logits = m.logits();
+  Batch swapped = b;
+  swapped.tokens.clear();
+  swapped.key_mask.clear();
+  swapped.offsets = {0};
+  for (int s = 0; s < 6; ++s) {
+    const int from = s < 3 ? s + 3 : s - 3;
+    for (int32_t t = b.offsets[from]; t < b.offsets[from + 1]; ++t) {
+      swapped.tokens.push_back(b.tokens[static_cast<size_t>(t)]);
+      swapped.key_mask.push_back(b.key_mask[static_cast<size_t>(t)]);
+    }
+    swapped.offsets.push_back(static_cast<int32_t>(swapped.tokens.size()));
+  }
+  // [u, v, u*v, u-v] -> [v, u, v*u, v-u]: swap the first two column blocks of fc1 and negate the fourth.
+  auto& w = m.param("head.fc1.weight");
+  const int D = cfg.emb_dim, in = 4 * D;
+  for (int r = 0; r < cfg.mlp_dim; ++r) {
+    double* row = w.value + static_cast<size_t>(r) * in;
+    for (int c = 0; c < D; ++c) {
+      std::swap(row[c], row[D + c]);
+      row[3 * D + c] = -row[3 * D + c];
+    }
+  }
+  m.load_batch(swapped);
+  m.forward(false, 0, 0);
+  const auto logits_swapped = m.logits();
+  for (size_t i = 0; i < logits.size(); ++i) CHECK(logits_swapped[i] == Approx(logits[i]).epsilon(1e-12));
+  SECTION("a batch of single documents is refused") { CHECK_THROWS_WITH(m.load_batch(tiny_batch(false)), Catch::Contains("document")); }
 }
 
 TEST_CASE("the same seed gives the same numbers", "[model]") {
@@ -139,4 +226,35 @@ TEST_CASE("the memory plan is exact and allocation-free", "[model]") {
   CHECK(r.grads == r.params);
   CHECK(r.activations > 0);
   CHECK(r.scratch > 0);
+}
+
+TEST_CASE("a pair's logits do not depend on the rest of its batch", "[model][padding][dual]") {
+  auto be = make_backend<double>(Device::Cpu);
+  const Batch full = tiny_pair_batch();
+  Batch one;
+  one.B = 1;
+  one.docs = 2;
+  one.L_pad = full.L_pad;
+  one.offsets = {0};
+  for (int s : {1, 4}) {  // pair 1: its first and its second document
+    for (int32_t t = full.offsets[s]; t < full.offsets[s + 1]; ++t) {
+      one.tokens.push_back(full.tokens[static_cast<size_t>(t)]);
+      one.key_mask.push_back(full.key_mask[static_cast<size_t>(t)]);
+    }
+    one.offsets.push_back(static_cast<int32_t>(one.tokens.size()));
+  }
+  one.labels = {full.labels[1]};
+  for (const auto& attn : attention_names()) {
+    INFO(attn);
+    Model<double> m(tiny_dual_config(attn, Pool::Mean, Interaction::Nli), *be, 3, 2);
+    m.init_params(12);
+    m.load_batch(full);
+    m.forward(false, 0, 0);
+    const auto all = m.logits();
+    m.load_batch(one);
+    m.forward(false, 0, 0);
+    const auto alone = m.logits();
+    for (int c = 0; c < 2; ++c)
+      CHECK(alone[static_cast<size_t>(c)] == Approx(all[static_cast<size_t>(2 + c)]).epsilon(1e-12));
+  }
 }

@@ -205,6 +205,34 @@ TEST_CASE("pooling backward matches finite differences, with masks", "[ops][grad
   CHECK(out[2 * D] == 0.0);
 }
 
+TEST_CASE("the dual encoder's pair features match their definition and finite differences", "[ops][grad]") {
+  const int B = 3, D = 4;
+  auto pooled = randn(2 * B * D, 31);
+  for (Interaction kind : {Interaction::Nli, Interaction::Concat}) {
+    const int K = pair_blocks(kind);
+    auto R = randn(static_cast<size_t>(B * K * D), 32);
+    std::vector<double> out(static_cast<size_t>(B * K * D)), dpooled(2 * B * D, 7.0);
+    auto loss = [&] {
+      pair_features_forward(out.data(), pooled.data(), B, D, kind);
+      return dot(out, R);
+    };
+    loss();
+    for (int b = 0; b < B; ++b)
+      for (int c = 0; c < D; ++c) {
+        const double u = pooled[static_cast<size_t>(b * D + c)], v = pooled[static_cast<size_t>((B + b) * D + c)];
+        const double* o = out.data() + b * K * D + c;
+        CHECK(o[0] == u);
+        CHECK(o[D] == v);
+        if (K == 4) {
+          CHECK(o[2 * D] == u * v);
+          CHECK(o[3 * D] == u - v);
+        }
+      }
+    pair_features_backward(dpooled.data(), R.data(), pooled.data(), B, D, kind);  // overwrites the 7s
+    CHECK(fd_rel_error(pooled, dpooled, loss) < kTol);
+  }
+}
+
 TEST_CASE("cross-entropy backward matches finite differences", "[ops][grad]") {
   const int B = 4, C = 5;
   auto z = randn(B * C, 19, 3.0);

@@ -68,6 +68,9 @@ class Backend {
                             int D, Pool kind) = 0;
   virtual void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B,
                              int D, int64_t rows, Pool kind) = 0;
+  virtual void pair_features_forward(T* out, const T* pooled, int B, int D, Interaction kind) = 0;
+  virtual void pair_features_backward(T* dpooled, const T* dout, const T* pooled, int B, int D,
+                                      Interaction kind) = 0;
   virtual double cross_entropy_forward(T* probs, T* losses, const T* logits, const int32_t* labels, int B,
                                        int C) = 0;
   virtual void cross_entropy_backward(T* dlogits, const T* probs, const int32_t* labels, int B, int C) = 0;

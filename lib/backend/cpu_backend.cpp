@@ -104,6 +104,13 @@ class CpuBackend final : public Backend<T> {
                      int64_t, Pool kind) override {
     lra::pool_backward(dx, dout, row_offsets, key_mask, B, D, kind);
   }
+  void pair_features_forward(T* out, const T* pooled, int B, int D, Interaction kind) override {
+    lra::pair_features_forward(out, pooled, B, D, kind);
+  }
+  void pair_features_backward(T* dpooled, const T* dout, const T* pooled, int B, int D,
+                              Interaction kind) override {
+    lra::pair_features_backward(dpooled, dout, pooled, B, D, kind);
+  }
   double cross_entropy_forward(T* probs, T* losses, const T* logits, const int32_t* labels, int B,
                                int C) override {
     return lra::cross_entropy_forward(probs, losses, logits, labels, B, C);

@@ -166,6 +166,13 @@ class CudaBackend final : public Backend<float> {
                      int64_t rows, Pool kind) override {
     cuda::pool_backward(dx, dout, row_offsets, key_mask, B, D, rows, kind, ctx_);
   }
+  void pair_features_forward(float* out, const float* pooled, int B, int D, Interaction kind) override {
+    cuda::pair_features_forward(out, pooled, B, D, kind, ctx_);
+  }
+  void pair_features_backward(float* dpooled, const float* dout, const float* pooled, int B, int D,
+                              Interaction kind) override {
+    cuda::pair_features_backward(dpooled, dout, pooled, B, D, kind, ctx_);
+  }
   double cross_entropy_forward(float* probs, float* losses, const float* logits, const int32_t* labels, int B,
                                int C) override {
     cuda::cross_entropy_forward(probs, losses, logits, labels, B, C, reduce_, ctx_);

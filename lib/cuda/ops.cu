@@ -16,6 +16,8 @@
 // pool       out: (B, D). Cls: out[b] = x[first row of b], dx[first row] = dout[b], other rows 0.
 //            Mean: out[b] = sum_r mu_r x[r] / n_b (n_b = sum_r mu_r, 0 rows pool to 0),
 //            dx[r] = mu_r dout[b] / n_b
+// pair       pooled: (2B, D) = [u; v];  out: (B, K D) with block k of row b = pair_feature(k, u_b, v_b)
+//            (K = 4: u, v, u*v, u-v; K = 2: u, v);  du, dv = pair_feature_grads (overwrite)
 // cross-entropy  logits, probs: (B, C):  loss_b = m + log(sum_c exp(z_c - m)) - z_y,  loss = mean_b loss_b;
 //            dz = (probs - onehot(y)) / B
 // adamw      lra::adamw_element with bc1 = 1 - b1^t, bc2 = 1 - b2^t computed on the host in double
@@ -287,6 +289,34 @@ __global__ void pool_backward_kernel(float* __restrict__ dx, const float* __rest
   }
 }
 
+// ---- the dual encoder's pair features ------------------------------------------------------------
+
+// One thread per output element (b, k, c).
+__global__ void pair_features_forward_kernel(float* __restrict__ out, const float* __restrict__ pooled, int B, int D,
+                                             int K) {
+  const int64_t n = static_cast<int64_t>(B) * K * D;
+  for (int64_t i = global_thread(); i < n; i += grid_stride()) {
+    const int64_t b = i / (static_cast<int64_t>(K) * D);
+    const int rem = static_cast<int>(i - b * K * D);
+    const int k = rem / D, c = rem - k * D;
+    out[i] = pair_feature(k, pooled[b * D + c], pooled[(B + b) * D + c]);
+  }
+}
+
+// One thread per (b, c): writes du and dv.
+__global__ void pair_features_backward_kernel(float* __restrict__ dpooled, const float* __restrict__ dout,
+                                              const float* __restrict__ pooled, int B, int D, int K) {
+  const int64_t n = static_cast<int64_t>(B) * D;
+  for (int64_t i = global_thread(); i < n; i += grid_stride()) {
+    const int64_t b = i / D;
+    const int c = static_cast<int>(i - b * D);
+    const float* g = dout + b * K * D;
+    const float g2 = K == 4 ? g[2 * D + c] : 0.0f, g3 = K == 4 ? g[3 * D + c] : 0.0f;
+    pair_feature_grads(g[c], g[D + c], g2, g3, pooled[b * D + c], pooled[(B + b) * D + c], dpooled[b * D + c],
+                       dpooled[(B + b) * D + c]);
+  }
+}
+
 // ---- cross-entropy -----------------------------------------------------------------------------
 
 constexpr int kCeThreads = 1024;
@@ -538,6 +568,23 @@ void pool_backward(float* dx, const float* dout, const int32_t* row_offsets, con
   check_batch(B, "pool_backward");
   const unsigned gx = blocks_per_example(rows * D, B, ctx);
   pool_backward_kernel<<<dim3(gx, B), kThreads, 0, ctx.stream>>>(dx, dout, row_offsets, key_mask, D, kind);
+  CUDA_CHECK_LAUNCH();
+}
+
+void pair_features_forward(float* out, const float* pooled, int B, int D, Interaction kind, const Context& ctx) {
+  const int64_t n = static_cast<int64_t>(B) * pair_blocks(kind) * D;
+  if (n == 0) return;
+  pair_features_forward_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(out, pooled, B, D,
+                                                                                  pair_blocks(kind));
+  CUDA_CHECK_LAUNCH();
+}
+
+void pair_features_backward(float* dpooled, const float* dout, const float* pooled, int B, int D, Interaction kind,
+                            const Context& ctx) {
+  const int64_t n = static_cast<int64_t>(B) * D;
+  if (n == 0) return;
+  pair_features_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(dpooled, dout, pooled, B, D,
+                                                                                   pair_blocks(kind));
   CUDA_CHECK_LAUNCH();
 }
 

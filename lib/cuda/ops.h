@@ -51,6 +51,10 @@ void pool_forward(float* out, const float* x, const int32_t* row_offsets, const 
 void pool_backward(float* dx, const float* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B,
                    int D, int64_t rows, Pool kind, const Context& ctx);
 
+void pair_features_forward(float* out, const float* pooled, int B, int D, Interaction kind, const Context& ctx);
+void pair_features_backward(float* dpooled, const float* dout, const float* pooled, int B, int D, Interaction kind,
+                            const Context& ctx);
+
 // Writes the mean loss, in double, to *loss.
 void cross_entropy_forward(float* probs, float* losses, const float* logits, const int32_t* labels, int B, int C,
                            double* loss, const Context& ctx);

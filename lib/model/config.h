@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "ops/ops.h"
 
@@ -24,12 +25,22 @@ struct ModelConfig {
   bool qkv_bias = false;      // LRA's attention has no q/k/v bias
   double layernorm_eps = 1e-6;
   GeluKind gelu = GeluKind::Tanh;
+  // Retrieval's dual encoder (set by the task, Task::configure_model): an example is two documents
+  // encoded by the same weights with no cross-attention, and the head reads the pair_features of the
+  // two pooled vectors through Dense(mlp) -> ReLU -> Dense(mlp/2) -> ReLU -> Dense(classes), as LRA's
+  // dual head does.
+  bool dual = false;
+  Interaction interaction = Interaction::Nli;
   std::string attn = "softmax";
   nlohmann::json attn_params = nlohmann::json::object();  // resolved hyperparameters of `attn`
 
   bool has_cls() const { return pool == Pool::Cls; }
   int positions() const { return max_length + (has_cls() ? 1 : 0); }
   int head_dim() const { return qkv_dim / num_heads; }
+  int docs() const { return dual ? 2 : 1; }  // documents (encoder sequences) per example
+  // The widths of the head's dense layers, input first: {D, mlp, classes}, or for the dual encoder
+  // {pair_blocks * D, mlp, mlp/2, classes}.
+  std::vector<int> head_widths() const;
   // Throws with the offending field when the sizes do not fit together.
   void validate() const;
 };

@@ -18,9 +18,16 @@ void ModelConfig::validate() const {
   LRA_CHECK(learn_pos_emb || emb_dim % 2 == 0,
             "the sinusoidal position table needs an even emb_dim (got {}); use an even size or learn_pos_emb=true",
             emb_dim);
+  LRA_CHECK(!dual || mlp_dim >= 2, "the dual encoder's head has a layer of mlp_dim/2 units; mlp_dim must be at least "
+            "2, got {}", mlp_dim);
   LRA_CHECK(dropout_rate >= 0 && dropout_rate < 1 && attention_dropout_rate >= 0 && attention_dropout_rate < 1,
             "dropout rates must be in [0, 1), got dropout_rate={} attention_dropout_rate={}", dropout_rate,
             attention_dropout_rate);
+}
+
+std::vector<int> ModelConfig::head_widths() const {
+  if (dual) return {pair_blocks(interaction) * emb_dim, mlp_dim, mlp_dim / 2, num_classes};
+  return {emb_dim, mlp_dim, num_classes};
 }
 
 // Parameters and saved activations of one encoder block.
@@ -45,7 +52,8 @@ Model<T>::Model(const ModelConfig& cfg, Backend<T>& be, int max_batch, int threa
       be_(be),
       max_batch_(max_batch),
       threads_(threads),
-      max_rows_(static_cast<int64_t>(max_batch) * cfg.positions()),
+      max_seqs_(max_batch * cfg.docs()),
+      max_rows_(static_cast<int64_t>(max_seqs_) * cfg.positions()),
       params_arena_("parameters", be.allocator()),
       grads_arena_("gradients", be.allocator()),
       acts_arena_("activations", be.allocator()),
@@ -66,13 +74,19 @@ Model<T>::Model(const ModelConfig& cfg, Backend<T>& be, int max_batch, int threa
     attn_.push_back(be_.make_attention(cfg_.attn, ac));
   }
   layers_.resize(static_cast<size_t>(cfg_.num_layers));
+  const std::vector<int> widths = cfg_.head_widths();
+  head_.resize(widths.size() - 1);
+  for (size_t k = 0; k < head_.size(); ++k) {
+    head_[k].in = widths[k];
+    head_[k].out = widths[k + 1];
+  }
   // Count, allocate exactly, then hand out pointers with the same walk.
   layout();
   params_arena_.reserve(params_arena_.used());
   grads_arena_.reserve(grads_arena_.used());
   acts_arena_.reserve(acts_arena_.used());
   size_t scratch = 0;
-  for (auto& a : attn_) scratch = std::max(scratch, a->scratch_bytes(max_batch_, max_rows_));
+  for (auto& a : attn_) scratch = std::max(scratch, a->scratch_bytes(max_seqs_, max_rows_));
   scratch_arena_.reserve(scratch);
   layout();
   attn_scratch_ = scratch_arena_.take_bytes(scratch);
@@ -109,7 +123,7 @@ void Model<T>::layout() {
   params_arena_.rewind();
   grads_arena_.rewind();
   acts_arena_.rewind();
-  const int D = cfg_.emb_dim, Q = cfg_.qkv_dim, M = cfg_.mlp_dim, C = cfg_.num_classes;
+  const int D = cfg_.emb_dim, Q = cfg_.qkv_dim, M = cfg_.mlp_dim;
   const int64_t R = max_rows_;
   // Parameter block: counted by a walk over the declarations, then taken in one piece.
   param_values_ = nullptr;
@@ -146,10 +160,12 @@ void Model<T>::layout() {
     }
     declare("final_ln.weight", {D}, Init::Ones, 0.0, &lnf_g_, &dlnf_g_);
     declare("final_ln.bias", {D}, Init::Zeros, 0.0, &lnf_b_, &dlnf_b_);
-    declare("head.fc1.weight", {M, D}, Init::Normal, 1.0 / std::sqrt(D), &h1_w_, &dh1_w_);
-    declare("head.fc1.bias", {M}, Init::Zeros, 0.0, &h1_b_, &dh1_b_);
-    declare("head.fc2.weight", {C, M}, Init::Normal, 1.0 / std::sqrt(M), &h2_w_, &dh2_w_);
-    declare("head.fc2.bias", {C}, Init::Zeros, 0.0, &h2_b_, &dh2_b_);
+    for (size_t k = 0; k < head_.size(); ++k) {
+      HeadLayer& h = head_[k];
+      const std::string p = "head.fc" + std::to_string(k + 1) + ".";
+      declare(p + "weight", {h.out, h.in}, Init::Normal, 1.0 / std::sqrt(h.in), &h.w, &h.dw);
+      declare(p + "bias", {h.out}, Init::Zeros, 0.0, &h.b, &h.db);
+    }
   };
   declare_all();  // counts num_params_
   param_values_ = params_arena_.take<T>(static_cast<size_t>(num_params_));
@@ -163,8 +179,8 @@ void Model<T>::layout() {
 
   // Inputs.
   tokens_ = acts_arena_.take<int32_t>(static_cast<size_t>(R));
-  tok_offsets_ = acts_arena_.take<int32_t>(static_cast<size_t>(max_batch_) + 1);
-  row_offsets_ = acts_arena_.take<int32_t>(static_cast<size_t>(max_batch_) + 1);
+  tok_offsets_ = acts_arena_.take<int32_t>(static_cast<size_t>(max_seqs_) + 1);
+  row_offsets_ = acts_arena_.take<int32_t>(static_cast<size_t>(max_seqs_) + 1);
   key_mask_ = acts_arena_.take<uint8_t>(static_cast<size_t>(R));
   labels_ = acts_arena_.take<int32_t>(static_cast<size_t>(max_batch_));
   pos_table_ = cfg_.learn_pos_emb ? nullptr : acts_arena_.take<T>(static_cast<size_t>(cfg_.positions()) * D);
@@ -178,7 +194,7 @@ void Model<T>::layout() {
     L.rstd1 = acts_arena_.take<T>(static_cast<size_t>(R));
     L.qkv = acts_arena_.take<T>(static_cast<size_t>(R * 3 * Q));
     L.ao = acts_arena_.take<T>(static_cast<size_t>(R * Q));
-    L.attn_saved = acts_arena_.take_bytes(attn_[static_cast<size_t>(l)]->saved_bytes(max_batch_, R));
+    L.attn_saved = acts_arena_.take_bytes(attn_[static_cast<size_t>(l)]->saved_bytes(max_seqs_, R));
     L.xm = acts_arena_.take<T>(static_cast<size_t>(R * D));
     L.ln2 = acts_arena_.take<T>(static_cast<size_t>(R * D));
     L.mean2 = acts_arena_.take<T>(static_cast<size_t>(R));
@@ -188,10 +204,10 @@ void Model<T>::layout() {
   lnf_ = acts_arena_.take<T>(static_cast<size_t>(R * D));
   lnf_mean_ = acts_arena_.take<T>(static_cast<size_t>(R));
   lnf_rstd_ = acts_arena_.take<T>(static_cast<size_t>(R));
-  pooled_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * D);
-  h1_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * M);
-  logits_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * C);
-  probs_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * C);
+  pooled_ = acts_arena_.take<T>(static_cast<size_t>(max_seqs_) * D);
+  pair_ = cfg_.dual ? acts_arena_.take<T>(static_cast<size_t>(max_batch_) * head_[0].in) : nullptr;
+  for (HeadLayer& h : head_) h.y = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * h.out);
+  probs_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * cfg_.num_classes);
   // Temporaries and gradient buffers, shared by all layers.
   tmp_ = acts_arena_.take<T>(static_cast<size_t>(R * D));
   hact_ = acts_arena_.take<T>(static_cast<size_t>(R * M));
@@ -200,9 +216,9 @@ void Model<T>::layout() {
   dh_ = acts_arena_.take<T>(static_cast<size_t>(R * M));
   dao_ = acts_arena_.take<T>(static_cast<size_t>(R * Q));
   dqkv_ = acts_arena_.take<T>(static_cast<size_t>(R * 3 * Q));
-  dpooled_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * D);
-  dh1_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * M);
-  dlogits_ = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * C);
+  dpooled_ = acts_arena_.take<T>(static_cast<size_t>(max_seqs_) * D);
+  dpair_ = cfg_.dual ? acts_arena_.take<T>(static_cast<size_t>(max_batch_) * head_[0].in) : nullptr;
+  for (HeadLayer& h : head_) h.dy = acts_arena_.take<T>(static_cast<size_t>(max_batch_) * h.out);
 }
 
 template <class T>
@@ -233,16 +249,18 @@ template <class T>
 void Model<T>::load_batch(const Batch& batch) {
   LRA_CHECK(batch.B > 0 && batch.B <= max_batch_, "batch of {} examples; the model was planned for 1..{}",
             batch.B, max_batch_);
-  LRA_CHECK(static_cast<int>(batch.offsets.size()) == batch.B + 1 &&
-                static_cast<int>(batch.labels.size()) == batch.B,
-            "malformed batch: {} offsets and {} labels for {} examples", batch.offsets.size(),
-            batch.labels.size(), batch.B);
+  LRA_CHECK(batch.docs == cfg_.docs(), "a batch of {} document(s) per example for a model of {}{}", batch.docs,
+            cfg_.docs(), cfg_.dual ? " (the dual encoder reads pairs)" : "");
+  const int S = batch.B * batch.docs;
+  LRA_CHECK(static_cast<int>(batch.offsets.size()) == S + 1 && static_cast<int>(batch.labels.size()) == batch.B,
+            "malformed batch: {} offsets and {} labels for {} examples of {} document(s)", batch.offsets.size(),
+            batch.labels.size(), batch.B, batch.docs);
   const int cls = cfg_.has_cls() ? 1 : 0;
-  host_row_offsets_.assign(static_cast<size_t>(batch.B) + 1, 0);
-  int longest = 0;  // rows of the longest example
-  for (int b = 0; b < batch.B; ++b) {
+  host_row_offsets_.assign(static_cast<size_t>(S) + 1, 0);
+  int longest = 0;  // rows of the longest sequence
+  for (int b = 0; b < S; ++b) {
     const int len = batch.offsets[b + 1] - batch.offsets[b];
-    LRA_CHECK(len >= 0 && len <= cfg_.max_length, "example {} has {} tokens; max_length is {}", b, len,
+    LRA_CHECK(len >= 0 && len <= cfg_.max_length, "document {} of the batch has {} tokens; max_length is {}", b, len,
               cfg_.max_length);
     host_row_offsets_[b + 1] = host_row_offsets_[b] + len + cls;
     longest = std::max(longest, len + cls);
@@ -252,6 +270,7 @@ void Model<T>::load_batch(const Batch& batch) {
   for (int32_t t : batch.tokens)
     LRA_CHECK(t >= 0 && t < cfg_.vocab_size, "token id {} is outside the vocabulary [0, {})", t, cfg_.vocab_size);
   B_ = batch.B;
+  S_ = S;
   L_pad_ = std::max(batch.L_pad + cls, longest);
   rows_ = host_row_offsets_.back();
   be_.upload(tokens_, batch.tokens.data(), batch.tokens.size() * sizeof(int32_t));
@@ -263,7 +282,7 @@ void Model<T>::load_batch(const Batch& batch) {
     LRA_CHECK(static_cast<int64_t>(batch.key_mask.size()) == batch.num_tokens(),
               "key_mask has {} entries for {} tokens", batch.key_mask.size(), batch.num_tokens());
     host_key_mask_.assign(static_cast<size_t>(rows_), 0);
-    for (int b = 0; b < B_; ++b) {
+    for (int b = 0; b < S_; ++b) {
       size_t r = static_cast<size_t>(host_row_offsets_[b]);
       if (cls) host_key_mask_[r++] = 1;
       for (int32_t t = batch.offsets[b]; t < batch.offsets[b + 1]; ++t)
@@ -276,7 +295,7 @@ void Model<T>::load_batch(const Batch& batch) {
 template <class T>
 SeqBatch Model<T>::seq() const {
   SeqBatch s;
-  s.B = B_;
+  s.B = S_;
   s.offsets = host_row_offsets_.data();
   s.key_mask = has_key_mask_ ? host_key_mask_.data() : nullptr;
   s.L_pad = L_pad_;
@@ -306,11 +325,11 @@ uint64_t Model<T>::stream(int64_t step, int site) const {
 template <class T>
 double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
   LRA_CHECK(B_ > 0, "forward() before load_batch()");
-  const int D = cfg_.emb_dim, Q = cfg_.qkv_dim, M = cfg_.mlp_dim, C = cfg_.num_classes;
+  const int D = cfg_.emb_dim, Q = cfg_.qkv_dim, M = cfg_.mlp_dim;
   const int64_t R = rows_;
   const float p = training ? cfg_.dropout_rate : 0.0f;
   const SeqBatch s = seq();
-  be_.embedding_forward(x_[0], tokens_, tok_offsets_, row_offsets_, B_, wte_,
+  be_.embedding_forward(x_[0], tokens_, tok_offsets_, row_offsets_, S_, wte_,
                         cfg_.learn_pos_emb ? wpe_ : pos_table_, cfg_.has_cls() ? cls_ : nullptr, D);
   be_.dropout_forward(x_[0], x_[0], R * D, p, seed, stream(step, kEmbDrop));
   for (int li = 0; li < cfg_.num_layers; ++li) {
@@ -333,24 +352,35 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
   }
   be_.layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, x_.back(), lnf_g_, lnf_b_, R, D,
                         static_cast<T>(cfg_.layernorm_eps));
-  be_.pool_forward(pooled_, lnf_, row_offsets_, s.dev_key_mask, B_, D, cfg_.pool);
-  be_.linear_forward(h1_, pooled_, h1_w_, h1_b_, B_, D, M);
-  be_.relu_forward(h1_, h1_, static_cast<int64_t>(B_) * M);
-  be_.linear_forward(logits_, h1_, h2_w_, h2_b_, B_, M, C);
-  return be_.cross_entropy_forward(probs_, nullptr, logits_, labels_, B_, C);
+  be_.pool_forward(pooled_, lnf_, row_offsets_, s.dev_key_mask, S_, D, cfg_.pool);
+  if (cfg_.dual) be_.pair_features_forward(pair_, pooled_, B_, D, cfg_.interaction);
+  const T* in = cfg_.dual ? pair_ : pooled_;
+  for (size_t k = 0; k < head_.size(); ++k) {
+    const HeadLayer& h = head_[k];
+    be_.linear_forward(h.y, in, h.w, h.b, B_, h.in, h.out);
+    if (k + 1 < head_.size()) be_.relu_forward(h.y, h.y, static_cast<int64_t>(B_) * h.out);
+    in = h.y;
+  }
+  return be_.cross_entropy_forward(probs_, nullptr, head_.back().y, labels_, B_, cfg_.num_classes);
 }
 
 template <class T>
 void Model<T>::backward(uint64_t seed, int64_t step) {
-  const int D = cfg_.emb_dim, Q = cfg_.qkv_dim, M = cfg_.mlp_dim, C = cfg_.num_classes;
+  const int D = cfg_.emb_dim, Q = cfg_.qkv_dim, M = cfg_.mlp_dim;
   const int64_t R = rows_;
   const float p = cfg_.dropout_rate;
   const SeqBatch s = seq();
-  be_.cross_entropy_backward(dlogits_, probs_, labels_, B_, C);
-  be_.linear_backward(dh1_, dh2_w_, dh2_b_, dlogits_, h1_, h2_w_, B_, M, C);
-  be_.relu_backward(dh1_, dh1_, h1_, static_cast<int64_t>(B_) * M);
-  be_.linear_backward(dpooled_, dh1_w_, dh1_b_, dh1_, pooled_, h1_w_, B_, D, M);
-  be_.pool_backward(dln_, dpooled_, row_offsets_, s.dev_key_mask, B_, D, R, cfg_.pool);
+  be_.cross_entropy_backward(head_.back().dy, probs_, labels_, B_, cfg_.num_classes);
+  for (size_t k = head_.size(); k-- > 0;) {
+    const HeadLayer& h = head_[k];
+    // The layer's input and its gradient: the previous layer's ReLU output, or the head's input.
+    const T* x = k > 0 ? head_[k - 1].y : cfg_.dual ? pair_ : pooled_;
+    T* dx = k > 0 ? head_[k - 1].dy : cfg_.dual ? dpair_ : dpooled_;
+    be_.linear_backward(dx, h.dw, h.db, h.dy, x, h.w, B_, h.in, h.out);
+    if (k > 0) be_.relu_backward(dx, dx, x, static_cast<int64_t>(B_) * h.in);
+  }
+  if (cfg_.dual) be_.pair_features_backward(dpooled_, dpair_, pooled_, B_, D, cfg_.interaction);
+  be_.pool_backward(dln_, dpooled_, row_offsets_, s.dev_key_mask, S_, D, R, cfg_.pool);
   be_.fill_zero(dx_, R * D);
   be_.layernorm_backward(dx_, dlnf_g_, dlnf_b_, dln_, x_.back(), lnf_mean_, lnf_rstd_, lnf_g_, R, D);
   for (int li = cfg_.num_layers - 1; li >= 0; --li) {
@@ -381,13 +411,13 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
   }
   be_.dropout_backward(dx_, dx_, R * D, p, seed, stream(step, kEmbDrop));
   be_.embedding_backward(dwte_, cfg_.learn_pos_emb ? dwpe_ : nullptr, cfg_.has_cls() ? dcls_ : nullptr, dx_,
-                         tokens_, tok_offsets_, row_offsets_, B_, D, R);
+                         tokens_, tok_offsets_, row_offsets_, S_, D, R);
 }
 
 template <class T>
 std::vector<T> Model<T>::logits() const {
   std::vector<T> out(static_cast<size_t>(B_) * cfg_.num_classes);
-  be_.download(out.data(), logits_, out.size() * sizeof(T));
+  be_.download(out.data(), head_.back().y, out.size() * sizeof(T));
   return out;
 }
 

@@ -2,6 +2,9 @@
 //   Embedding (+ sinusoidal or learned positions, + CLS) -> dropout
 //   -> N x pre-LN block { x += drop(Attn(LN(x)) W_o);  x += drop(W_2 drop(gelu(W_1 LN(x)))) }
 //   -> LayerNorm -> pool (CLS or masked mean) -> Dense(mlp) -> ReLU -> Dense(classes) -> cross-entropy
+// The dual encoder (retrieval) runs both documents of each example through the same encoder as one
+// batch of 2B sequences, combines the two pooled vectors (pair_features) and adds a Dense(mlp/2) + ReLU
+// to the head.
 // Every buffer lives in an arena planned from (config, max batch) at construction; forward and
 // backward allocate nothing. The model talks to its device only through Backend<T>.
 #pragma once
@@ -53,7 +56,7 @@ class Model {
   void init_params(uint64_t seed);
   void zero_grads();
 
-  // Uploads a batch (at most max_batch examples of at most max_length tokens).
+  // Uploads a batch (at most max_batch examples of at most max_length tokens per document).
   void load_batch(const Batch& batch);
   // Returns the mean cross-entropy of the loaded batch. Dropout and random attention features are
   // drawn from (seed, step); an evaluation passes the last training step (see AttnStep).
@@ -70,6 +73,12 @@ class Model {
 
  private:
   struct Layer;
+  // One dense layer of the head: y = x W^T + b (then ReLU, except for the last, whose y is the logits).
+  struct HeadLayer {
+    int in = 0, out = 0;
+    T *w = nullptr, *b = nullptr, *dw = nullptr, *db = nullptr;
+    T *y = nullptr, *dy = nullptr;  // (max_batch, out)
+  };
   void layout();
   void declare(const std::string& name, std::vector<int> shape, Init init, double scale, T** value, T** grad);
   SeqBatch seq() const;
@@ -79,6 +88,7 @@ class Model {
   ModelConfig cfg_;
   Backend<T>& be_;
   int max_batch_, threads_;
+  int max_seqs_;  // max_batch_ * documents per example
   int64_t max_rows_;
   Arena params_arena_, grads_arena_, acts_arena_, scratch_arena_;
   std::vector<Param> params_;
@@ -87,27 +97,26 @@ class Model {
   T* param_grads_ = nullptr;
   std::vector<std::unique_ptr<Attention<T>>> attn_;
   std::vector<Layer> layers_;
+  std::vector<HeadLayer> head_;
 
   // Embedding and head parameters.
   T *wte_ = nullptr, *dwte_ = nullptr, *wpe_ = nullptr, *dwpe_ = nullptr, *cls_ = nullptr, *dcls_ = nullptr;
   T *lnf_g_ = nullptr, *dlnf_g_ = nullptr, *lnf_b_ = nullptr, *dlnf_b_ = nullptr;
-  T *h1_w_ = nullptr, *dh1_w_ = nullptr, *h1_b_ = nullptr, *dh1_b_ = nullptr;
-  T *h2_w_ = nullptr, *dh2_w_ = nullptr, *h2_b_ = nullptr, *dh2_b_ = nullptr;
   // Inputs on the device.
   int32_t *tokens_ = nullptr, *tok_offsets_ = nullptr, *row_offsets_ = nullptr, *labels_ = nullptr;
   uint8_t* key_mask_ = nullptr;
   std::vector<int32_t> host_row_offsets_;
   std::vector<uint8_t> host_key_mask_;
   bool has_key_mask_ = false;
-  int B_ = 0, L_pad_ = 0;
+  int B_ = 0, S_ = 0, L_pad_ = 0;  // examples, sequences (B_ * documents per example), padded length
   int64_t rows_ = 0;
   // Activations (forward) and gradient buffers (backward).
   T* pos_table_ = nullptr;  // sinusoidal table when positions are not learned
   std::vector<T*> x_;       // residual stream: x_[l] enters layer l, x_[N] leaves the last one
-  T *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *pooled_ = nullptr, *h1_ = nullptr;
-  T *logits_ = nullptr, *probs_ = nullptr;
+  T *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *pooled_ = nullptr, *probs_ = nullptr;
+  T* pair_ = nullptr;  // the dual encoder's head input (pair_features of pooled_)
   T *dx_ = nullptr, *dln_ = nullptr, *dh_ = nullptr, *dao_ = nullptr, *dqkv_ = nullptr;
-  T *dpooled_ = nullptr, *dh1_ = nullptr, *dlogits_ = nullptr;
+  T *dpooled_ = nullptr, *dpair_ = nullptr;
   T *tmp_ = nullptr;   // a branch's output in the forward, its gradient in the backward
   T *hact_ = nullptr;  // drop(gelu(hpre)): computed in the forward, recomputed in the backward
   void* attn_scratch_ = nullptr;

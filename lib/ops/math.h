@@ -10,6 +10,23 @@ namespace lra {
 
 enum class GeluKind { Tanh, Exact };
 
+// The dual encoder's combination of two pooled vectors u and v (retrieval): Nli = [u, v, u*v, u-v]
+// (the LRA paper, A.1.3 Eq. 1), Concat = [u, v] (what LRA's code runs: no config passes `interaction`).
+enum class Interaction { Nli, Concat };
+LRA_HD int pair_blocks(Interaction kind) { return kind == Interaction::Nli ? 4 : 2; }
+// Block k (0 .. pair_blocks-1) of one column: u, v, u*v, u-v.
+template <class T>
+LRA_HD T pair_feature(int k, T u, T v) {
+  return k == 0 ? u : k == 1 ? v : k == 2 ? u * v : u - v;
+}
+// The gradients of sum_k g[k] pair_feature(k, u, v):  du = g0 + g2 v + g3,  dv = g1 + g2 u - g3
+// (g2 = g3 = 0 for Concat).
+template <class T>
+LRA_HD void pair_feature_grads(T g0, T g1, T g2, T g3, T u, T v, T& du, T& dv) {
+  du = g0 + g2 * v + g3;
+  dv = g1 + g2 * u - g3;
+}
+
 // Tanh approximation (Flax's default, which LRA's MLP block uses):
 //   g = x/2 (1 + t),  t = tanh(k (x + 0.044715 x^3)),  k = sqrt(2/pi)
 //   g' = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3*0.044715 x^2)

@@ -84,6 +84,14 @@ template <class T>
 void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
                    Pool kind);
 
+// pair.cpp. The dual encoder's head input. pooled: (2B, D), rows 0..B-1 the first documents (u), rows
+// B..2B-1 the second (v); out: (B, pair_blocks(kind) * D), row b = [u_b, v_b, u_b*v_b, u_b-v_b] (Nli)
+// or [u_b, v_b] (Concat). The backward overwrites dpooled (2B, D) (see pair_feature_grads).
+template <class T>
+void pair_features_forward(T* out, const T* pooled, int B, int D, Interaction kind);
+template <class T>
+void pair_features_backward(T* dpooled, const T* dout, const T* pooled, int B, int D, Interaction kind);
+
 // cross_entropy.cpp. Softmax cross-entropy averaged over the B rows of logits (B, C).
 // Saves probs (B, C); returns the mean loss; losses (B) may be nullptr. Labels must be in [0, C)
 // (Model::load_batch checks them).

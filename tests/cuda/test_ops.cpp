@@ -321,6 +321,30 @@ TEST_CASE("cuda pooling matches the CPU", "[cuda][ops]") {
   }
 }
 
+TEST_CASE("cuda pair features match the CPU", "[cuda][ops]") {
+  TestContext tc;
+  for (int B : {1, 33}) {
+    for (int D : {7, 130}) {
+      const auto pooled = rnd(static_cast<size_t>(2 * B * D), 720 + static_cast<uint64_t>(B + D));
+      DeviceBuffer<float> gpooled(pooled);
+      for (Interaction kind : {Interaction::Nli, Interaction::Concat}) {
+        INFO("B=" << B << " D=" << D << " kind=" << (kind == Interaction::Nli ? "nli" : "concat"));
+        const size_t width = static_cast<size_t>(pair_blocks(kind) * D);
+        const auto dout = rnd(static_cast<size_t>(B) * width, 730 + static_cast<uint64_t>(B + D));
+        std::vector<float> out(static_cast<size_t>(B) * width), dpooled(pooled.size());
+        pair_features_forward(out.data(), pooled.data(), B, D, kind);
+        pair_features_backward(dpooled.data(), dout.data(), pooled.data(), B, D, kind);
+        DeviceBuffer<float> gdout(dout), gout(std::vector<float>(out.size(), 9.0f)),
+            gdpooled(std::vector<float>(pooled.size(), 7.0f));
+        cuda::pair_features_forward(gout, gpooled, B, D, kind, tc);
+        cuda::pair_features_backward(gdpooled, gdout, gpooled, B, D, kind, tc);
+        CHECK(nmse(gout.download(), out) < kElem);
+        CHECK(nmse(gdpooled.download(), dpooled) < kElem);  // overwritten: the 7s are gone
+      }
+    }
+  }
+}
+
 TEST_CASE("cuda cross-entropy matches the CPU", "[cuda][ops]") {
   TestContext tc;
   uint64_t seed = 800;
