@@ -701,14 +701,35 @@ class Embed(nn.Module):
         return x + self.pos[: x.shape[1]], key_mask
 
 
+def dual_interaction(cfg):
+    """The dual encoder's interaction ("nli" or "concat") for the retrieval task, None for one-document tasks."""
+    if cfg.get("task") != "retrieval":
+        return None
+    return cfg.get("task_params", {}).get("interaction", "nli")
+
+
 class Head(nn.Module):
+    """Dense(mlp) -> ReLU -> Dense(classes); the dual encoder's head (LRA's classifier_head_dual) reads
+    [u, v, u*v, u-v] ("nli", the paper) or [u, v] ("concat", the code) through Dense(mlp) -> ReLU ->
+    Dense(mlp // 2) -> ReLU -> Dense(classes)."""
+
     def __init__(self, cfg):
         super().__init__()
-        self.fc1 = nn.Linear(cfg["emb_dim"], cfg["mlp_dim"])
-        self.fc2 = nn.Linear(cfg["mlp_dim"], cfg["num_classes"])
+        D, M, C = cfg["emb_dim"], cfg["mlp_dim"], cfg["num_classes"]
+        self.interaction = dual_interaction(cfg)
+        if self.interaction is None:
+            self.fc1 = nn.Linear(D, M)
+            self.fc2 = nn.Linear(M, C)
+        else:
+            self.fc1 = nn.Linear((4 if self.interaction == "nli" else 2) * D, M)
+            self.fc2 = nn.Linear(M, M // 2)
+            self.fc3 = nn.Linear(M // 2, C)
 
-    def forward(self, x):
-        return self.fc2(F.relu(self.fc1(x)))
+    def forward(self, u, v=None):
+        if self.interaction is None:
+            return self.fc2(F.relu(self.fc1(u)))
+        x = torch.cat([u, v, u * v, u - v] if self.interaction == "nli" else [u, v], dim=-1)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
 
 
 class LraClassifier(nn.Module):
@@ -739,8 +760,15 @@ class LraClassifier(nn.Module):
 
         yield from walk(self, prefix + "." if prefix else "")
 
-    def forward(self, tokens, key_mask):
-        """tokens: (B, L) long, padded; key_mask: (B, L) bool, True for real (attended) tokens, or None."""
+    def forward(self, tokens, key_mask, tokens2=None, key_mask2=None):
+        """tokens: (B, L) long, padded; key_mask: (B, L) bool, True for real (attended) tokens, or None.
+        The dual encoder (retrieval) also takes the second documents, encoded by the same weights."""
+        if self.head.interaction is None:
+            return self.head(self.encode(tokens, key_mask))
+        return self.head(self.encode(tokens, key_mask), self.encode(tokens2, key_mask2))
+
+    def encode(self, tokens, key_mask):
+        """The pooled final representation of each sequence: (B, D)."""
         x, mask = self.embed(tokens, key_mask)
         x = F.dropout(x, self.cfg["dropout_rate"], self.training)
         for block in self.layers:
@@ -753,4 +781,4 @@ class LraClassifier(nn.Module):
         else:
             m = mask.to(x.dtype)[:, :, None]
             pooled = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return self.head(pooled)
+        return pooled

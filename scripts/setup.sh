@@ -4,10 +4,11 @@
 #   scripts/setup.sh --bench    also Debian's python3-torch, for bench/torch_reference.py and the parity fixtures
 set -euo pipefail
 
-# libarchive, zlib and libpng read the official archives, IDX files and Pathfinder PNGs; Debian's
-# Fashion-MNIST is the image task's built-in data.
+# libarchive, zlib and libpng read the official archives, IDX files and Pathfinder PNGs; libcurl and
+# OpenSSL's libcrypto download them and check their MD5 (`lra data fetch`); Debian's Fashion-MNIST is
+# the image task's built-in data.
 packages=(build-essential cmake libeigen3-dev nlohmann-json3-dev libcli11-dev libfmt-dev catch2
-          libarchive-dev zlib1g-dev libpng-dev dataset-fashion-mnist)
+          libarchive-dev zlib1g-dev libpng-dev libcurl4-openssl-dev libssl-dev dataset-fashion-mnist)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3 python3-torch)
 fi

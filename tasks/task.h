@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -10,24 +11,36 @@
 #include <vector>
 
 #include "attn/attention.h"
+#include "core/check.h"
 #include "model/batch.h"
+#include "model/config.h"
 
 namespace lra {
 
-// One split in memory: example i's tokens are tokens[offsets[i] .. offsets[i+1]), unpadded and
-// already truncated to max_length.
+// One split in memory: document d's tokens are tokens[offsets[d] .. offsets[d+1]), unpadded and
+// already truncated to max_length. An example is one document, or (docs = 2, retrieval) the pair of
+// documents 2i and 2i + 1.
 struct Split {
   std::vector<uint16_t> tokens;
   std::vector<uint64_t> offsets{0};
   std::vector<int32_t> labels;
+  int docs = 1;  // documents per example
   // Token 0 is padding (LRA's image models mask pixel value 0): make_batch hides those keys.
   bool zero_is_padding = false;
 
-  size_t size() const { return labels.size(); }
-  int length(size_t i) const { return static_cast<int>(offsets[i + 1] - offsets[i]); }
+  size_t size() const { return labels.size(); }              // examples
+  size_t num_docs() const { return offsets.size() - 1; }     // documents
+  int length(size_t d) const { return static_cast<int>(offsets[d + 1] - offsets[d]); }  // of document d
   void add(const std::vector<uint16_t>& toks, int32_t label) {
     tokens.insert(tokens.end(), toks.begin(), toks.end());
     offsets.push_back(tokens.size());
+    labels.push_back(label);
+  }
+  void add_pair(const std::vector<uint16_t>& first, const std::vector<uint16_t>& second, int32_t label) {
+    for (const auto* toks : {&first, &second}) {
+      tokens.insert(tokens.end(), toks->begin(), toks->end());
+      offsets.push_back(tokens.size());
+    }
     labels.push_back(label);
   }
 };
@@ -60,6 +73,32 @@ struct DataOptions {
   nlohmann::json task_params = nlohmann::json::object();
 };
 
+// What `lra data status` shows for one task: the data load() would use with the same options, why, and
+// what it holds, found without generating anything (official files may be read, to count them).
+struct DataStatus {
+  std::string source;   // as DatasetInfo::source: "files", "generated" or "stand-in"
+  std::string dataset;  // what the data is, e.g. "IMDB (aclImdb_v1.tar.gz)", "ListOps (generated)"
+  std::string reason;   // why load() takes this source, e.g. "no --data-dir was given"
+  std::string path;     // the files, or the generator's cache ("" when nothing is kept on disk)
+  int64_t n_train = 0, n_val = 0, n_test = 0;  // examples per split: planned ones when generated
+  std::vector<std::pair<std::string, std::string>> files;  // (path, checksum): files read, or the cache
+  bool generated = false;
+  uint64_t seed = 0;    // the generator's seed, when generated
+  bool cached = false;  // generated: the generator's cache already exists at `path`
+  nlohmann::json details = nlohmann::json::object();  // e.g. the generator's settings, the parse cache
+};
+
+// Throws when opt.data_dir is set but does not exist: a mistyped --data-dir (or a stale LRA_DATA_DIR)
+// must not quietly turn into built-in data. A data_dir that exists but holds nothing for a task is
+// not an error: the task falls back to its built-in data and says why.
+inline void check_data_dir_exists(const DataOptions& opt) {
+  std::error_code ec;
+  LRA_CHECK(opt.data_dir.empty() || std::filesystem::exists(opt.data_dir, ec),
+            "--data-dir '{}' does not exist; create it (`lra data fetch TASK --data-dir {}` downloads the "
+            "official files into it) or leave --data-dir out (and unset LRA_DATA_DIR) for the built-in data",
+            opt.data_dir, opt.data_dir);
+}
+
 class Task {
  public:
   virtual ~Task() = default;
@@ -73,7 +112,13 @@ class Task {
   virtual std::map<std::string, nlohmann::json> presets() const = 0;
   // The task's own options (`--set key=value`, recorded in config.task_params), none by default.
   virtual std::vector<HyperParam> params() const { return {}; }
+  // The model fields the task decides from its resolved options: retrieval makes the model a dual
+  // encoder and picks its interaction; single-document tasks leave the model as it is.
+  virtual void configure_model(ModelConfig& model, const nlohmann::json& task_params) const {}
   virtual TaskData load(const DataOptions& opt) const = 0;
+  // The source load(opt) would use and why, its location, examples per split and checksums, without
+  // generating anything; a broken layout of official files throws as load() would.
+  virtual DataStatus data_status(const DataOptions& opt) const = 0;
 };
 
 // Defaults of task.params() overridden by `given`; unknown keys and values of the wrong kind throw.
@@ -87,7 +132,8 @@ std::vector<std::string> task_names();
 // The default cache folder: $LRA_CACHE_DIR, else $XDG_CACHE_HOME/lra, else ~/.cache/lra.
 std::string default_cache_dir();
 
-// Builds a model batch from examples idx of a split (packed, no padding); L_pad = max_length.
+// Builds a model batch from examples idx of a split (packed, no padding; documents cut to max_length);
+// L_pad = max_length.
 Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_length);
 
 }  // namespace lra

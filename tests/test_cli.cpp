@@ -6,39 +6,22 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <tuple>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "attn/attention.h"
 #include "core/sys.h"
 #include "results/record.h"
+#include "cli_util.h"
 #include "test_util.h"
 
 using namespace lra;
+using lra::test::CliResult;
+using lra::test::run_lra;
 using lra::test::TempDir;
 
 namespace {
-
-struct Result {
-  int rc;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
-
-Result run(const std::string& args) {
-  const std::string err_file = fmt::format("{}/lra-cli-{}.err", std::filesystem::temp_directory_path().string(), getpid());
-  const std::string cmd = fmt::format("{} {} 2>{}", LRA_BIN, args, err_file);
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  Result r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, read_file(err_file)};
-  std::remove(err_file.c_str());
-  return r;
-}
 
 std::string last_line(const std::string& s) {
   std::string t = s;
@@ -61,7 +44,7 @@ std::string tiny(const TempDir& d, int threads = 1) {
 TEST_CASE("cli: a tiny run writes a record with every key", "[cli]") {
   TempDir d("tiny");
   for (const char* attn : {"softmax", "cosformer"}) {
-    const Result r = run(fmt::format(fmt::runtime(tiny(d)), attn));
+    const CliResult r = run_lra(fmt::format(fmt::runtime(tiny(d)), attn));
     INFO(r.err);
     REQUIRE(r.rc == 0);
     const std::string path = last_line(r.out);
@@ -88,15 +71,15 @@ TEST_CASE("cli: a stopped and resumed run ends with the uninterrupted run's numb
   for (const char* attn : {"softmax", "performer --set features=8 --set redraw=interval:3"}) {
     INFO(attn);
     TempDir d("resume");
-    const Result full = run(fmt::format(fmt::runtime(tiny(d)), attn) + " --seed 5");
+    const CliResult full = run_lra(fmt::format(fmt::runtime(tiny(d)), attn) + " --seed 5");
     REQUIRE(full.rc == 0);
-    const Result part = run(fmt::format(fmt::runtime(tiny(d)), attn) + " --seed 5 --stop-after 4");
+    const CliResult part = run_lra(fmt::format(fmt::runtime(tiny(d)), attn) + " --seed 5 --stop-after 4");
     REQUIRE(part.rc == 0);
     const auto stopped = nlohmann::json::parse(read_file(last_line(part.out)));
     REQUIRE(stopped["status"] == "interrupted");
     const std::string ckpt = stopped["checkpoint"];
     REQUIRE(std::filesystem::exists(ckpt));
-    const Result resumed = run(fmt::format("run --resume {} --threads 1 --out {}/runs --cache-dir {}/cache", ckpt, d.path, d.path));
+    const CliResult resumed = run_lra(fmt::format("run --resume {} --threads 1 --out {}/runs --cache-dir {}/cache", ckpt, d.path, d.path));
     INFO(resumed.err);
     REQUIRE(resumed.rc == 0);
     const auto a = nlohmann::json::parse(read_file(last_line(full.out)));
@@ -110,7 +93,42 @@ TEST_CASE("cli: a stopped and resumed run ends with the uninterrupted run's numb
       CHECK(b["curve"][i]["loss"] == a["curve"][i]["loss"]);
       CHECK(b["curve"][i]["val_accuracy"] == a["curve"][i]["val_accuracy"]);
     }
-    CHECK(run(fmt::format("run --resume {} --steps 3", ckpt)).err.find("cannot be combined with --resume") != std::string::npos);
+    CHECK(run_lra(fmt::format("run --resume {} --steps 3", ckpt)).err.find("cannot be combined with --resume") != std::string::npos);
+  }
+}
+
+TEST_CASE("cli: every task trains a tiny run end to end on its built-in data", "[cli][tasks]") {
+  TempDir d("tasks");
+  // (task, its built-in source, extra settings): tiny models, a few steps, a few examples of short documents.
+  const std::vector<std::tuple<std::string, std::string, std::string>> tasks = {
+      {"listops", "generated", "--set max_length=300"},
+      {"text", "stand-in", "--set max_length=128"},
+      {"retrieval", "stand-in", "--set max_length=128"},
+      {"retrieval", "stand-in", "--set max_length=128 --set interaction=concat"},
+      {"image", "files", ""},  // Fashion-MNIST from Debian's dataset-fashion-mnist, read from its IDX files
+      {"pathfinder", "generated", ""},
+      {"pathx", "generated", "--set num_heads=1 --set batch_size=2"},
+  };
+  for (const auto& [task, source, extra] : tasks) {
+    INFO(task << " " << extra);
+    const CliResult r = run_lra(fmt::format(
+        "run --task {} --attn cosformer --steps 3 --eval-every 2 --threads 1 --out {}/runs --cache-dir {}/cache "
+        "--set n_train=12 --set n_val=6 --set n_test=6 --set emb_dim=16 --set qkv_dim=16 --set mlp_dim=16 "
+        "--set num_heads=2 --set num_layers=1 --set batch_size=4 --set warmup=1 {}",
+        task, d.path, d.path, extra));
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    const auto rec = nlohmann::json::parse(read_file(last_line(r.out)));
+    CHECK(rec["status"] == "ok");
+    CHECK(rec["task"] == task);
+    CHECK(rec["dataset"]["source"] == source);
+    CHECK(rec["dataset"]["n_train"] == 12);
+    CHECK(rec["dataset"]["n_test"] == 6);
+    CHECK(rec["metrics"]["test_accuracy"].get<double>() >= 0.0);
+    CHECK(missing_record_keys(rec).empty());
+    if (source == "stand-in") CHECK(r.err.find("stand-in") != std::string::npos);  // said on screen too
+    if (task == "retrieval")
+      CHECK(rec["config"]["task_params"]["interaction"] == (extra.find("concat") != std::string::npos ? "concat" : "nli"));
   }
 }
 
@@ -119,7 +137,7 @@ TEST_CASE("cli: every attention variant trains, bidirectional and causal", "[cli
   for (const auto& attn : attention_names())
     for (const char* causal : {"false", "true"}) {
       INFO(attn << " causal=" << causal);
-      const Result r = run(fmt::format(fmt::runtime(tiny(d)), attn) + " --set causal=" + causal);
+      const CliResult r = run_lra(fmt::format(fmt::runtime(tiny(d)), attn) + " --set causal=" + causal);
       INFO(r.err);
       if (!has_hyperparam(find_attention(attn), "causal")) {  // a variant without a causal mode says so
         if (std::string(causal) == "true") {
@@ -143,7 +161,7 @@ TEST_CASE("cli: the same seed and thread count give the same numbers run after r
   TempDir d("repeat");
   std::vector<nlohmann::json> records;
   for (int i = 0; i < 2; ++i) {
-    const Result r = run(fmt::format(fmt::runtime(tiny(d, 2)), "cosformer") + " --seed 3");
+    const CliResult r = run_lra(fmt::format(fmt::runtime(tiny(d, 2)), "cosformer") + " --seed 3");
     REQUIRE(r.rc == 0);
     records.push_back(nlohmann::json::parse(read_file(last_line(r.out))));
   }
@@ -157,33 +175,33 @@ TEST_CASE("cli: the same seed and thread count give the same numbers run after r
 
 TEST_CASE("cli: bad input fails with a clear message", "[cli]") {
   TempDir d("bad");
-  Result r = run("run --attn flash");
+  CliResult r = run_lra("run --attn flash");
   CHECK(r.rc != 0);
   CHECK(r.err.find("softmax") != std::string::npos);
-  r = run(fmt::format("run --out {}/runs --set no_such_key=1", d.path));
+  r = run_lra(fmt::format("run --out {}/runs --set no_such_key=1", d.path));
   CHECK(r.rc != 0);
   CHECK(r.err.find("unknown config key 'no_such_key'") != std::string::npos);
-  r = run(fmt::format("run --data-dir {}/nowhere --out {}/runs --cache-dir {}/cache --steps 1", d.path, d.path, d.path));
+  r = run_lra(fmt::format("run --data-dir {}/nowhere --out {}/runs --cache-dir {}/cache --steps 1", d.path, d.path, d.path));
   CHECK(r.rc == 1);
   CHECK(r.err.find("nowhere") != std::string::npos);
   const auto rec = nlohmann::json::parse(read_file(last_line(r.out)));  // the failed run has a record
   CHECK(rec["status"] == "failed");
   CHECK(rec["error"].get<std::string>().find("nowhere") != std::string::npos);
-  r = run("run --resume /nonexistent/run.ckpt");
+  r = run_lra("run --resume /nonexistent/run.ckpt");
   CHECK(r.rc != 0);
   CHECK(r.err.find("/nonexistent/run.ckpt") != std::string::npos);
 }
 
 TEST_CASE("cli: lra list and lra bench train", "[cli]") {
-  Result r = run("list attn");
+  CliResult r = run_lra("list attn");
   CHECK(r.rc == 0);
   CHECK(r.out.find("softmax") != std::string::npos);
   CHECK(r.out.find("cosformer") != std::string::npos);
   CHECK(r.out.find("--set eps=") != std::string::npos);
-  r = run("list tasks --json");
+  r = run_lra("list tasks --json");
   CHECK(r.rc == 0);
   CHECK(nlohmann::json::parse(r.out)[0]["name"] == "listops");
-  r = run("bench train --attn cosformer --len 64 --batch 2 --dim 16 --heads 2 --layers 1 --mlp 16 --steps 2 --warmup 1 --threads 1 --json");
+  r = run_lra("bench train --attn cosformer --len 64 --batch 2 --dim 16 --heads 2 --layers 1 --mlp 16 --steps 2 --warmup 1 --threads 1 --json");
   REQUIRE(r.rc == 0);
   const auto j = nlohmann::json::parse(r.out);
   for (const char* key : {"attn", "len", "batch", "ms_per_step_median", "ms_per_step_min", "ms_per_step_max",
@@ -203,7 +221,7 @@ TEST_CASE("cli: lra bench attn", "[cli]") {
     }
     return rows;
   };
-  Result r = run(small + " --attn softmax,linear,cosformer --json");
+  CliResult r = run_lra(small + " --attn softmax,linear,cosformer --json");
   INFO(r.err);
   REQUIRE(r.rc == 0);
   auto rows = json_lines(r.out);
@@ -238,7 +256,7 @@ TEST_CASE("cli: lra bench attn", "[cli]") {
   CHECK(rows[2]["attn_params"].contains("eps"));
 
   // Forward only, causal, no softmax among the variants: no ratios, errors still against causal softmax.
-  r = run(small + " --attn linear --mode fwd --causal --json");
+  r = run_lra(small + " --attn linear --mode fwd --causal --json");
   REQUIRE(r.rc == 0);
   rows = json_lines(r.out);
   REQUIRE(rows.size() == 2);
@@ -255,7 +273,7 @@ TEST_CASE("cli: lra bench attn", "[cli]") {
   // A bench record, and the table on stdout.
   TempDir d("bench-attn");
   const std::string path = d / "attn.json";
-  r = run(small + " --attn softmax,cosformer --set eps=1e-5 --out " + path);
+  r = run_lra(small + " --attn softmax,cosformer --set eps=1e-5 --out " + path);
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("x faster than softmax") != std::string::npos);
   CHECK(r.out.find("x less than softmax") != std::string::npos);
@@ -269,24 +287,24 @@ TEST_CASE("cli: lra bench attn", "[cli]") {
   CHECK(!rec["rows"][0]["attn_params"].contains("eps"));  // softmax has no eps: the key skips it
 
   // Bad input.
-  r = run(small + " --attn nosuch");
+  r = run_lra(small + " --attn nosuch");
   CHECK(r.rc != 0);
   CHECK(r.err.find("nosuch") != std::string::npos);
   CHECK(r.err.find("softmax") != std::string::npos);
-  r = run(small + " --attn softmax,linear --set nosuch=1");
+  r = run_lra(small + " --attn softmax,linear --set nosuch=1");
   CHECK(r.rc != 0);
   CHECK(r.err.find("'nosuch'") != std::string::npos);
   CHECK(r.err.find("linear") != std::string::npos);
-  r = run(small + " --mode backward");
+  r = run_lra(small + " --mode backward");
   CHECK(r.rc != 0);
   CHECK(r.err.find("--mode") != std::string::npos);
-  r = run("bench attn --lengths 64,0 --dim 16 --heads 2");
+  r = run_lra("bench attn --lengths 64,0 --dim 16 --heads 2");
   CHECK(r.rc != 0);
   CHECK(r.err.find("--lengths") != std::string::npos);
-  r = run("bench attn --lengths 64 --dim 18 --heads 4");
+  r = run_lra("bench attn --lengths 64 --dim 18 --heads 4");
   CHECK(r.rc != 0);
   CHECK(r.err.find("divisible") != std::string::npos);
-  r = run(small + " --attn softmax --out " + d.path + "/no/such/dir/x.json");
+  r = run_lra(small + " --attn softmax --out " + d.path + "/no/such/dir/x.json");
   CHECK(r.rc != 0);
   CHECK(r.err.find("no/such/dir") != std::string::npos);
 }

@@ -133,6 +133,7 @@ class OptionTask final : public Task {
     return {{"resolution", 32, "pixels"}, {"dataset", "auto", "which files"}, {"zero_is_padding", true, "mask 0"}};
   }
   TaskData load(const DataOptions&) const override { return {}; }
+  DataStatus data_status(const DataOptions&) const override { return {}; }
 };
 }  // namespace
 

@@ -23,19 +23,26 @@ nlohmann::json load_fixture(const std::string& name) {
   return nlohmann::json::parse(read_file(std::string(LRA_FIXTURES) + "/" + name + ".json"));
 }
 
-// The padded fixture batch, packed the way lra feeds the model.
+// The padded fixture batch, packed the way lra feeds the model. Dual-encoder fixtures hold the second
+// documents in tokens2 / lengths2 / key_mask2; they follow the first ones, as in Batch.
 Batch fixture_batch(const nlohmann::json& f) {
   Batch b;
   b.B = static_cast<int>(f["lengths"].size());
+  b.docs = f.contains("tokens2") ? 2 : 1;
   b.L_pad = f["config"]["max_length"].get<int>();
   b.offsets.push_back(0);
-  for (int e = 0; e < b.B; ++e) {
-    const int n = f["lengths"][static_cast<size_t>(e)].get<int>();
-    for (int i = 0; i < n; ++i) {
-      b.tokens.push_back(f["tokens"][static_cast<size_t>(e)][static_cast<size_t>(i)].get<int32_t>());
-      b.key_mask.push_back(static_cast<uint8_t>(f["key_mask"][static_cast<size_t>(e)][static_cast<size_t>(i)].get<int>()));
+  for (const char* suffix : {"", "2"}) {
+    if (!f.contains(std::string("tokens") + suffix)) continue;
+    const auto& tokens = f[std::string("tokens") + suffix];
+    const auto& mask = f[std::string("key_mask") + suffix];
+    for (int e = 0; e < b.B; ++e) {
+      const int n = f[std::string("lengths") + suffix][static_cast<size_t>(e)].get<int>();
+      for (int i = 0; i < n; ++i) {
+        b.tokens.push_back(tokens[static_cast<size_t>(e)][static_cast<size_t>(i)].get<int32_t>());
+        b.key_mask.push_back(static_cast<uint8_t>(mask[static_cast<size_t>(e)][static_cast<size_t>(i)].get<int>()));
+      }
+      b.offsets.push_back(static_cast<int32_t>(b.tokens.size()));
     }
-    b.offsets.push_back(static_cast<int32_t>(b.tokens.size()));
   }
   b.labels = f["labels"].get<std::vector<int32_t>>();
   return b;

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cmd_bench.h"
+#include "cmd_data.h"
 #include "cmd_list.h"
 #include "cmd_run.h"
 
@@ -25,12 +26,23 @@ int main(int argc, char** argv) {
       "bench", "benchmarks: `bench train` times training steps, `bench attn` one attention layer per variant");
   lra::setup_bench(*bench, bench_train_opt, bench_attn_opt);
 
+  lra::DataStatusOptions data_status_opt;
+  lra::DataFetchOptions data_fetch_opt;
+  lra::DataGenerateOptions data_generate_opt;
+  CLI::App* data = app.add_subcommand(
+      "data", "the tasks' data: `data status` shows what `lra run` would use, `data fetch` downloads the official "
+              "files, `data generate` writes generated data in the released layout");
+  lra::setup_data(*data, data_status_opt, data_fetch_opt, data_generate_opt);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (run->parsed()) return lra::run_run(run_opt, *run);
     if (list->parsed()) return lra::run_list(list_opt);
     if (bench->got_subcommand("train")) return lra::run_bench_train(bench_train_opt);
     if (bench->got_subcommand("attn")) return lra::run_bench_attn(bench_attn_opt);
+    if (data->got_subcommand("status")) return lra::run_data_status(data_status_opt);
+    if (data->got_subcommand("fetch")) return lra::run_data_fetch(data_fetch_opt);
+    if (data->got_subcommand("generate")) return lra::run_data_generate(data_generate_opt);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lra: %s\n", e.what());
     return 1;

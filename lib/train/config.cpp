@@ -138,6 +138,7 @@ RunConfig RunConfig::from_json(const nlohmann::json& j) {
   get("n_val", c.n_val);
   get("n_test", c.n_test);
   get("task_params", c.task_params);
+  find_task(c.task).configure_model(c.model, c.task_params);
   return c;
 }
 

@@ -133,12 +133,14 @@ void write(const std::string& path, const std::string& key, const Entry& entry) 
   header["splits"] = nlohmann::json::array();
   std::vector<int> widths;
   for (const auto& [name, s] : entry.splits) {
-    LRA_CHECK(s.offsets.size() == s.size() + 1 && s.offsets.back() == s.tokens.size(),
-              "split '{}' is inconsistent ({} labels, {} offsets, {} tokens); it cannot be cached", name, s.size(),
-              s.offsets.size(), s.tokens.size());
+    LRA_CHECK(s.docs >= 1 && s.offsets.size() == s.size() * static_cast<size_t>(s.docs) + 1 &&
+                  s.offsets.back() == s.tokens.size(),
+              "split '{}' is inconsistent ({} labels of {} document(s), {} offsets, {} tokens); it cannot be cached",
+              name, s.size(), s.docs, s.offsets.size(), s.tokens.size());
     widths.push_back(token_bytes_for(s));
     header["splits"].push_back({{"name", name},
                                 {"examples", s.size()},
+                                {"docs", s.docs},
                                 {"tokens", s.tokens.size()},
                                 {"token_bytes", widths.back()},
                                 {"zero_is_padding", s.zero_is_padding}});
@@ -159,8 +161,8 @@ void write(const std::string& path, const std::string& key, const Entry& entry) 
   std::vector<uint8_t> narrow;
   for (size_t k = 0; k < entry.splits.size(); ++k) {
     const Split& s = entry.splits[k].second;
-    lengths.resize(s.size());
-    for (size_t i = 0; i < s.size(); ++i) lengths[i] = static_cast<uint32_t>(s.length(i));
+    lengths.resize(s.num_docs());
+    for (size_t d = 0; d < s.num_docs(); ++d) lengths[d] = static_cast<uint32_t>(s.length(d));
     put(lengths.data(), lengths.size() * 4);
     put(s.labels.data(), s.labels.size() * 4);
     if (widths[k] == 2) {
@@ -218,9 +220,11 @@ ReadResult read(const std::string& path, const std::string& key) {
   try {
     for (const auto& s : header["splits"]) {
       const uintmax_t n = s.at("examples").get<uint64_t>(), t = s.at("tokens").get<uint64_t>();
+      const uintmax_t docs = s.at("docs").get<uint64_t>();
       const int w = s.at("token_bytes").get<int>();
-      if ((w != 1 && w != 2) || n > file_bytes || t > file_bytes) return corrupt("its header declares bad sizes");
-      expected += n * 8 + t * static_cast<uintmax_t>(w);
+      if ((w != 1 && w != 2) || n > file_bytes || t > file_bytes || docs < 1 || docs > 2)
+        return corrupt("its header declares bad sizes");
+      expected += n * docs * 4 + n * 4 + t * static_cast<uintmax_t>(w);
     }
   } catch (const nlohmann::json::exception&) {
     return corrupt("its header is not the expected JSON");
@@ -235,10 +239,12 @@ ReadResult read(const std::string& path, const std::string& key) {
   for (const auto& sh : header["splits"]) {
     const auto n = sh["examples"].get<size_t>(), t = sh["tokens"].get<size_t>();
     Split s;
+    s.docs = sh["docs"].get<int>();
     s.zero_is_padding = sh.value("zero_is_padding", false);
-    lengths.resize(n);
+    const size_t docs = n * static_cast<size_t>(s.docs);
+    lengths.resize(docs);
     s.labels.resize(n);
-    bool ok = read_exact(f.get(), lengths.data(), n * 4, h) && read_exact(f.get(), s.labels.data(), n * 4, h);
+    bool ok = read_exact(f.get(), lengths.data(), docs * 4, h) && read_exact(f.get(), s.labels.data(), n * 4, h);
     // Tokens are appended in chunks rather than read into a zero-filled vector: first touches of
     // fresh memory dominate the cost of a large cache.
     const int width = sh["token_bytes"].get<int>();
@@ -257,13 +263,13 @@ ReadResult read(const std::string& path, const std::string& key) {
       done += count;
     }
     if (!ok) return corrupt("it ends early");
-    s.offsets.resize(n + 1);
+    s.offsets.resize(docs + 1);
     uint64_t at = 0;
-    for (size_t i = 0; i < n; ++i) {
-      s.offsets[i] = at;
-      at += lengths[i];
+    for (size_t d = 0; d < docs; ++d) {
+      s.offsets[d] = at;
+      at += lengths[d];
     }
-    s.offsets[n] = at;
+    s.offsets[docs] = at;
     if (at != t) return corrupt(fmt::format("the lengths of split '{}' do not add up to its tokens", sh["name"].dump()));
     r.entry.splits.emplace_back(sh.value("name", std::string()), std::move(s));
   }
@@ -279,14 +285,15 @@ void truncate_in_place(Split& s, int max_length) {
   LRA_CHECK(max_length > 0, "max_length must be positive, got {}", max_length);
   const auto limit = static_cast<uint64_t>(max_length);
   uint64_t w = 0;
-  for (size_t i = 0; i < s.size(); ++i) {
-    // offsets[i + 1] is still the original end of example i: only offsets[0..i] were rewritten.
-    const uint64_t begin = s.offsets[i], len = std::min(s.offsets[i + 1] - begin, limit);
+  const size_t docs = s.num_docs();
+  for (size_t d = 0; d < docs; ++d) {
+    // offsets[d + 1] is still the original end of document d: only offsets[0..d] were rewritten.
+    const uint64_t begin = s.offsets[d], len = std::min(s.offsets[d + 1] - begin, limit);
     if (w != begin) std::memmove(s.tokens.data() + w, s.tokens.data() + begin, len * sizeof(uint16_t));
-    s.offsets[i] = w;
+    s.offsets[d] = w;
     w += len;
   }
-  s.offsets[s.size()] = w;
+  s.offsets[docs] = w;
   s.tokens.resize(w);
 }
 

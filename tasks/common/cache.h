@@ -8,10 +8,11 @@
 //   "LRACACHE"                 8 bytes, magic
 //   u32 version                kVersion; another version is rebuilt
 //   u32 header_bytes
-//   header                     JSON: {"key": ..., "meta": {...}, "splits": [{"name", "examples",
-//                              "tokens", "token_bytes" (1 or 2), "zero_is_padding"}, ...]}
+//   header                     JSON: {"key": ..., "meta": {...}, "splits": [{"name", "examples", "docs"
+//                              (documents per example), "tokens", "token_bytes" (1 or 2),
+//                              "zero_is_padding"}, ...]}
 //   per split, in header order:
-//     u32 lengths[examples]    tokens per example
+//     u32 lengths[examples * docs]  tokens per document
 //     i32 labels[examples]
 //     tokens[tokens]           u8 when every id fits (token_bytes 1), else u16
 //   u64 digest                 kDigest over every byte before it
@@ -89,8 +90,8 @@ struct Loaded {
 Loaded load_or_build(const std::string& path, const std::string& key, const std::string& what, bool quiet,
                      const std::function<Entry()>& build);
 
-// Cached splits hold whole examples, so that changing max_length needs no rebuild: this cuts every
-// example of `s` to at most max_length tokens in place (no second copy of a large split).
+// Cached splits hold whole documents, so that changing max_length needs no rebuild: this cuts every
+// document of `s` to at most max_length tokens in place (no second copy of a large split).
 void truncate_in_place(Split& s, int max_length);
 
 }  // namespace lra::cache

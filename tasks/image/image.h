@@ -71,5 +71,7 @@ bool find_fashion_mnist(const std::string& data_dir, const std::string& system_d
 
 // The task's load(), with the system Fashion-MNIST folder as a parameter for tests.
 TaskData load(const DataOptions& opt, const std::string& system_dir = kSystemFashionMnist);
+// The task's data_status(): what load(opt) would read; counting parses it into the same cache.
+DataStatus data_status(const DataOptions& opt, const std::string& system_dir = kSystemFashionMnist);
 
 }  // namespace lra::image

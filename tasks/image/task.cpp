@@ -156,6 +156,7 @@ class ImageTask final : public Task {
              "real token"}};
   }
   TaskData load(const DataOptions& opt) const override { return image::load(opt); }
+  DataStatus data_status(const DataOptions& opt) const override { return image::data_status(opt); }
 };
 
 }  // namespace
@@ -202,53 +203,73 @@ bool find_fashion_mnist(const std::string& data_dir, const std::string& system_d
   return false;
 }
 
-TaskData load(const DataOptions& opt, const std::string& system_dir) {
-  const std::string dataset = dataset_option(opt);
-  const bool zero_is_padding = opt.task_params.value("zero_is_padding", true);
-  LRA_CHECK(opt.max_length >= 0, "max_length must not be negative (got {})", opt.max_length);
+namespace {
+
+// Where load() takes the images from, and why: the one decision that load() and data_status() share.
+struct Choice {
   Source src;
+  std::string reason;
+  bool fallback = false;  // dataset "auto" found no CIFAR-10 and takes Fashion-MNIST instead
+};
+
+Choice choose_source(const DataOptions& opt, const std::string& system_dir) {
+  check_data_dir_exists(opt);
+  const std::string dataset = dataset_option(opt);
+  Choice c;
   std::vector<std::string> tried;
   bool found = false;
   if (dataset != "fashion-mnist") {
-    found = find_cifar(opt.data_dir, src, tried);
+    found = find_cifar(opt.data_dir, c.src, tried);
     LRA_CHECK(found || dataset == "auto",
               "image: dataset = cifar10 but no CIFAR-10 was found ({}; looked in: {}); download "
               "cifar-10-binary.tar.gz (https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz) into --data-dir, "
               "or use --set dataset=fashion-mnist",
               opt.data_dir.empty() ? "no --data-dir was given" : "--data-dir " + opt.data_dir,
               tried.empty() ? std::string("nothing") : fmt::format("{}", fmt::join(tried, ", ")));
+    if (found) {
+      c.reason = c.src.kind == Source::Archive ? fmt::format("found cifar-10-binary.tar.gz in {}", opt.data_dir)
+                                               : fmt::format("found CIFAR-10's binary batches in {}", c.src.path);
+      return c;
+    }
   }
-  if (!found) {
-    const size_t cifar_tried = tried.size();
-    found = find_fashion_mnist(opt.data_dir, system_dir, src, tried);
-    LRA_CHECK(found,
-              "image: no Fashion-MNIST found (looked in: {}); install Debian's dataset-fashion-mnist package "
-              "(apt-get install dataset-fashion-mnist) or put train-images-idx3-ubyte.gz, "
-              "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in --data-dir",
-              fmt::join(tried, ", "));
-    if (dataset == "auto")
-      fmt::print(stderr,
-                 "image: {}: using Fashion-MNIST from {} (28x28 = 784 tokens, 10 classes; not LRA's CIFAR-10, so the "
-                 "accuracy is not comparable with LRA's Image)\n",
-                 opt.data_dir.empty()
-                     ? std::string("no --data-dir was given for CIFAR-10")
-                     : fmt::format("no CIFAR-10 under '{}' (looked for {})", opt.data_dir,
-                                   fmt::join(tried.begin(), tried.begin() + static_cast<std::ptrdiff_t>(cifar_tried),
-                                             ", ")),
-                 src.path);
+  const size_t cifar_tried = tried.size();
+  found = find_fashion_mnist(opt.data_dir, system_dir, c.src, tried);
+  LRA_CHECK(found,
+            "image: no Fashion-MNIST found (looked in: {}); install Debian's dataset-fashion-mnist package "
+            "(apt-get install dataset-fashion-mnist) or put train-images-idx3-ubyte.gz, "
+            "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in --data-dir",
+            fmt::join(tried, ", "));
+  if (dataset == "auto") {
+    c.fallback = true;
+    const auto cifar_end = tried.begin() + static_cast<std::ptrdiff_t>(cifar_tried);
+    c.reason = fmt::format("{}: Fashion-MNIST from {}",
+                           opt.data_dir.empty() ? std::string("no --data-dir was given for CIFAR-10")
+                                                : fmt::format("no CIFAR-10 under '{}' (looked for {})", opt.data_dir,
+                                                              fmt::join(tried.begin(), cifar_end, ", ")),
+                           c.src.path);
+  } else {
+    c.reason = fmt::format("dataset = fashion-mnist: found it in {}", c.src.path);
   }
-  const bool cifar = src.dataset == "cifar10";
-  const int image_length = cifar ? kCifarLength : kFashionLength;
-  const int max_length = opt.max_length > 0 ? opt.max_length : image_length;
-  src.path = fs::absolute(src.path).lexically_normal().string();
+  return c;
+}
 
-  // The key: every source file's checksum and the decoding.
-  const std::vector<std::string> files = source_files(src);
+// The parsed splits of `src` (train and test, whole) through the parsed-data cache, and the source
+// files with their checksums (the cache key).
+struct Opened {
+  cache::Loaded loaded;
+  std::vector<std::pair<std::string, std::string>> files;
+};
+
+Opened open_parsed(const DataOptions& opt, Source src) {
+  const bool cifar = src.dataset == "cifar10";
+  src.path = fs::absolute(src.path).lexically_normal().string();
+  Opened out;
   nlohmann::json file_list = nlohmann::json::array();
   std::string key = cifar ? kCifarParse : kFashionParse;
-  for (const std::string& f : files) {
+  for (const std::string& f : source_files(src)) {
     const std::string sum = file_checksum(f);
     file_list.push_back({f, sum});
+    out.files.emplace_back(f, sum);
     key += "|" + f + "=" + sum;
   }
   cache::Digest name;
@@ -256,7 +277,7 @@ TaskData load(const DataOptions& opt, const std::string& system_dir) {
   const std::string file = cache::cache_file(opt, "image", fmt::format("{}-{:016x}", src.dataset, name.value()));
   const std::string what = cifar ? "image (CIFAR-10)" : "image (Fashion-MNIST)";
   if (!opt.quiet) fmt::print(stderr, "{}: reading {}\n", what, src.path);
-  cache::Loaded loaded = cache::load_or_build(file, key, what, opt.quiet, [&] {
+  out.loaded = cache::load_or_build(file, key, what, opt.quiet, [&] {
     Parsed p = cifar ? (src.kind == Source::Archive ? read_cifar_archive(src.path) : read_cifar_folder(src.path))
                      : read_fashion_mnist(src.path);
     cache::Entry e;
@@ -265,25 +286,55 @@ TaskData load(const DataOptions& opt, const std::string& system_dir) {
     e.splits.emplace_back("test", std::move(p.test));
     return e;
   });
-  Split& train_all = loaded.entry.split("train");
-  Split& test_all = loaded.entry.split("test");
+  return out;
+}
 
-  // TFDS's train[:90%] rounds to the closest example.
-  const size_t cut = (train_all.size() * 9 + 5) / 10;
-  const size_t n_train = count_of(opt.n_train, cut, "n_train", "train (train[:90%])");
-  const size_t n_val = count_of(opt.n_val, train_all.size() - cut, "n_val", "validation (train[90%:])");
-  const size_t n_test = count_of(opt.n_test, test_all.size(), "n_test", "test");
+// The images each split takes: train[:90%] (TFDS rounds to the closest example), train[90%:], test,
+// each cut to its first n when n_train / n_val / n_test ask for fewer.
+struct Counts {
+  size_t cut, train, val, test;
+};
+
+Counts split_counts(const DataOptions& opt, size_t train_all, size_t test_all) {
+  Counts c{};
+  c.cut = (train_all * 9 + 5) / 10;
+  c.train = count_of(opt.n_train, c.cut, "n_train", "train (train[:90%])");
+  c.val = count_of(opt.n_val, train_all - c.cut, "n_val", "validation (train[90%:])");
+  c.test = count_of(opt.n_test, test_all, "n_test", "test");
+  return c;
+}
+
+}  // namespace
+
+TaskData load(const DataOptions& opt, const std::string& system_dir) {
+  const std::string dataset = dataset_option(opt);
+  const bool zero_is_padding = opt.task_params.value("zero_is_padding", true);
+  LRA_CHECK(opt.max_length >= 0, "max_length must not be negative (got {})", opt.max_length);
+  const Choice choice = choose_source(opt, system_dir);
+  if (choice.fallback)
+    fmt::print(stderr,
+               "image: {} (28x28 = 784 tokens, 10 classes; not LRA's CIFAR-10, so the accuracy is not comparable "
+               "with LRA's Image)\n",
+               choice.reason);
+  const bool cifar = choice.src.dataset == "cifar10";
+  const int image_length = cifar ? kCifarLength : kFashionLength;
+  const int max_length = opt.max_length > 0 ? opt.max_length : image_length;
+
+  Opened opened = open_parsed(opt, choice.src);
+  Split& train_all = opened.loaded.entry.split("train");
+  Split& test_all = opened.loaded.entry.split("test");
+  const Counts n = split_counts(opt, train_all.size(), test_all.size());
   TaskData data;
-  data.val = copy_range(train_all, cut, cut + n_val, max_length);
-  data.train = keep_first(std::move(train_all), n_train, max_length);
-  data.test = keep_first(std::move(test_all), n_test, max_length);
+  data.val = copy_range(train_all, n.cut, n.cut + n.val, max_length);
+  data.train = keep_first(std::move(train_all), n.train, max_length);
+  data.test = keep_first(std::move(test_all), n.test, max_length);
   for (Split* s : {&data.train, &data.val, &data.test}) s->zero_is_padding = zero_is_padding;
 
   data.info.name = cifar ? "cifar10 (grayscale)" : "fashion-mnist";
   data.info.source = "files";
-  data.info.path = src.path;
-  for (const auto& f : file_list) data.info.files.emplace_back(f[0].get<std::string>(), f[1].get<std::string>());
-  data.info.generator = {{"dataset", src.dataset},
+  data.info.path = fs::absolute(choice.src.path).lexically_normal().string();
+  data.info.files = opened.files;
+  data.info.generator = {{"dataset", choice.src.dataset},
                          {"dataset_option", dataset},
                          {"tokens_per_image", image_length},
                          {"pixels", cifar ? "tf.image.rgb_to_grayscale (float32, trunc(g * 255.5))" : "raw 0..255"},
@@ -292,8 +343,32 @@ TaskData load(const DataOptions& opt, const std::string& system_dir) {
                          {"n_train", opt.n_train},
                          {"n_val", opt.n_val},
                          {"n_test", opt.n_test},
-                         {"cache", loaded.to_json()}};
+                         {"cache", opened.loaded.to_json()}};
+  if (choice.fallback) data.info.generator["reason"] = choice.reason;
   return data;
+}
+
+DataStatus data_status(const DataOptions& opt, const std::string& system_dir) {
+  const Choice choice = choose_source(opt, system_dir);
+  DataOptions quiet = opt;
+  quiet.quiet = true;
+  const Opened opened = open_parsed(quiet, choice.src);
+  const Counts n =
+      split_counts(opt, opened.loaded.entry.split("train").size(), opened.loaded.entry.split("test").size());
+  const bool cifar = choice.src.dataset == "cifar10";
+  DataStatus st;
+  st.source = "files";
+  st.dataset = !cifar ? "Fashion-MNIST (not LRA's CIFAR-10)"
+               : choice.src.kind == Source::Archive ? "CIFAR-10 (cifar-10-binary.tar.gz)"
+                                                    : "CIFAR-10 (binary batches)";
+  st.reason = choice.reason;
+  st.path = fs::absolute(choice.src.path).lexically_normal().string();
+  st.n_train = static_cast<int64_t>(n.train);
+  st.n_val = static_cast<int64_t>(n.val);
+  st.n_test = static_cast<int64_t>(n.test);
+  st.files = opened.files;
+  st.details = {{"dataset", choice.src.dataset}, {"cache", opened.loaded.to_json()}};
+  return st;
 }
 
 }  // namespace lra::image

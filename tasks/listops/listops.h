@@ -92,18 +92,27 @@ void write_tsv(const std::string& path, const Split& split);
 // 1-based line number and the problem.
 Split read_tsv(const std::string& path, int64_t limit = 0, int max_length = 0);
 
+// The examples in a `Source<TAB>Target` file, counted without parsing them: its non-blank lines after
+// the header. Throws naming the file when it cannot be read or does not start with the header.
+int64_t count_tsv_examples(const std::string& path);
+
 // The folder holding basic_{train,val,test}.tsv: data_dir itself, data_dir/listops-1000,
 // data_dir/lra_release/listops-1000 or data_dir/lra_release/lra_release/listops-1000, first match
-// wins. Throws, listing the folders tried, when none has basic_train.tsv, or when one lacks the
-// other two files.
+// wins; "" when none has basic_train.tsv. `tried` receives the folders looked at. A folder with
+// basic_train.tsv but without the other two is a broken copy of the release and throws.
+std::string locate_data_dir(const std::string& data_dir, std::vector<std::string>& tried);
+// The same, throwing (listing the folders tried) when nothing is found.
 std::string find_data_dir(const std::string& data_dir);
 
 // The cache folder for generated data: <cache_dir>/listops/seed<S>-train<N>-val<N>-test<N>, with
 // the default sizes filled in and default_cache_dir() when opt.cache_dir is empty.
 std::string cache_path(const DataOptions& opt);
 
-// The task's load(): the released files when opt.data_dir is set, else the generator's cache
-// (generated and written on first use).
+// The task's load(): the released files when locate_data_dir(opt.data_dir) finds them, else the
+// generator's cache (generated and written on first use). A --data-dir without ListOps files is said
+// on stderr and recorded in info.generator["reason"].
 TaskData load(const DataOptions& opt);
+// The task's data_status(): what load(opt) would read or generate, without generating anything.
+DataStatus data_status(const DataOptions& opt);
 
 }  // namespace lra::listops

@@ -1,5 +1,7 @@
 // ListOps TSV files (`Source<TAB>Target`, as LRA's generator writes them) and the release layout.
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -124,13 +126,44 @@ Split read_tsv(const std::string& path, int64_t limit, int max_length) {
   return split;
 }
 
-std::string find_data_dir(const std::string& data_dir) {
+int64_t count_tsv_examples(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  LRA_CHECK(f.good(), "cannot open the ListOps file '{}': {}; check --data-dir", path, std::strerror(errno));
+  std::string line;
+  std::getline(f, line);
+  std::string_view header(line);
+  if (header.substr(0, kBom.size()) == kBom) header.remove_prefix(kBom.size());
+  if (!header.empty() && header.back() == '\r') header.remove_suffix(1);
+  LRA_CHECK(header == kHeader,
+            "malformed ListOps file '{}', line 1: expected the header 'Source<TAB>Target', found '{}'", path,
+            excerpt(header));
+  // Counted in large blocks: the released training file is about 600 MB.
+  std::vector<char> buf(kFlushBytes);
+  int64_t lines = 0;
+  bool blank = true;  // the current line has nothing but a CR so far
+  while (f) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto got = static_cast<size_t>(f.gcount());
+    for (size_t i = 0; i < got; ++i) {
+      const char c = buf[i];
+      if (c == '\n') {
+        lines += blank ? 0 : 1;
+        blank = true;
+      } else if (c != '\r') {
+        blank = false;
+      }
+    }
+  }
+  LRA_CHECK(!f.bad(), "error while reading the ListOps file '{}'", path);
+  return lines + (blank ? 0 : 1);
+}
+
+std::string locate_data_dir(const std::string& data_dir, std::vector<std::string>& tried) {
   const fs::path root(data_dir);
   const fs::path candidates[] = {root, root / "listops-1000", root / "lra_release" / "listops-1000",
                                  root / "lra_release" / "lra_release" / "listops-1000"};
-  std::string tried;
   for (const fs::path& c : candidates) {
-    tried += fmt::format("{}'{}'", tried.empty() ? "" : ", ", c.string());
+    tried.push_back(c.string());
     std::error_code ec;
     if (!fs::is_regular_file(c / "basic_train.tsv", ec)) continue;
     for (const char* name : {"basic_val.tsv", "basic_test.tsv"})
@@ -140,11 +173,18 @@ std::string find_data_dir(const std::string& data_dir) {
                 c.string(), name);
     return c.string();
   }
-  LRA_FAIL(
-      "no ListOps files (basic_train.tsv, basic_val.tsv, basic_test.tsv) under --data-dir "
-      "'{}'; tried {}. Point --data-dir at the extracted lra_release folder or at "
-      "listops-1000 itself, or leave it out to generate the data",
-      data_dir, tried);
+  return "";
+}
+
+std::string find_data_dir(const std::string& data_dir) {
+  std::vector<std::string> tried;
+  const std::string dir = locate_data_dir(data_dir, tried);
+  LRA_CHECK(!dir.empty(),
+            "no ListOps files (basic_train.tsv, basic_val.tsv, basic_test.tsv) under --data-dir "
+            "'{}'; tried '{}'. Point --data-dir at the extracted lra_release folder or at "
+            "listops-1000 itself, or leave it out to generate the data",
+            data_dir, fmt::join(tried, "', '"));
+  return dir;
 }
 
 }  // namespace lra::listops

@@ -1,5 +1,6 @@
 // The ListOps task: LRA's config, the presets, and loading from the release files or the
 // generator's cache.
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -79,8 +80,7 @@ std::vector<std::pair<std::string, std::string>> checksums(const fs::path& dir) 
   return files;
 }
 
-TaskData load_files(const DataOptions& opt) {
-  const fs::path dir(find_data_dir(opt.data_dir));
+TaskData load_files(const DataOptions& opt, const fs::path& dir) {
   const int max_length = resolved_max_length(opt);
   const bool subsample = opt.n_train > 0 || opt.n_val > 0 || opt.n_test > 0;
   if (!opt.quiet)
@@ -103,10 +103,16 @@ TaskData load_files(const DataOptions& opt) {
   return data;
 }
 
-TaskData load_generated(const DataOptions& opt) {
+nlohmann::json generator_json(const SplitSizes& sizes) {
+  const GeneratorConfig cfg;
+  return {{"max_depth", cfg.max_depth},   {"max_args", cfg.max_args}, {"min_length", cfg.min_length},
+          {"max_length", cfg.max_length}, {"n_train", sizes.train},   {"n_val", sizes.val},
+          {"n_test", sizes.test}};
+}
+
+TaskData load_generated(const DataOptions& opt, const fs::path& dir) {
   const SplitSizes sizes = requested_sizes(opt);
   const int max_length = resolved_max_length(opt);
-  const fs::path dir(cache_path(opt));
   TaskData data;
   if (complete(dir)) {
     if (!opt.quiet)
@@ -156,13 +162,36 @@ TaskData load_generated(const DataOptions& opt) {
   data.info.path = dir.string();
   data.info.generated = true;
   data.info.generator_seed = opt.data_seed;
-  const GeneratorConfig cfg;
-  data.info.generator = {{"max_depth", cfg.max_depth},   {"max_args", cfg.max_args},
-                         {"min_length", cfg.min_length}, {"max_length", cfg.max_length},
-                         {"n_train", sizes.train},       {"n_val", sizes.val},
-                         {"n_test", sizes.test}};
+  data.info.generator = generator_json(sizes);
   data.info.files = checksums(dir);
   return data;
+}
+
+// Where load() takes the data from, and why: the one decision that load() and data_status() share.
+struct Source {
+  bool files = false;
+  fs::path dir;  // the folder of basic_{train,val,test}.tsv, or the generator's cache folder
+  std::string reason;
+};
+
+Source choose_source(const DataOptions& opt) {
+  check_data_dir_exists(opt);
+  if (opt.data_dir.empty()) return {false, cache_path(opt), "no --data-dir was given"};
+  std::vector<std::string> tried;
+  const std::string dir = locate_data_dir(opt.data_dir, tried);
+  if (!dir.empty()) return {true, dir, fmt::format("found {}, {} and {} in {}", kFiles[0], kFiles[1], kFiles[2], dir)};
+  return {false, cache_path(opt),
+          fmt::format("no ListOps files under '{}' (looked for {} in {})", opt.data_dir, kFiles[0],
+                      fmt::join(tried, ", "))};
+}
+
+// The examples load() takes from a file of `available`: the first n (0 = all), as read_tsv does.
+int64_t taken(int64_t n, int64_t available, const fs::path& file) {
+  LRA_CHECK(n <= available,
+            "the ListOps file '{}' has only {} examples but the first {} were asked for; lower "
+            "n_train/n_val/n_test or leave them at 0 for all",
+            file.string(), available, n);
+  return n > 0 ? n : available;
 }
 
 class ListOpsTask final : public Task {
@@ -200,6 +229,7 @@ class ListOpsTask final : public Task {
     return {{"paper", nlohmann::json::object()}, {"cpu", cpu_preset()}};
   }
   TaskData load(const DataOptions& opt) const override { return listops::load(opt); }
+  DataStatus data_status(const DataOptions& opt) const override { return listops::data_status(opt); }
 };
 
 }  // namespace
@@ -213,9 +243,44 @@ std::string cache_path(const DataOptions& opt) {
 }
 
 TaskData load(const DataOptions& opt) {
-  TaskData data = opt.data_dir.empty() ? load_generated(opt) : load_files(opt);
+  const Source src = choose_source(opt);
+  if (!src.files && !opt.data_dir.empty())
+    fmt::print(stderr,
+               "listops: {}: using LRA's generator instead (seed {}). Point --data-dir at the extracted "
+               "lra_release folder or at listops-1000/ for the released files.\n",
+               src.reason, opt.data_seed);
+  TaskData data = src.files ? load_files(opt, src.dir) : load_generated(opt, src.dir);
+  if (!src.files) data.info.generator["reason"] = src.reason;
   data.info.name = "listops";
   return data;
+}
+
+DataStatus data_status(const DataOptions& opt) {
+  const Source src = choose_source(opt);
+  DataStatus st;
+  st.reason = src.reason;
+  st.path = src.dir.string();
+  if (src.files) {
+    st.source = "files";
+    st.dataset = "ListOps (LRA release)";
+    st.n_train = taken(opt.n_train, count_tsv_examples((src.dir / kFiles[0]).string()), src.dir / kFiles[0]);
+    st.n_val = taken(opt.n_val, count_tsv_examples((src.dir / kFiles[1]).string()), src.dir / kFiles[1]);
+    st.n_test = taken(opt.n_test, count_tsv_examples((src.dir / kFiles[2]).string()), src.dir / kFiles[2]);
+    st.files = checksums(src.dir);
+    return st;
+  }
+  const SplitSizes sizes = requested_sizes(opt);
+  st.source = "generated";
+  st.dataset = "ListOps (LRA's generator)";
+  st.n_train = sizes.train;
+  st.n_val = sizes.val;
+  st.n_test = sizes.test;
+  st.generated = true;
+  st.seed = opt.data_seed;
+  st.cached = complete(src.dir);
+  if (st.cached) st.files = checksums(src.dir);
+  st.details = generator_json(sizes);
+  return st;
 }
 
 }  // namespace lra::listops

@@ -123,8 +123,11 @@ std::string write_released_layout(const Dataset& d, const std::string& root);
 
 // The difficulty folder for (resolution, contour_length) under data_dir: data_dir itself (when it
 // holds metadata/), data_dir/<difficulty>, data_dir/pathfinder{R}/<difficulty>,
-// data_dir/lra_release/pathfinder{R}/<difficulty>, data_dir/lra_release/lra_release/... First match
-// wins; throws, listing the folders tried, when none matches.
+// data_dir/lra_release/lra_release/pathfinder{R}/<difficulty>, data_dir/lra_release/pathfinder{R}/...
+// First match wins; "" when none matches. `tried` receives the folders looked at.
+std::string locate_released(const std::string& data_dir, int resolution, int contour_length,
+                            std::vector<std::string>& tried);
+// The same, throwing (listing the folders tried) when none matches.
 std::string find_released(const std::string& data_dir, int resolution, int contour_length);
 
 // Reads a released difficulty folder of p.resolution-pixel images: the metadata files in numeric
@@ -136,6 +139,15 @@ std::string find_released(const std::string& data_dir, int resolution, int conto
 Dataset read_released(const std::string& dir, const Params& p, int64_t n_train, int64_t n_val, int64_t n_test,
                       std::vector<std::string>& metadata_files);
 
+// What read_released(dir, p, n_train, n_val, n_test, ...) would return, without decoding an image: the
+// images per split, the non-empty images listed, and the metadata files. Throws as read_released does
+// on malformed metadata, a listed image that is missing, or n larger than its split.
+struct ReleasedCounts {
+  int64_t train = 0, val = 0, test = 0, total = 0;
+  std::vector<std::string> metadata_files;
+};
+ReleasedCounts count_released(const std::string& dir, int64_t n_train, int64_t n_val, int64_t n_test);
+
 // PNG helpers (libpng): 8-bit grayscale encoding, and decoding to 8-bit grayscale of a known size
 // (`name` is used in messages).
 std::string encode_png(const uint8_t* pixels, int width, int height);
@@ -144,8 +156,11 @@ std::vector<uint8_t> decode_png(const std::string& bytes, const std::string& nam
 // The cache file for generated data: <cache_dir>/pathfinder/pf<R>-<difficulty>-seed<S>-train<N>-val<N>-test<N>.bin
 std::string cache_path(const DataOptions& opt, const Params& p, const SplitSizes& sizes);
 
-// The tasks' load(): the released files when opt.data_dir is set, else the generator's cache
-// (generated and written on first use). default_resolution fills in a task_params without one.
+// The tasks' load(): the released files when locate_released finds them under opt.data_dir, else the
+// generator's cache (generated and written on first use). A --data-dir without the folder is said on
+// stderr and recorded in info.generator["reason"]. default_resolution fills in a task_params without one.
 TaskData load(const DataOptions& opt, int default_resolution);
+// The tasks' data_status(): what load() would read or generate, without generating anything.
+DataStatus data_status(const DataOptions& opt, int default_resolution);
 
 }  // namespace lra::pathfinder

@@ -8,6 +8,7 @@
 // 8-bit grayscale R x R PNGs; one released file is empty (0 bytes) and, as in LRA, empty files are
 // skipped. The split is LRA's `[:80%]`, `[80%:90%]`, `[90%:]` in record order; records are ordered
 // by metadata file number, then line.
+#include <fmt/ranges.h>
 #include <png.h>
 #include <unistd.h>
 
@@ -196,55 +197,102 @@ std::vector<uint8_t> decode_png(const std::string& bytes, const std::string& nam
   return out;
 }
 
-std::string find_released(const std::string& data_dir, int resolution, int contour_length) {
+std::string locate_released(const std::string& data_dir, int resolution, int contour_length,
+                            std::vector<std::string>& tried) {
   const fs::path root(data_dir);
   const std::string res = fmt::format("pathfinder{}", resolution), diff = difficulty_folder(contour_length);
   const fs::path candidates[] = {root, root / diff, root / res / diff,
                                  root / "lra_release" / "lra_release" / res / diff, root / "lra_release" / res / diff};
-  std::string tried;
   for (const fs::path& c : candidates) {
-    tried += fmt::format("{}'{}'", tried.empty() ? "" : ", ", c.string());
+    tried.push_back(c.string());
     std::error_code ec;
     if (fs::is_directory(c / "metadata", ec)) return c.string();
   }
-  LRA_FAIL(
-      "no Pathfinder data for {} {} under --data-dir '{}' (looked for a metadata/ folder in {}). Point "
-      "--data-dir at the extracted lra_release folder or at the {} folder itself, or leave it out to "
-      "generate the data",
-      res, diff, data_dir, tried, diff);
+  return "";
 }
 
-Dataset read_released(const std::string& dir, const Params& p, int64_t n_train, int64_t n_val, int64_t n_test,
-                      std::vector<std::string>& metadata_files) {
+std::string find_released(const std::string& data_dir, int resolution, int contour_length) {
+  std::vector<std::string> tried;
+  const std::string dir = locate_released(data_dir, resolution, contour_length, tried);
+  LRA_CHECK(!dir.empty(),
+            "no Pathfinder data for pathfinder{} {} under --data-dir '{}' (looked for a metadata/ folder in '{}'). "
+            "Point --data-dir at the extracted lra_release folder or at the {} folder itself, or leave it out to "
+            "generate the data",
+            resolution, difficulty_folder(contour_length), data_dir, fmt::join(tried, "', '"),
+            difficulty_folder(contour_length));
+  return dir;
+}
+
+namespace {
+
+// A released folder's non-empty images in record order, and the part of them each split takes.
+struct Index {
+  std::vector<std::string> metadata_files;
+  std::vector<Record> kept;
+  size_t total = 0;                           // non-empty images
+  size_t begin[3] = {}, count[3] = {};        // train, val, test: the first image in `kept` and how many
+};
+
+// Reads the metadata, drops empty images as LRA does and applies LRA's [:80%], [80%:90%], [90%:] split
+// (boundaries rounded to the nearest image); n > 0 keeps the first n images of a split.
+Index index_released(const std::string& dir, int64_t n_train, int64_t n_val, int64_t n_test) {
   const fs::path root(dir);
   std::error_code ec;
   LRA_CHECK(fs::is_directory(root / "metadata", ec),
             "'{}' has no metadata/ folder; a released Pathfinder folder holds metadata/<k>.npy and imgs/<k>/", dir);
   const std::vector<fs::path> files = metadata_files_in(root / "metadata");
   LRA_CHECK(!files.empty(), "the Pathfinder metadata folder '{}' holds no .npy files", (root / "metadata").string());
-  metadata_files.clear();
+  Index idx;
   std::vector<Record> records;
   for (size_t k = 0; k < files.size(); ++k) {
-    metadata_files.push_back(files[k].string());
+    idx.metadata_files.push_back(files[k].string());
     parse_metadata(files[k].string(), root, k, records);
   }
   parallel_for(records.size(), [&](size_t i) {
     Record& r = records[i];
     std::error_code e;
     r.bytes = fs::file_size(r.path, e);
-    LRA_CHECK(!e, "'{}' (line {}) names the image '{}', which cannot be read: {}", metadata_files[r.meta], r.line,
+    LRA_CHECK(!e, "'{}' (line {}) names the image '{}', which cannot be read: {}", idx.metadata_files[r.meta], r.line,
               r.path, e.message());
   });
-  std::vector<const Record*> kept;
-  for (const Record& r : records)
-    if (r.bytes > 0) kept.push_back(&r);
-  LRA_CHECK(!kept.empty(), "the Pathfinder folder '{}' lists no non-empty images", dir);
-  const size_t n = kept.size();
+  for (Record& r : records)
+    if (r.bytes > 0) idx.kept.push_back(std::move(r));
+  LRA_CHECK(!idx.kept.empty(), "the Pathfinder folder '{}' lists no non-empty images", dir);
+  const size_t n = idx.total = idx.kept.size();
   const size_t b1 = (n * 80 + 50) / 100, b2 = (n * 90 + 50) / 100;
   const size_t begin[3] = {0, b1, b2}, end[3] = {b1, b2, n};
   const int64_t want[3] = {n_train, n_val, n_test};
   const char* names[3] = {"n_train", "n_val", "n_test"};
   const char* splits[3] = {"train", "val", "test"};
+  for (int s = 0; s < 3; ++s) {
+    const size_t available = end[s] - begin[s];
+    LRA_CHECK(want[s] >= 0, "{} must not be negative (got {}); use 0 for all", names[s], want[s]);
+    LRA_CHECK(static_cast<size_t>(want[s]) <= available,
+              "{} = {} but the {} split of '{}' has only {} images (80/10/10 of {} non-empty images)", names[s],
+              want[s], splits[s], dir, available, n);
+    idx.begin[s] = begin[s];
+    idx.count[s] = want[s] > 0 ? static_cast<size_t>(want[s]) : available;
+  }
+  return idx;
+}
+
+}  // namespace
+
+ReleasedCounts count_released(const std::string& dir, int64_t n_train, int64_t n_val, int64_t n_test) {
+  const Index idx = index_released(dir, n_train, n_val, n_test);
+  ReleasedCounts c;
+  c.train = static_cast<int64_t>(idx.count[0]);
+  c.val = static_cast<int64_t>(idx.count[1]);
+  c.test = static_cast<int64_t>(idx.count[2]);
+  c.total = static_cast<int64_t>(idx.total);
+  c.metadata_files = idx.metadata_files;
+  return c;
+}
+
+Dataset read_released(const std::string& dir, const Params& p, int64_t n_train, int64_t n_val, int64_t n_test,
+                      std::vector<std::string>& metadata_files) {
+  const Index idx = index_released(dir, n_train, n_val, n_test);
+  metadata_files = idx.metadata_files;
   Dataset d;
   d.params = p;
   ImageSet* sets[3] = {&d.train, &d.val, &d.test};
@@ -252,23 +300,18 @@ Dataset read_released(const std::string& dir, const Params& p, int64_t n_train, 
   std::vector<std::pair<ImageSet*, size_t>> jobs;  // (set, index within it) per image to decode
   std::vector<const Record*> job_records;
   for (int s = 0; s < 3; ++s) {
-    const size_t available = end[s] - begin[s];
-    LRA_CHECK(want[s] >= 0, "{} must not be negative (got {}); use 0 for all", names[s], want[s]);
-    LRA_CHECK(static_cast<size_t>(want[s]) <= available,
-              "{} = {} but the {} split of '{}' has only {} images (80/10/10 of {} non-empty images)", names[s],
-              want[s], splits[s], dir, available, n);
-    const size_t count = want[s] > 0 ? static_cast<size_t>(want[s]) : available;
+    const size_t count = idx.count[s];
     ImageSet& set = *sets[s];
     set.resolution = p.resolution;
     set.pixels.resize(count * area);
     set.labels.resize(count);
     set.margins.resize(count);
     for (size_t i = 0; i < count; ++i) {
-      const Record* r = kept[begin[s] + i];
-      set.labels[i] = r->label;
-      set.margins[i] = r->margin;
+      const Record& r = idx.kept[idx.begin[s] + i];
+      set.labels[i] = r.label;
+      set.margins[i] = r.margin;
       jobs.emplace_back(&set, i);
-      job_records.push_back(r);
+      job_records.push_back(&r);
     }
   }
   parallel_for(jobs.size(), [&](size_t j) {

@@ -8,6 +8,7 @@
 // which its transformer config leaves as it is: emb 32, 2 heads, 1 layer, qkv 16, mlp 32, dropout
 // 0.1, batch 64, warmup 2,500, 500,000 steps, gradient clipping at 1.0, learned positions.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <filesystem>
 
@@ -71,8 +72,7 @@ TaskData finish(Dataset& d, bool zero_is_padding) {
   return data;
 }
 
-TaskData load_files(const DataOptions& opt, const Params& p, bool zero_is_padding) {
-  const std::string dir = find_released(opt.data_dir, p.resolution, p.contour_length);
+TaskData load_files(const DataOptions& opt, const std::string& dir, const Params& p, bool zero_is_padding) {
   const bool subsample = opt.n_train > 0 || opt.n_val > 0 || opt.n_test > 0;
   if (!opt.quiet)
     fmt::print(
@@ -98,9 +98,17 @@ TaskData load_files(const DataOptions& opt, const Params& p, bool zero_is_paddin
   return data;
 }
 
-TaskData load_generated(const DataOptions& opt, const Params& p, const std::string& difficulty, bool zero_is_padding) {
+nlohmann::json generated_json(const Params& p, const std::string& difficulty, const SplitSizes& sizes) {
+  nlohmann::json j = generator_json(p, difficulty);
+  j["n_train"] = sizes.train;
+  j["n_val"] = sizes.val;
+  j["n_test"] = sizes.test;
+  return j;
+}
+
+TaskData load_generated(const DataOptions& opt, const std::string& path, const Params& p,
+                        const std::string& difficulty, bool zero_is_padding) {
   const SplitSizes sizes = requested_sizes(opt);
-  const std::string path = cache_path(opt, p, sizes);
   Dataset d;
   std::string reason, checksum;
   if (read_cache(path, opt.data_seed, p, sizes, d, reason, checksum)) {
@@ -133,12 +141,50 @@ TaskData load_generated(const DataOptions& opt, const Params& p, const std::stri
   data.info.path = path;
   data.info.generated = true;
   data.info.generator_seed = opt.data_seed;
-  data.info.generator = generator_json(p, difficulty);
-  data.info.generator["n_train"] = sizes.train;
-  data.info.generator["n_val"] = sizes.val;
-  data.info.generator["n_test"] = sizes.test;
+  data.info.generator = generated_json(p, difficulty, sizes);
   if (!checksum.empty()) data.info.files.emplace_back(path, checksum);
   return data;
+}
+
+// The task options resolved: which images to read or draw.
+struct Setup {
+  Params p;
+  std::string difficulty;
+  bool zero_is_padding = true;
+};
+
+Setup setup_of(const DataOptions& opt, int default_resolution) {
+  const int resolution = opt.task_params.value("resolution", default_resolution);
+  Setup s;
+  s.difficulty = opt.task_params.value("difficulty", std::string("hard"));
+  s.zero_is_padding = opt.task_params.value("zero_is_padding", true);
+  s.p = params_for(resolution, contour_length_of(s.difficulty));
+  const int tokens = resolution * resolution;
+  LRA_CHECK(opt.max_length >= 0, "max_length must not be negative (got {})", opt.max_length);
+  LRA_CHECK(opt.max_length == 0 || opt.max_length >= tokens,
+            "pathfinder: resolution {} gives {} tokens per image but max_length is {}; add --set max_length={} "
+            "(an image cut short would lose its lower rows, and with them often a marker)",
+            resolution, tokens, opt.max_length, tokens);
+  return s;
+}
+
+// Where load() takes the images from, and why: the one decision that load() and data_status() share.
+struct Source {
+  bool files = false;
+  std::string path;  // the released difficulty folder, or the generator's cache file
+  std::string reason;
+};
+
+Source choose_source(const DataOptions& opt, const Params& p) {
+  check_data_dir_exists(opt);
+  const std::string what = fmt::format("pathfinder{}/{}", p.resolution, difficulty_folder(p.contour_length));
+  if (opt.data_dir.empty()) return {false, cache_path(opt, p, requested_sizes(opt)), "no --data-dir was given"};
+  std::vector<std::string> tried;
+  const std::string dir = locate_released(opt.data_dir, p.resolution, p.contour_length, tried);
+  if (!dir.empty()) return {true, dir, fmt::format("found the released {} folder {}", what, dir)};
+  return {false, cache_path(opt, p, requested_sizes(opt)),
+          fmt::format("no {} under '{}' (looked for a metadata/ folder in {})", what, opt.data_dir,
+                      fmt::join(tried, ", "))};
 }
 
 const char* const kDifficultyHelp =
@@ -221,6 +267,7 @@ class PathfinderTask final : public Task {
     data.info.name = name_;
     return data;
   }
+  DataStatus data_status(const DataOptions& opt) const override { return pathfinder::data_status(opt, resolution_); }
 
  private:
   // The `cpu` presets: minutes on 2 cores. One small layer, a short cosine cycle and a generated set
@@ -254,20 +301,51 @@ std::string cache_path(const DataOptions& opt, const Params& p, const SplitSizes
 }
 
 TaskData load(const DataOptions& opt, int default_resolution) {
-  const int resolution = opt.task_params.value("resolution", default_resolution);
-  const std::string difficulty = opt.task_params.value("difficulty", std::string("hard"));
-  const bool zero_is_padding = opt.task_params.value("zero_is_padding", true);
-  const Params p = params_for(resolution, contour_length_of(difficulty));
-  const int tokens = resolution * resolution;
-  LRA_CHECK(opt.max_length >= 0, "max_length must not be negative (got {})", opt.max_length);
-  LRA_CHECK(opt.max_length == 0 || opt.max_length >= tokens,
-            "pathfinder: resolution {} gives {} tokens per image but max_length is {}; add --set max_length={} "
-            "(an image cut short would lose its lower rows, and with them often a marker)",
-            resolution, tokens, opt.max_length, tokens);
-  TaskData data =
-      opt.data_dir.empty() ? load_generated(opt, p, difficulty, zero_is_padding) : load_files(opt, p, zero_is_padding);
+  const Setup s = setup_of(opt, default_resolution);
+  const Source src = choose_source(opt, s.p);
+  if (!src.files && !opt.data_dir.empty())
+    fmt::print(stderr,
+               "pathfinder: {}: generating the images instead (seed {}). Point --data-dir at the extracted "
+               "lra_release folder or at the difficulty folder itself for the released images.\n",
+               src.reason, opt.data_seed);
+  TaskData data = src.files ? load_files(opt, src.path, s.p, s.zero_is_padding)
+                            : load_generated(opt, src.path, s.p, s.difficulty, s.zero_is_padding);
+  if (!src.files) data.info.generator["reason"] = src.reason;
   data.info.name = "pathfinder";
   return data;
+}
+
+DataStatus data_status(const DataOptions& opt, int default_resolution) {
+  const Setup s = setup_of(opt, default_resolution);
+  const Source src = choose_source(opt, s.p);
+  DataStatus st;
+  st.reason = src.reason;
+  st.path = src.path;
+  const std::string what = fmt::format("pathfinder{} {}", s.p.resolution, difficulty_folder(s.p.contour_length));
+  if (src.files) {
+    const ReleasedCounts c = count_released(src.path, opt.n_train, opt.n_val, opt.n_test);
+    st.source = "files";
+    st.dataset = what + " (LRA release)";
+    st.n_train = c.train;
+    st.n_val = c.val;
+    st.n_test = c.test;
+    for (const std::string& f : c.metadata_files) st.files.emplace_back(f, file_checksum(f));
+    st.details = {{"resolution", s.p.resolution}, {"difficulty", s.difficulty}, {"images", c.total}};
+    return st;
+  }
+  const SplitSizes sizes = requested_sizes(opt);
+  st.source = "generated";
+  st.dataset = what + " (snakes2 generator)";
+  st.n_train = sizes.train;
+  st.n_val = sizes.val;
+  st.n_test = sizes.test;
+  st.generated = true;
+  st.seed = opt.data_seed;
+  std::error_code ec;
+  st.cached = fs::is_regular_file(src.path, ec);
+  if (st.cached) st.files.emplace_back(src.path, file_checksum(src.path));
+  st.details = generated_json(s.p, s.difficulty, sizes);
+  return st;
 }
 
 }  // namespace lra::pathfinder

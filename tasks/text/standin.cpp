@@ -15,12 +15,11 @@
 // stream, so generation runs in parallel, is independent of the thread count and is fast enough
 // (tens of MB/s per core) that the documents are generated at every load instead of cached: a cache
 // of 25k + 25k documents of 4000 ids would be ~400 MB to read back.
-#include <omp.h>
-
 #include <algorithm>
 
 #include "core/check.h"
 #include "core/rng.h"
+#include "tasks/common/standin.h"
 #include "tasks/text/text.h"
 
 namespace lra::text {
@@ -30,7 +29,6 @@ namespace {
 // The stand-in's Philox streams: kStreamBase | stream << 40 | document index.
 constexpr uint64_t kStreamBase = 8ull << 56;
 constexpr int kMaxAttempts = 10000;
-constexpr int64_t kBlock = 1024;  // documents generated in parallel before they are appended
 
 const std::vector<std::string>& shared_words() {
   static const std::vector<std::string> words = {
@@ -76,42 +74,26 @@ int standin_document(uint64_t seed, uint64_t stream, uint64_t index, int max_len
   const uint32_t marker_threshold = static_cast<uint32_t>(cfg.marker_rate * 4294967296.0);
   std::string doc;
   doc.reserve(target);
+  std::vector<int> counts(2);  // neg, pos markers placed
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    doc.clear();
     const bool pos_side = (rng.next_u32() & 1u) != 0;
     const double bias = cfg.min_bias + (cfg.max_bias - cfg.min_bias) * rng.uniform();
     const auto pos_threshold = static_cast<uint32_t>((pos_side ? 0.5 + bias : 0.5 - bias) * 4294967296.0);
-    int pos = 0, neg = 0;
-    uint64_t sentence_left = 4 + rng.below(14);
-    std::string_view sep;  // what goes before the next word
-    for (;;) {
-      const std::string* word;
-      int* count = nullptr;
-      if (rng.next_u32() < marker_threshold) {
-        const bool is_pos = rng.next_u32() < pos_threshold;
-        const auto& markers = is_pos ? pos_markers() : neg_markers();
-        word = &markers[rng.below(markers.size())];
-        count = is_pos ? &pos : &neg;
-      } else {
-        word = &shared[rng.below(shared.size())];
-      }
-      // One byte stays free for the final full stop.
-      if (doc.size() + sep.size() + word->size() + 1 > target) break;
-      doc += sep;
-      doc += *word;
-      if (count != nullptr) ++*count;
-      sep = " ";
-      if (--sentence_left == 0) {
-        doc += '.';
-        sep = rng.below(10) == 0 ? " <br /><br />" : " ";
-        sentence_left = 4 + rng.below(14);
-      }
-    }
-    if (doc.empty() || doc.back() != '.') doc += '.';
-    if (pos != neg) {
+    standin::write_document(
+        rng, target,
+        [&](Rng& r) {
+          if (r.next_u32() < marker_threshold) {
+            const int kind = r.next_u32() < pos_threshold ? 1 : 0;
+            const auto& markers = standin_markers(kind);
+            return standin::DrawnWord{&markers[r.below(markers.size())], kind};
+          }
+          return standin::DrawnWord{&shared[r.below(shared.size())], -1};
+        },
+        doc, counts);
+    if (counts[1] != counts[0]) {
       out.clear();
       append_byte_ids(doc, out);
-      return pos > neg ? 1 : 0;
+      return counts[1] > counts[0] ? 1 : 0;
     }
   }
   LRA_FAIL("the Text stand-in drew {} documents of up to {} bytes in a row with as many pos as neg markers; "
@@ -120,31 +102,15 @@ int standin_document(uint64_t seed, uint64_t stream, uint64_t index, int max_len
 }
 
 Split standin_split(uint64_t seed, uint64_t stream, int64_t n, int max_length, const StandInConfig& cfg) {
-  LRA_CHECK(n >= 0, "the number of stand-in documents must not be negative, got {}", n);
   Split split;
-  split.tokens.reserve(static_cast<size_t>(n) * static_cast<size_t>(max_length) * 3 / 4);
-  std::vector<std::vector<uint16_t>> docs(static_cast<size_t>(std::min(n, kBlock)));
-  std::vector<int> labels(docs.size());
-  for (int64_t begin = 0; begin < n; begin += kBlock) {
-    const int64_t count = std::min(kBlock, n - begin);
-    bool failed = false;
-    std::string error;
-#pragma omp parallel for schedule(dynamic, 16)
-    for (int64_t i = 0; i < count; ++i) {
-      try {
-        labels[static_cast<size_t>(i)] = standin_document(seed, stream, static_cast<uint64_t>(begin + i), max_length,
-                                                          cfg, docs[static_cast<size_t>(i)]);
-      } catch (const Error& e) {
-#pragma omp critical
-        {
-          failed = true;
-          error = e.what();
-        }
-      }
-    }
-    if (failed) throw Error(error);
-    for (int64_t i = 0; i < count; ++i) split.add(docs[static_cast<size_t>(i)], labels[static_cast<size_t>(i)]);
-  }
+  split.tokens.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)) * static_cast<size_t>(max_length) * 3 / 4);
+  struct Doc {
+    std::vector<uint16_t> ids;
+    int label = 0;
+  };
+  standin::generate_in_order<Doc>(
+      n, [&](int64_t i, Doc& d) { d.label = standin_document(seed, stream, static_cast<uint64_t>(i), max_length, cfg, d.ids); },
+      [&](int64_t, const Doc& d) { split.add(d.ids, d.label); });
   return split;
 }
 

@@ -84,5 +84,7 @@ const std::vector<std::string>& standin_markers(int label);
 // The task's load(): IMDB when find_imdb(data_dir) finds it (parsed once into the cache), else the
 // stand-in.
 TaskData load(const DataOptions& opt);
+// The task's data_status(): what load(opt) would use; counting IMDB parses it into the same cache.
+DataStatus data_status(const DataOptions& opt);
 
 }  // namespace lra::text
