@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "bench/attn_bench.h"
+
 namespace lra {
 
 struct BenchTrainOptions {
@@ -32,20 +34,8 @@ struct BenchTrainOptions {
   std::string python = "python3";
 };
 
-struct BenchAttnOptions {
-  std::string attn = "all";                     // comma-separated registry names, or all
-  std::string lengths = "1024,2048,3072,4096";  // comma-separated sequence lengths L
-  int batch = 8;
-  int heads = 4;
-  int dim = 128;  // D = qkv_dim; head size D / H
-  std::string mode = "fwdbwd";  // fwd or fwdbwd
-  std::string device = "cpu";
-  bool causal = false;
-  int threads = 0;
-  int steps = 5;
-  int warmup = 1;
-  std::vector<std::string> sets;
-  uint64_t seed = 0;
+// `lra bench attn`: what to measure (lib/bench) plus how to report it.
+struct BenchAttnOptions : AttnBenchRequest {
   bool json = false;
   std::string out;  // bench record path, empty = none
 };

@@ -3,8 +3,11 @@
 #include <cstdio>
 
 #include "cmd_bench.h"
+#include "cmd_compare.h"
 #include "cmd_data.h"
 #include "cmd_list.h"
+#include "cmd_report.h"
+#include "cmd_reproduce.h"
 #include "cmd_run.h"
 
 int main(int argc, char** argv) {
@@ -34,6 +37,22 @@ int main(int argc, char** argv) {
               "files, `data generate` writes generated data in the released layout");
   lra::setup_data(*data, data_status_opt, data_fetch_opt, data_generate_opt);
 
+  lra::ReportOptions report_opt;
+  CLI::App* report = app.add_subcommand(
+      "report", "the LRA paper's tables from folders of records, published numbers beside ours (md, csv, latex, html)");
+  lra::setup_report(*report, report_opt);
+
+  lra::CompareOptions compare_opt;
+  CLI::App* compare =
+      app.add_subcommand("compare", "runs, or the variants of one task, side by side: accuracy, loss, speed, memory, "
+                                    "config differences");
+  lra::setup_compare(*compare, compare_opt);
+
+  lra::ReproduceOptions reproduce_opt;
+  CLI::App* reproduce = app.add_subcommand(
+      "reproduce", "run the missing cells of an LRA table (resumable), then write the table beside the paper's");
+  lra::setup_reproduce(*reproduce, reproduce_opt);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (run->parsed()) return lra::run_run(run_opt, *run);
@@ -43,6 +62,9 @@ int main(int argc, char** argv) {
     if (data->got_subcommand("status")) return lra::run_data_status(data_status_opt);
     if (data->got_subcommand("fetch")) return lra::run_data_fetch(data_fetch_opt);
     if (data->got_subcommand("generate")) return lra::run_data_generate(data_generate_opt);
+    if (report->parsed()) return lra::run_report(report_opt);
+    if (compare->parsed()) return lra::run_compare(compare_opt);
+    if (reproduce->parsed()) return lra::run_reproduce(reproduce_opt, *reproduce);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lra: %s\n", e.what());
     return 1;

@@ -1,0 +1,176 @@
+#include "results/collection.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+
+#include "attn/attention.h"
+#include "core/check.h"
+#include "core/sys.h"
+#include "results/record.h"
+
+namespace lra {
+
+namespace fs = std::filesystem;
+
+double RunEntry::test_accuracy_pct() const { return 100.0 * record.at("metrics").at("test_accuracy").get<double>(); }
+
+namespace {
+
+// Reads one run record's identity, or says why it cannot be used.
+std::string read_run(const std::string& path, const nlohmann::json& j, RunEntry& e) {
+  for (const char* key : {"task", "attn", "preset", "status"})
+    if (!j.contains(key) || !j[key].is_string()) return fmt::format("run record without a string '{}'", key);
+  if (!j.contains("seed") || !j["seed"].is_number_unsigned()) return "run record without a non-negative 'seed'";
+  e.path = path;
+  e.task = j["task"].get<std::string>();
+  e.attn = j["attn"].get<std::string>();
+  e.preset = j["preset"].get<std::string>();
+  e.status = j["status"].get<std::string>();
+  e.seed = j["seed"].get<uint64_t>();
+  e.started_at = j.value("started_at", std::string());
+  if (e.ok()) {
+    const auto missing = missing_record_keys(j);
+    if (!missing.empty()) return fmt::format("ok run record without {}", fmt::join(missing, ", "));
+    if (!j["metrics"]["test_accuracy"].is_number()) return "ok run record whose metrics.test_accuracy is not a number";
+  }
+  e.record = j;
+  return {};
+}
+
+std::string read_bench(const nlohmann::json& j) {
+  if (!j.contains("rows") || !j["rows"].is_array()) return "bench record without rows";
+  if (!j.contains("env") || !j["env"].is_object()) return "bench record without env";
+  for (const auto& r : j["rows"]) {
+    for (const char* key : {"attn", "mode", "device"})
+      if (!r.contains(key) || !r[key].is_string()) return fmt::format("bench row without a string '{}'", key);
+    for (const char* key : {"len", "batch", "heads", "dim", "threads", "ms_median", "peak_arena_bytes"})
+      if (!r.contains(key) || !r[key].is_number()) return fmt::format("bench row without a number '{}'", key);
+    if (!r.contains("causal") || !r["causal"].is_boolean()) return "bench row without a boolean 'causal'";
+  }
+  return {};
+}
+
+void load_file(const std::string& path, RecordSet& set) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(path));
+  } catch (const std::exception& e) {
+    set.skipped.push_back(fmt::format("{}: not valid JSON ({})", path, e.what()));
+    return;
+  }
+  if (!j.is_object()) {
+    set.skipped.push_back(fmt::format("{}: not a JSON object", path));
+    return;
+  }
+  const std::string kind = j.value("kind", std::string());
+  if (kind.rfind("published_", 0) == 0) return;
+  if (kind == "bench_attn") {
+    if (const std::string why = read_bench(j); !why.empty()) {
+      set.skipped.push_back(fmt::format("{}: {}", path, why));
+      return;
+    }
+    set.benches.push_back({path, std::move(j)});
+    return;
+  }
+  if (!kind.empty()) {
+    set.skipped.push_back(fmt::format("{}: a record of kind '{}', which lra report does not read", path, kind));
+    return;
+  }
+  if (!j.contains("schema_version")) {
+    set.skipped.push_back(fmt::format("{}: neither a run record nor a bench record (no schema_version)", path));
+    return;
+  }
+  RunEntry e;
+  if (const std::string why = read_run(path, j, e); !why.empty()) {
+    set.skipped.push_back(fmt::format("{}: {}", path, why));
+    return;
+  }
+  set.runs.push_back(std::move(e));
+}
+
+}  // namespace
+
+RecordSet load_records(const std::vector<std::string>& paths) {
+  RecordSet set;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    LRA_CHECK(fs::exists(p, ec),
+              "'{}' does not exist; give run records or folders of them (lra run writes them "
+              "to results/runs by default)",
+              p);
+    if (!fs::is_directory(p, ec)) {
+      load_file(p, set);
+      continue;
+    }
+    std::vector<std::string> files;
+    for (auto it = fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec);
+         it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (ec) break;
+      if (it->is_regular_file(ec) && it->path().extension() == ".json") files.push_back(it->path().string());
+    }
+    LRA_CHECK(!ec, "could not list the folder '{}': {}", p, ec.message());
+    std::sort(files.begin(), files.end());  // the same order on every file system
+    for (const auto& f : files) load_file(f, set);
+  }
+  return set;
+}
+
+bool data_comparable(const nlohmann::json& record, std::string* why) {
+  const nlohmann::json ds = record.value("dataset", nlohmann::json::object());
+  const std::string name = ds.value("name", std::string("?"));
+  const std::string source = ds.value("source", std::string("?"));
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (source == "stand-in") {
+    if (why) *why = fmt::format("{}: built-in stand-in data, not the paper's", name);
+    return false;
+  }
+  if (lower.find("fashion") != std::string::npos) {
+    if (why) *why = fmt::format("{}: Fashion-MNIST in place of CIFAR-10", name);
+    return false;
+  }
+  if (why) *why = fmt::format("{} ({})", name, source == "generated" ? "LRA's generator" : source);
+  return true;
+}
+
+bool config_matches(const nlohmann::json& have, const nlohmann::json& want, std::vector<std::string>* diffs) {
+  bool same = true;
+  auto differ = [&](const std::string& key, const nlohmann::json& a, const nlohmann::json& b) {
+    same = false;
+    if (diffs) diffs->push_back(fmt::format("{}: {} vs {}", key, a.dump(), b.dump()));
+  };
+  for (auto it = want.begin(); it != want.end(); ++it) {
+    if (it.key() == "threads" || !have.contains(it.key())) continue;
+    const nlohmann::json& h = have[it.key()];
+    if ((it.key() == "attn_params" || it.key() == "task_params") && h.is_object() && it->is_object()) {
+      for (auto p = it->begin(); p != it->end(); ++p)
+        if (h.contains(p.key()) && h[p.key()] != p.value()) differ(it.key() + "." + p.key(), h[p.key()], p.value());
+      continue;
+    }
+    if (h != *it) differ(it.key(), h, *it);
+  }
+  return same;
+}
+
+std::string describe_hardware(const nlohmann::json& env) {
+  const int threads = env.value("threads", 0);
+  std::string s =
+      fmt::format("{}, {} thread{}", env.value("cpu", std::string("unknown CPU")), threads, threads == 1 ? "" : "s");
+  if (env.contains("device") && env["device"].is_object() && env["device"].contains("gpu"))
+    s += fmt::format(", GPU {}", env["device"]["gpu"].get<std::string>());
+  return s;
+}
+
+std::vector<std::string> report_attention_order() {
+  std::vector<std::string> order = {"softmax",  "local",       "sparse",  "longformer", "linformer", "reformer",
+                                    "sinkhorn", "synthesizer", "bigbird", "linear",     "performer"};
+  for (const auto& name : attention_names())
+    if (std::find(order.begin(), order.end(), name) == order.end()) order.push_back(name);
+  return order;
+}
+
+}  // namespace lra

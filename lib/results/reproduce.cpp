@@ -1,0 +1,186 @@
+#include "results/reproduce.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "attn/attention.h"
+#include "backend/backend.h"
+#include "core/check.h"
+#include "core/sys.h"
+#include "tasks/task.h"
+
+namespace lra {
+
+namespace {
+
+bool takes_key(const std::string& task, const std::string& attn, const std::string& key) {
+  const auto keys = config_keys();
+  if (key != "attn_params" && key != "task_params" && std::find(keys.begin(), keys.end(), key) != keys.end())
+    return true;
+  for (const HyperParam& p : find_task(task).params())
+    if (p.name == key) return true;
+  return has_hyperparam(find_attention(attn), key);
+}
+
+std::string set_key(const std::string& s) { return parse_set(s).first; }
+
+}  // namespace
+
+const char* cell_state_name(CellState s) {
+  switch (s) {
+    case CellState::Done:
+      return "done";
+    case CellState::Resume:
+      return "resume";
+    case CellState::Retry:
+      return "retry";
+    case CellState::Run:
+      return "run";
+  }
+  return "?";
+}
+
+std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const RecordSet& existing) {
+  LRA_CHECK(req.seeds > 0, "--seeds must be at least 1, got {}", req.seeds);
+  const std::vector<std::string> tasks = req.tasks.empty() ? task_names() : req.tasks;
+  const std::vector<std::string> attns = req.attns.empty() ? report_attention_order() : req.attns;
+  for (const auto& t : tasks) find_task(t);  // unknown names throw, listing the valid ones
+  for (const auto& a : attns) find_attention(a);
+  for (const auto& s : req.sets) set_key(s);
+  std::set<std::string> used;
+  std::vector<AccuracyCellPlan> plan;
+  for (const auto& task : tasks)
+    for (const auto& attn : attns) {
+      std::vector<std::string> sets;
+      for (const auto& s : req.sets)
+        if (takes_key(task, attn, set_key(s))) {
+          sets.push_back(s);
+          used.insert(set_key(s));
+        }
+      RunConfig cfg = resolve_config(task, attn, req.preset, "", sets);
+      cfg.device = req.device;
+      for (int seed = 0; seed < req.seeds; ++seed) {
+        AccuracyCellPlan cell;
+        cell.task = task;
+        cell.attn = attn;
+        cell.seed = static_cast<uint64_t>(seed);
+        cell.config = cfg;
+        cell.config.seed = cell.seed;
+        const nlohmann::json want = cell.config.to_json();
+        const RunEntry *ok = nullptr, *resume = nullptr, *failed = nullptr;
+        std::vector<std::string> other;
+        for (const RunEntry& e : existing.runs) {
+          if (e.task != task || e.attn != attn || e.preset != req.preset || e.seed != cell.seed) continue;
+          std::vector<std::string> diffs;
+          if (!config_matches(e.record.value("config", nlohmann::json::object()), want, &diffs)) {
+            other.push_back(fmt::format("{} ({})", e.path, fmt::join(diffs, ", ")));
+            continue;
+          }
+          auto later = [&](const RunEntry* a) { return a == nullptr || e.started_at > a->started_at; };
+          std::error_code ec;
+          if (e.ok()) {
+            if (later(ok)) ok = &e;
+          } else if (e.status == "interrupted" && std::filesystem::exists(e.record.value("checkpoint", ""), ec)) {
+            if (later(resume)) resume = &e;
+          } else if (later(failed)) {
+            failed = &e;
+          }
+        }
+        if (ok != nullptr) {
+          cell.state = CellState::Done;
+          cell.existing = ok->path;
+        } else if (resume != nullptr) {
+          cell.state = CellState::Resume;
+          cell.existing = resume->record["checkpoint"].get<std::string>();
+          cell.note = fmt::format("from step {}", resume->record["metrics"].value("steps_done", int64_t{0}));
+        } else if (failed != nullptr) {
+          cell.state = CellState::Retry;
+          cell.existing = failed->path;
+          cell.note = fmt::format("{} before: {}", failed->status,
+                                  failed->record.value("error", std::string("no error recorded")).substr(0, 160));
+        } else if (!other.empty()) {
+          cell.note = fmt::format("records with other settings do not count: {}", fmt::join(other, "; "));
+        }
+        plan.push_back(std::move(cell));
+      }
+    }
+  for (const auto& s : req.sets)
+    LRA_CHECK(used.count(set_key(s)) > 0,
+              "--set {}: no cell takes '{}' (not a config key (see `lra run --help`), nor an option of the tasks, "
+              "nor a hyperparameter of the variants: see `lra list tasks` and `lra list attn`)",
+              s, set_key(s));
+  return plan;
+}
+
+AttnBenchRequest efficiency_request(const GridRequest& req) {
+  AttnBenchRequest r;
+  LRA_CHECK(req.preset == "cpu" || req.preset == "paper",
+            "--preset for lra-efficiency must be cpu (B 8, H 4, D 128) or paper (B 32, H 4, D 256), got '{}'",
+            req.preset);
+  r.lengths = "1024,2048,3072,4096";
+  r.batch = req.preset == "paper" ? 32 : 8;
+  r.heads = 4;
+  r.dim = req.preset == "paper" ? 256 : 128;
+  r.mode = "fwdbwd";
+  r.device = req.device;
+  r.threads = req.threads;
+  r.sets = req.sets;
+  return r;
+}
+
+bool bench_row_matches(const nlohmann::json& row, const nlohmann::json& env, const AttnBenchPlan& plan, size_t v,
+                       int threads) {
+  const AttnBenchRequest& o = plan.req;
+  return row["attn"] == plan.names[v] && row["batch"] == o.batch && row["heads"] == o.heads && row["dim"] == o.dim &&
+         row["mode"] == o.mode && row["device"] == o.device && row["causal"] == plan.causal &&
+         row["threads"] == threads && row.value("steps", 0) == o.steps && row.value("warmup", -1) == o.warmup &&
+         row.value("seed", uint64_t{0}) == o.seed && env.value("cpu", std::string()) == cpu_model_name() &&
+         config_matches(row.value("attn_params", nlohmann::json::object()), plan.hps[v], nullptr);
+}
+
+std::vector<EfficiencyCellPlan> plan_efficiency_grid(const GridRequest& req, const RecordSet& existing) {
+  std::vector<std::string> attns = req.attns;
+  if (attns.empty())
+    for (const auto& name : report_attention_order())
+      if (has_device_path(name, parse_device(req.device))) attns.push_back(name);
+  attns.erase(std::remove(attns.begin(), attns.end(), "softmax"), attns.end());
+  attns.insert(attns.begin(), "softmax");
+  const AttnBenchRequest base = efficiency_request(req);
+  // Checks every variant and --set key at once, as `lra bench attn` would.
+  AttnBenchRequest all = base;
+  all.attn = fmt::format("{}", fmt::join(attns, ","));
+  const AttnBenchPlan whole = plan_attn_bench(all);
+  set_threads(req.threads);
+  const int threads = get_threads();  // what a measurement now would use
+  std::vector<EfficiencyCellPlan> plan;
+  for (size_t v = 0; v < whole.names.size(); ++v) {
+    EfficiencyCellPlan cell;
+    cell.attn = whole.names[v];
+    cell.bench = whole;
+    cell.bench.req.attn = cell.attn;
+    cell.bench.names = {cell.attn};
+    cell.bench.hps = {whole.hps[v]};
+    std::string newest;
+    for (const BenchEntry& b : existing.benches) {
+      std::set<int> lengths;
+      for (const auto& row : b.record["rows"])
+        if (bench_row_matches(row, b.record["env"], cell.bench, 0, threads)) lengths.insert(row["len"].get<int>());
+      const bool all_lengths =
+          std::all_of(whole.lengths.begin(), whole.lengths.end(), [&](int L) { return lengths.count(L) > 0; });
+      const std::string created = b.record.value("created", std::string());
+      if (all_lengths && (cell.existing.empty() || created > newest)) {
+        cell.state = CellState::Done;
+        cell.existing = b.path;
+        newest = created;
+      }
+    }
+    plan.push_back(std::move(cell));
+  }
+  return plan;
+}
+
+}  // namespace lra

@@ -1,0 +1,65 @@
+// `lra reproduce`: the grid of cells behind one of the paper's tables, what of it already exists in a
+// folder of records, and how each missing cell is run. Accuracy cells are (task, variant, seed) training
+// runs; efficiency cells are one variant's `lra bench attn` measurement at LRA's lengths (1K-4K).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "bench/attn_bench.h"
+#include "results/collection.h"
+#include "train/config.h"
+
+namespace lra {
+
+struct GridRequest {
+  std::string preset = "cpu";
+  int seeds = 1;
+  std::vector<std::string> tasks;  // empty = every registered task (accuracy only)
+  std::vector<std::string> attns;  // empty = every registered variant
+  std::vector<std::string> sets;   // key=value, applied to every cell where the key is valid
+  std::string device = "cpu";
+  int threads = 0;
+};
+
+enum class CellState { Done, Resume, Retry, Run };
+const char* cell_state_name(CellState s);  // "done", "resume", "retry", "run"
+
+struct AccuracyCellPlan {
+  std::string task, attn;
+  uint64_t seed = 0;
+  RunConfig config;  // what the cell runs (threads not included)
+  CellState state = CellState::Run;
+  std::string existing;  // Done: the ok record; Resume: the checkpoint; Retry: the failed record
+  std::string note;      // e.g. the earlier error, or records of the cell with other settings
+};
+
+// Every (task, variant, seed) cell in that order, each with what --out already holds for it. A cell is
+// done when an ok record of the same task, variant, preset and seed has the cell's config
+// (config_matches); an interrupted one whose checkpoint exists is resumed; a failed one is run again.
+// A --set key that no cell takes throws.
+std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const RecordSet& existing);
+
+struct EfficiencyCellPlan {
+  std::string attn;
+  AttnBenchPlan bench;  // what the cell measures (this variant alone)
+  CellState state = CellState::Run;
+  std::string existing;  // Done: the bench record holding it
+};
+
+// The bench settings of a preset: cpu = B 8, H 4, D 128 (one layer in seconds on a laptop); paper = B 32,
+// H 4, D 256 (LRA's Text config, which its Table 2 measured); both forward + backward at 1K, 2K, 3K, 4K.
+AttnBenchRequest efficiency_request(const GridRequest& req);
+
+// One cell per variant, softmax first (the reference of every ratio). A cell is done when a bench record
+// measured on this CPU with the same settings has the variant at every length.
+std::vector<EfficiencyCellPlan> plan_efficiency_grid(const GridRequest& req, const RecordSet& existing);
+
+// Whether bench row `row` (with its record's env) is the measurement of the plan's variant `variant` on this
+// CPU with `threads` threads.
+bool bench_row_matches(const nlohmann::json& row, const nlohmann::json& env, const AttnBenchPlan& plan, size_t variant,
+                       int threads);
+
+}  // namespace lra
