@@ -271,7 +271,9 @@ class PathfinderTask final : public Task {
 
  private:
   // The `cpu` presets: minutes on 2 cores. One small layer, a short cosine cycle and a generated set
-  // small enough to draw in seconds (a prefix of the full splits: the same images for any n).
+  // small enough to draw in seconds (a prefix of the full splits: the same images for any n). Path-X
+  // tests on 2,000 images: on 200 a model at chance scored 60.5% (the binomial spread is 3.5 points),
+  // on 2,000 the same model scored 51.8%.
   static nlohmann::json cpu_pathfinder() {
     return {{"emb_dim", 32},           {"num_heads", 2},        {"num_layers", 1},         {"qkv_dim", 32},
             {"mlp_dim", 64},           {"batch_size", 64},      {"num_train_steps", 1500}, {"warmup", 100},
@@ -281,8 +283,8 @@ class PathfinderTask final : public Task {
   static nlohmann::json cpu_pathx() {
     return {{"emb_dim", 32},          {"num_heads", 2},        {"num_layers", 1},        {"qkv_dim", 16},
             {"mlp_dim", 32},          {"batch_size", 8},       {"num_train_steps", 200}, {"warmup", 20},
-            {"steps_per_cycle", 200}, {"eval_frequency", 100}, {"n_train", 2000},        {"n_val", 200},
-            {"n_test", 200}};
+            {"steps_per_cycle", 200}, {"eval_frequency", 100}, {"n_train", 2000},        {"n_val", 500},
+            {"n_test", 2000}};
   }
 
   std::string name_;

@@ -42,16 +42,18 @@ Split read_tsv(const std::string& path, int max_length, int64_t limit = 0);
 // A folder with the train file but without the other two throws, naming the missing file.
 std::string find_aan(const std::string& data_dir, std::vector<std::string>& tried);
 
-// The stand-in: documents on one of kStandInTopics topics; a pair matches when both are on the same
-// topic (see standin.cpp).
+// The stand-in: documents on one of kStandInTopics topics, marked by upper-case acronyms spelled with
+// letters of the topic's own; a pair matches when both are on the same topic (see standin.cpp).
 constexpr int kStandInTopics = 8;
 constexpr int kStandInMinLength = 64;
 struct StandInConfig {
-  double marker_rate = 0.08;  // the chance that a word is a topic word
+  // The chance that a word is a topic word. At 0.08 (the Text stand-in's rate) the cpu preset's model
+  // left chance level after 750 (seed 1) and 1400 (seed 0) steps; at 0.15 it was at 92% by step 500.
+  double marker_rate = 0.15;
   double min_bias = 0.05;     // a document's topic words are its own topic's with probability 0.5 + b,
   double max_bias = 0.25;     // else a decoy topic's, b ~ U[min_bias, max_bias]
 };
-// The topic words of topic t.
+// The topic words (acronyms) of topic t.
 const std::vector<std::string>& standin_topic_words(int topic);
 // Pair `index` of stream `stream`: appends two documents of max_length/2..max_length bytes (as byte
 // ids) to `out`; returns the label (1 = same topic). A pure function of its arguments.

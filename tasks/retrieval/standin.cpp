@@ -3,7 +3,11 @@
 //
 // A document is filler words of academic prose in sentences (standin::write_document) with topic words
 // mixed in: each word is a topic word with probability marker_rate, placed uniformly over the
-// document; a topic word comes from the document's own topic with probability 0.5 + b and from a decoy
+// document. Topic words are upper-case acronyms, and each topic spells its acronyms with three letters
+// of its own (topic 0: A, B, C; topic 1: D, E, F; ...), so that a model reading bytes can tell topics
+// apart from the letters alone; what it must still do is count them over both whole documents.
+// A topic word comes from the document's own topic with probability 0.5 + b and from a decoy topic
+// otherwise a topic word comes from the document's own topic with probability 0.5 + b and from a decoy
 // topic otherwise (b ~ U[min_bias, max_bias], the decoy drawn per document). The document's topic is
 // the one with more topic words over the whole document (ties are redrawn), so its first 100 bytes
 // (a few topic words, often the decoy's) tell it only weakly. A pair is labelled 1 (a match) when both
@@ -45,18 +49,19 @@ const std::vector<std::string>& filler_words() {
   return words;
 }
 
-// Eight topics of computational linguistics, six words each.
+// Each topic's six acronyms: the same letter patterns spelled with the topic's three letters.
 const std::array<std::vector<std::string>, kStandInTopics>& topics() {
-  static const std::array<std::vector<std::string>, kStandInTopics> t = {{
-      {"parser", "treebank", "syntax", "constituent", "dependency", "grammar"},
-      {"translation", "bilingual", "alignment", "phrase", "decoder", "bleu"},
-      {"sentiment", "opinion", "polarity", "review", "subjective", "emotion"},
-      {"speech", "acoustic", "phoneme", "prosody", "recognizer", "spoken"},
-      {"summary", "summarization", "extractive", "abstractive", "rouge", "salience"},
-      {"entity", "coreference", "mention", "anaphora", "antecedent", "resolution"},
-      {"morphology", "stem", "affix", "inflection", "lemma", "segmentation"},
-      {"dialogue", "utterance", "speaker", "turn", "agent", "discourse"},
-  }};
+  static const std::array<std::vector<std::string>, kStandInTopics> t = [] {
+    const char* const patterns[] = {"012", "201", "10", "0210", "220", "101"};
+    std::array<std::vector<std::string>, kStandInTopics> words;
+    for (int k = 0; k < kStandInTopics; ++k)
+      for (const char* p : patterns) {
+        std::string w;
+        for (const char* c = p; *c != '\0'; ++c) w += static_cast<char>('A' + 3 * k + (*c - '0'));
+        words[static_cast<size_t>(k)].push_back(w);
+      }
+    return words;
+  }();
   return t;
 }
 
@@ -141,7 +146,7 @@ int standin_topic(const std::vector<uint16_t>& ids) {
   };
   for (uint16_t id : ids) {
     const char c = static_cast<char>(id - 1);
-    if (c >= 'a' && c <= 'z')
+    if (c >= 'A' && c <= 'Z')
       word += c;
     else
       flush();
