@@ -74,18 +74,7 @@ namespace {
 // ---- status ----
 
 DataOptions status_options(const std::string& task, const DataStatusOptions& opt) {
-  const RunConfig cfg = resolve_config(task, "softmax", opt.preset, "", opt.sets);
-  DataOptions d;
-  d.data_dir = opt.data_dir;
-  d.cache_dir = opt.cache_dir;
-  d.data_seed = cfg.data_seed;
-  d.max_length = cfg.model.max_length;
-  d.n_train = cfg.n_train;
-  d.n_val = cfg.n_val;
-  d.n_test = cfg.n_test;
-  d.quiet = true;
-  d.task_params = cfg.task_params;
-  return d;
+  return data_options(resolve_config(task, "softmax", opt.preset, "", opt.sets), opt.data_dir, opt.cache_dir, true);
 }
 
 nlohmann::json status_json(const std::string& task, const DataStatus& st) {

@@ -142,6 +142,20 @@ RunConfig RunConfig::from_json(const nlohmann::json& j) {
   return c;
 }
 
+DataOptions data_options(const RunConfig& c, const std::string& data_dir, const std::string& cache_dir, bool quiet) {
+  DataOptions d;
+  d.data_dir = data_dir;
+  d.cache_dir = cache_dir;
+  d.data_seed = c.data_seed;
+  d.max_length = c.model.max_length;
+  d.n_train = c.n_train;
+  d.n_val = c.n_val;
+  d.n_test = c.n_test;
+  d.quiet = quiet;
+  d.task_params = c.task_params;
+  return d;
+}
+
 std::vector<std::string> config_keys() {
   std::vector<std::string> keys;
   const nlohmann::json ref = RunConfig().to_json();

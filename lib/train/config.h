@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "tasks/task.h"
 
 namespace lra {
 
@@ -37,6 +38,10 @@ struct RunConfig {
   nlohmann::json to_json() const;
   static RunConfig from_json(const nlohmann::json& j);  // strict: unknown keys and wrong types throw
 };
+
+// The data options a run with config `c` loads its task's data with (`lra run` and `lra data status`
+// must agree on them).
+DataOptions data_options(const RunConfig& c, const std::string& data_dir, const std::string& cache_dir, bool quiet);
 
 // The flat keys a config file or --set may name (attention hyperparameters come on top).
 std::vector<std::string> config_keys();

@@ -147,17 +147,7 @@ void Trainer::run() {
 
   // Data.
   const Task& task = find_task(cfg_.task);
-  DataOptions dopt;
-  dopt.data_dir = opt_.data_dir;
-  dopt.cache_dir = opt_.cache_dir;
-  dopt.data_seed = cfg_.data_seed;
-  dopt.max_length = cfg_.model.max_length;
-  dopt.n_train = cfg_.n_train;
-  dopt.n_val = cfg_.n_val;
-  dopt.n_test = cfg_.n_test;
-  dopt.quiet = !opt_.progress;
-  dopt.task_params = cfg_.task_params;
-  s.data = task.load(dopt);
+  s.data = task.load(data_options(cfg_, opt_.data_dir, opt_.cache_dir, !opt_.progress));
   record_["dataset"] = s.data.info.to_json(s.data.train.size(), s.data.val.size(), s.data.test.size());
   LRA_CHECK(s.data.train.size() > 0, "task '{}' loaded no training examples", cfg_.task);
 
