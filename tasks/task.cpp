@@ -65,6 +65,23 @@ nlohmann::json DatasetInfo::to_json(size_t n_train, size_t n_val, size_t n_test)
   return j;
 }
 
+nlohmann::json lra_text_task_config(const nlohmann::json& task_keys) {
+  nlohmann::json c = {{"batch_size", 32},
+                      {"learning_rate", 0.05},
+                      {"factors", "constant * linear_warmup * rsqrt_decay"},
+                      {"weight_decay", 0.1},
+                      {"beta1", 0.9},
+                      {"beta2", 0.98},
+                      {"adam_eps", 1e-9},
+                      {"dropout_rate", 0.1},
+                      {"attention_dropout_rate", 0.1},
+                      {"classifier_pool", "CLS"},
+                      {"learn_pos_emb", false},
+                      {"grad_clip_norm", 0.0}};
+  c.update(task_keys);
+  return c;
+}
+
 nlohmann::json resolve_task_params(const Task& task, const nlohmann::json& given) {
   const auto params = task.params();
   nlohmann::json out = nlohmann::json::object();

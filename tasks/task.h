@@ -121,6 +121,12 @@ class Task {
   virtual DataStatus data_status(const DataOptions& opt) const = 0;
 };
 
+// What LRA's configs for its text tasks (ListOps, Text, Retrieval) share: batch 32, Adam with decoupled
+// weight decay 0.1, betas (0.9, 0.98), eps 1e-9, 0.05 * linear_warmup * rsqrt_decay, dropout 0.1 and
+// 0.1, CLS pooling, sinusoidal positions, no clipping; `task_keys` (the sizes, the length, the schedule's
+// warmup and steps, eval_frequency) are added to them.
+nlohmann::json lra_text_task_config(const nlohmann::json& task_keys);
+
 // Defaults of task.params() overridden by `given`; unknown keys and values of the wrong kind throw.
 nlohmann::json resolve_task_params(const Task& task, const nlohmann::json& given);
 

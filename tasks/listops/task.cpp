@@ -203,27 +203,15 @@ class ListOpsTask final : public Task {
   int vocab_size() const override { return kVocabSize; }
   int num_classes() const override { return kNumClasses; }
   nlohmann::json defaults() const override {
-    return {{"max_length", kDefaultMaxLength},
-            {"emb_dim", 512},
-            {"num_heads", 8},
-            {"num_layers", 4},
-            {"qkv_dim", 512},
-            {"mlp_dim", 1024},
-            {"batch_size", 32},
-            {"learning_rate", 0.05},
-            {"factors", "constant * linear_warmup * rsqrt_decay"},
-            {"warmup", 1000},
-            {"num_train_steps", 5000},
-            {"weight_decay", 0.1},
-            {"beta1", 0.9},
-            {"beta2", 0.98},
-            {"adam_eps", 1e-9},
-            {"dropout_rate", 0.1},
-            {"attention_dropout_rate", 0.1},
-            {"classifier_pool", "CLS"},
-            {"learn_pos_emb", false},
-            {"eval_frequency", 50},
-            {"grad_clip_norm", 0.0}};
+    return lra_text_task_config({{"max_length", kDefaultMaxLength},
+                                 {"emb_dim", 512},
+                                 {"num_heads", 8},
+                                 {"num_layers", 4},
+                                 {"qkv_dim", 512},
+                                 {"mlp_dim", 1024},
+                                 {"warmup", 1000},
+                                 {"num_train_steps", 5000},
+                                 {"eval_frequency", 50}});
   }
   std::map<std::string, nlohmann::json> presets() const override {
     return {{"paper", nlohmann::json::object()}, {"cpu", cpu_preset()}};

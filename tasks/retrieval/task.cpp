@@ -195,27 +195,15 @@ class RetrievalTask final : public Task {
   int num_classes() const override { return kNumClasses; }
   // LRA's matching config (lra_benchmarks/matching/configs/base_match_config.py).
   nlohmann::json defaults() const override {
-    return {{"max_length", kDefaultMaxLength},
-            {"emb_dim", 128},
-            {"num_heads", 4},
-            {"num_layers", 4},
-            {"qkv_dim", 128},
-            {"mlp_dim", 512},
-            {"batch_size", 32},
-            {"learning_rate", 0.05},
-            {"factors", "constant * linear_warmup * rsqrt_decay"},
-            {"warmup", 8000},
-            {"num_train_steps", 5000},
-            {"weight_decay", 0.1},
-            {"beta1", 0.9},
-            {"beta2", 0.98},
-            {"adam_eps", 1e-9},
-            {"dropout_rate", 0.1},
-            {"attention_dropout_rate", 0.1},
-            {"classifier_pool", "CLS"},
-            {"learn_pos_emb", false},
-            {"eval_frequency", 100},
-            {"grad_clip_norm", 0.0}};
+    return lra_text_task_config({{"max_length", kDefaultMaxLength},
+                                 {"emb_dim", 128},
+                                 {"num_heads", 4},
+                                 {"num_layers", 4},
+                                 {"qkv_dim", 128},
+                                 {"mlp_dim", 512},
+                                 {"warmup", 8000},
+                                 {"num_train_steps", 5000},
+                                 {"eval_frequency", 100}});
   }
   std::map<std::string, nlohmann::json> presets() const override {
     return {{"paper", nlohmann::json::object()}, {"cpu", cpu_preset()}};

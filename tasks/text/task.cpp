@@ -267,27 +267,15 @@ class TextTask final : public Task {
   int num_classes() const override { return kNumClasses; }
   // LRA's base_tc_config.py with the paper's length (4000 instead of the config's 1000).
   nlohmann::json defaults() const override {
-    return {{"max_length", kDefaultMaxLength},
-            {"emb_dim", 256},
-            {"num_heads", 4},
-            {"num_layers", 4},
-            {"qkv_dim", 256},
-            {"mlp_dim", 1024},
-            {"batch_size", 32},
-            {"learning_rate", 0.05},
-            {"factors", "constant * linear_warmup * rsqrt_decay"},
-            {"warmup", 8000},
-            {"num_train_steps", 20000},
-            {"weight_decay", 0.1},
-            {"beta1", 0.9},
-            {"beta2", 0.98},
-            {"adam_eps", 1e-9},
-            {"dropout_rate", 0.1},
-            {"attention_dropout_rate", 0.1},
-            {"classifier_pool", "CLS"},
-            {"learn_pos_emb", false},
-            {"eval_frequency", 100},
-            {"grad_clip_norm", 0.0}};
+    return lra_text_task_config({{"max_length", kDefaultMaxLength},
+                                 {"emb_dim", 256},
+                                 {"num_heads", 4},
+                                 {"num_layers", 4},
+                                 {"qkv_dim", 256},
+                                 {"mlp_dim", 1024},
+                                 {"warmup", 8000},
+                                 {"num_train_steps", 20000},
+                                 {"eval_frequency", 100}});
   }
   std::map<std::string, nlohmann::json> presets() const override {
     return {{"paper", nlohmann::json::object()}, {"cpu", cpu_preset()}};
