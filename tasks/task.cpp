@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <cstdlib>
+#include <utility>
 
 #include "core/check.h"
 
@@ -63,6 +64,11 @@ nlohmann::json DatasetInfo::to_json(size_t n_train, size_t n_val, size_t n_test)
   j["n_val"] = n_val;
   j["n_test"] = n_test;
   return j;
+}
+
+void check_split_sizes(const DataOptions& opt) {
+  for (const auto& [n, option] : {std::pair{opt.n_train, "n_train"}, {opt.n_val, "n_val"}, {opt.n_test, "n_test"}})
+    LRA_CHECK(n >= 0, "{} must not be negative (got {}); use 0 for the default", option, n);
 }
 
 nlohmann::json lra_text_task_config(const nlohmann::json& task_keys) {

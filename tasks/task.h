@@ -121,6 +121,9 @@ class Task {
   virtual DataStatus data_status(const DataOptions& opt) const = 0;
 };
 
+// Throws, naming the option, when n_train, n_val or n_test is negative (0 means the task's default).
+void check_split_sizes(const DataOptions& opt);
+
 // What LRA's configs for its text tasks (ListOps, Text, Retrieval) share: batch 32, Adam with decoupled
 // weight decay 0.1, betas (0.9, 0.98), eps 1e-9, 0.05 * linear_warmup * rsqrt_decay, dropout 0.1 and
 // 0.1, CLS pooling, sinusoidal positions, no clipping; `task_keys` (the sizes, the length, the schedule's

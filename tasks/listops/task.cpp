@@ -34,10 +34,7 @@ nlohmann::json cpu_preset() {
 }
 
 SplitSizes requested_sizes(const DataOptions& opt) {
-  LRA_CHECK(opt.n_train >= 0 && opt.n_val >= 0 && opt.n_test >= 0,
-            "ListOps split sizes must not be negative (n_train {}, n_val {}, n_test {}); use 0 for "
-            "the default",
-            opt.n_train, opt.n_val, opt.n_test);
+  check_split_sizes(opt);
   SplitSizes s;
   if (opt.n_train > 0) s.train = opt.n_train;
   if (opt.n_val > 0) s.val = opt.n_val;

@@ -39,11 +39,6 @@ int resolved_max_length(const DataOptions& opt) {
   return opt.max_length > 0 ? opt.max_length : kDefaultMaxLength;
 }
 
-void check_sizes(const DataOptions& opt) {
-  for (const auto& [n, option] : {std::pair{opt.n_train, "n_train"}, {opt.n_val, "n_val"}, {opt.n_test, "n_test"}})
-    LRA_CHECK(n >= 0, "{} must not be negative (got {}); use 0 for the default", option, n);
-}
-
 // The first n pairs of s (n = 0 or more than it holds: all of them).
 void keep_first(Split& s, int64_t n) {
   if (n <= 0 || static_cast<size_t>(n) >= s.size()) return;
@@ -115,7 +110,7 @@ std::vector<std::pair<std::string, std::string>> files_of(const cache::Loaded& l
 
 TaskData load_aan(const DataOptions& opt, const std::string& dir) {
   const int max_length = resolved_max_length(opt);
-  check_sizes(opt);
+  check_split_sizes(opt);
   cache::Loaded loaded = open_aan(opt, dir, max_length);
   TaskData data;
   data.train = std::move(loaded.entry.split("train"));
@@ -141,7 +136,7 @@ TaskData load_aan(const DataOptions& opt, const std::string& dir) {
 
 // The stand-in's split sizes: AAN's unless n_train / n_val / n_test say otherwise.
 std::array<int64_t, 3> standin_sizes(const DataOptions& opt) {
-  check_sizes(opt);
+  check_split_sizes(opt);
   return {opt.n_train > 0 ? opt.n_train : kAanSizes[0], opt.n_val > 0 ? opt.n_val : kAanSizes[1],
           opt.n_test > 0 ? opt.n_test : kAanSizes[2]};
 }
@@ -241,7 +236,7 @@ class RetrievalTask final : public Task {
       s.details = standin_json(c.reason, max_length, n);
       return s;
     }
-    check_sizes(opt);
+    check_split_sizes(opt);
     DataOptions quiet = opt;
     quiet.quiet = true;
     const cache::Loaded loaded = open_aan(quiet, c.dir, max_length);

@@ -178,8 +178,7 @@ struct StandInSizes {
 };
 
 StandInSizes standin_sizes(const DataOptions& opt, bool held_out) {
-  for (const auto& [n, option] : {std::pair{opt.n_train, "n_train"}, {opt.n_val, "n_val"}, {opt.n_test, "n_test"}})
-    LRA_CHECK(n >= 0, "{} must not be negative (got {}); use 0 for the default", option, n);
+  check_split_sizes(opt);
   return {opt.n_train > 0 ? opt.n_train : (held_out ? kImdbSplitSize * 9 / 10 : kImdbSplitSize),
           opt.n_val > 0 ? opt.n_val : (held_out ? kImdbSplitSize / 10 : kImdbSplitSize),
           opt.n_test > 0 ? opt.n_test : kImdbSplitSize};
