@@ -170,6 +170,57 @@ TEST_CASE("bigbird: global, sliding and random blocks", "[attn][sparse]") {
   CHECK(p.key_blocks(20, 0, 2, 5).size() == 5);
 }
 
+TEST_CASE("pattern spans stay within the bounds the GPU sizes its buffers by", "[attn][sparse]") {
+  const int max_len = 140;
+  for (const auto& c : all_cases()) {
+    const PatternSpec& spec = c.pattern->spec();
+    const int cap = pattern_max_spans(spec, max_len);
+    for (int n = 1; n <= max_len; ++n) {
+      CHECK(pattern_max_spans(spec, n) <= cap);
+      CHECK(pattern_work_ints(spec, n) <= pattern_work_ints(spec, max_len));
+      int covered = 0;
+      for (int qb = 0; qb < c.pattern->num_query_blocks(n); ++qb) {
+        const RowRange r = c.pattern->query_block(n, qb);
+        INFO(c.name << " " << c.hp.dump() << " n " << n << " block " << qb);
+        CHECK(r.begin == covered);  // query blocks partition the rows in order
+        CHECK(r.end > r.begin);
+        CHECK(r.end - r.begin <= c.pattern->max_block_rows());
+        covered = r.end;
+        for (int h = 0; h < 3; ++h) {
+          std::vector<KeySpan> spans;
+          c.pattern->key_spans(n, h, qb, 5, spans);
+          CHECK(static_cast<int>(spans.size()) <= pattern_max_spans(spec, n));
+          for (size_t i = 0; i < spans.size(); ++i) {
+            CHECK(spans[i].begin >= 0);
+            CHECK(spans[i].begin < spans[i].end);
+            CHECK(spans[i].end <= n);
+            if (i > 0) CHECK(spans[i - 1].end <= spans[i].begin);  // ascending and disjoint
+          }
+        }
+      }
+      CHECK(covered == n);
+    }
+  }
+}
+
+TEST_CASE("a span's visible keys: band and causality", "[attn][sparse]") {
+  int lo = 0, hi = 0;
+  span_visible(KeySpan{10, 30, -1}, 5, false, &lo, &hi);
+  CHECK((lo == 10 && hi == 30));
+  span_visible(KeySpan{10, 30, -1}, 15, true, &lo, &hi);
+  CHECK((lo == 10 && hi == 16));
+  span_visible(KeySpan{10, 30, -1}, 5, true, &lo, &hi);
+  CHECK(lo == hi);  // every key after the query
+  span_visible(KeySpan{10, 30, 3}, 20, false, &lo, &hi);
+  CHECK((lo == 17 && hi == 24));
+  span_visible(KeySpan{10, 30, 3}, 2, false, &lo, &hi);
+  CHECK(lo == hi);  // the band misses the span
+  span_visible(KeySpan{10, 30, 3}, 40, false, &lo, &hi);
+  CHECK(lo == hi);
+  span_visible(KeySpan{10, 30, 3}, 28, true, &lo, &hi);
+  CHECK((lo == 25 && hi == 29));
+}
+
 TEST_CASE("block-sparse hyperparameters are checked", "[attn][sparse]") {
   CHECK_THROWS_WITH(AttnHarness<double>("local", 1, 2, {4}, 4, {{"block", 0}}), Catch::Contains("block >= 1"));
   CHECK_THROWS_WITH(AttnHarness<double>("sparse", 1, 2, {4}, 4, {{"block", 5}, {"summary", 6}}),
@@ -179,4 +230,8 @@ TEST_CASE("block-sparse hyperparameters are checked", "[attn][sparse]") {
   CHECK_THROWS_WITH(AttnHarness<double>("longformer", 1, 2, {4}, 4, {{"global", {-1}}}),
                     Catch::Contains("global positions must be >= 0"));
   CHECK_THROWS_WITH(AttnHarness<double>("bigbird", 1, 2, {4}, 4, {{"random", -1}}), Catch::Contains("random >= 0"));
+  nlohmann::json many = nlohmann::json::array();
+  for (int g = 0; g <= PatternSpec::kMaxGlobal; ++g) many.push_back(g);
+  CHECK_THROWS_WITH(AttnHarness<double>("longformer", 1, 2, {4}, 4, {{"global", many}}),
+                    Catch::Contains("at most 64 global positions"));
 }

@@ -166,6 +166,8 @@ struct HyperParam {
   std::string help;
 };
 
+class SparsePattern;  // attn/block_sparse.h
+
 struct AttnInfo {
   std::string name;
   std::string summary;     // one line for `lra list attn`
@@ -174,6 +176,9 @@ struct AttnInfo {
   // Why the variant has no causal mode ("" when it has one: then `causal` is among its params).
   std::string no_causal;
   std::vector<HyperParam> params;
+  // Block-sparse variants (local, sparse, longformer, bigbird): the pattern a configuration runs, so that
+  // another backend's engine runs the same one; empty for the others.
+  std::function<std::shared_ptr<const SparsePattern>(const AttnConfig&)> sparse_pattern;
   std::function<std::unique_ptr<Attention<float>>(const AttnConfig&)> make_f32;
   std::function<std::unique_ptr<Attention<double>>(const AttnConfig&)> make_f64;
 };

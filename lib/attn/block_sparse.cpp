@@ -12,6 +12,13 @@
 
 namespace lra {
 
+void SparsePattern::key_spans(int n, int h, int qb, uint64_t seed, std::vector<KeySpan>& out) const {
+  thread_local std::vector<int> work;
+  work.resize(static_cast<size_t>(pattern_work_ints(spec_, n)));
+  out.resize(static_cast<size_t>(pattern_max_spans(spec_, n)));
+  out.resize(static_cast<size_t>(pattern_key_spans(spec_, n, h, qb, seed, out.data(), work.data())));
+}
+
 bool SparsePattern::allowed(int n, int h, int q, int k, uint64_t seed) const {
   for (int qb = 0; qb < num_query_blocks(n); ++qb) {
     const RowRange r = query_block(n, qb);
@@ -25,149 +32,74 @@ bool SparsePattern::allowed(int n, int h, int q, int k, uint64_t seed) const {
   return false;
 }
 
-// ---- local ----
-
-LocalPattern::LocalPattern(int block) : block_(block) {
+namespace {
+PatternSpec local_spec(int block) {
   LRA_CHECK(block >= 1, "local attention needs block >= 1, got {}", block);
-}
-int LocalPattern::num_query_blocks(int n) const { return (n + block_ - 1) / block_; }
-RowRange LocalPattern::query_block(int n, int qb) const { return {qb * block_, std::min(n, (qb + 1) * block_)}; }
-void LocalPattern::key_spans(int n, int, int qb, uint64_t, std::vector<KeySpan>& out) const {
-  out.clear();
-  const RowRange r = query_block(n, qb);
-  out.push_back({r.begin, r.end, -1});
+  PatternSpec p;
+  p.kind = PatternKind::Local;
+  p.block = block;
+  return p;
 }
 
-// ---- fixed (Sparse Transformer) ----
-
-FixedPattern::FixedPattern(int block, int summary, bool causal) : block_(block), summary_(summary), causal_(causal) {
+PatternSpec fixed_spec(int block, int summary, bool causal) {
   LRA_CHECK(block >= 1, "sparse attention needs block >= 1, got {}", block);
   LRA_CHECK(summary >= 1 && summary <= block, "sparse attention needs 1 <= summary <= block ({}), got {}", block,
             summary);
-}
-int FixedPattern::num_query_blocks(int n) const { return (n + block_ - 1) / block_; }
-RowRange FixedPattern::query_block(int n, int qb) const { return {qb * block_, std::min(n, (qb + 1) * block_)}; }
-void FixedPattern::key_spans(int n, int, int qb, uint64_t, std::vector<KeySpan>& out) const {
-  out.clear();
-  const int nb = num_query_blocks(n);
-  // Blocks after qb are skipped when causal (the engine would hide them anyway).
-  const int last = causal_ ? qb : nb - 1;
-  for (int j = 0; j <= last; ++j) {
-    if (j == qb) {
-      out.push_back({qb * block_, std::min(n, (qb + 1) * block_), -1});
-    } else {
-      const int b = (j + 1) * block_ - summary_, e = std::min(n, (j + 1) * block_);
-      if (b < e) out.push_back({b, e, -1});
-    }
-  }
+  PatternSpec p;
+  p.kind = PatternKind::Fixed;
+  p.block = block;
+  p.summary = summary;
+  p.causal = causal;
+  return p;
 }
 
-// ---- longformer ----
-
-LongformerPattern::LongformerPattern(int window, std::vector<int> global) : radius_(window / 2), global_(std::move(global)) {
+PatternSpec longformer_spec(int window, std::vector<int> global) {
   LRA_CHECK(window >= 2, "longformer needs window >= 2 (keys within window/2 on each side), got {}", window);
-  std::sort(global_.begin(), global_.end());
-  global_.erase(std::unique(global_.begin(), global_.end()), global_.end());
-  for (int g : global_) LRA_CHECK(g >= 0, "longformer global positions must be >= 0, got {}", g);
+  std::sort(global.begin(), global.end());
+  global.erase(std::unique(global.begin(), global.end()), global.end());
+  for (int g : global) LRA_CHECK(g >= 0, "longformer global positions must be >= 0, got {}", g);
+  LRA_CHECK(global.size() <= static_cast<size_t>(PatternSpec::kMaxGlobal),
+            "longformer takes at most {} global positions, got {}; LRA's setting is [0] (the CLS position)",
+            PatternSpec::kMaxGlobal, global.size());
+  PatternSpec p;
+  p.kind = PatternKind::Longformer;
+  p.radius = window / 2;
+  p.n_global = static_cast<int>(global.size());
+  std::copy(global.begin(), global.end(), p.global);
+  return p;
 }
 
-bool LongformerPattern::is_global(int pos) const { return std::binary_search(global_.begin(), global_.end(), pos); }
-
-void LongformerPattern::blocks(int n, std::vector<RowRange>& out) const {
-  out.clear();
-  int start = 0;
-  for (int g : global_) {
-    if (g >= n) break;
-    for (int b = start; b < g; b += kRows) out.push_back({b, std::min(g, b + kRows)});
-    out.push_back({g, g + 1});
-    start = g + 1;
-  }
-  for (int b = start; b < n; b += kRows) out.push_back({b, std::min(n, b + kRows)});
-}
-
-int LongformerPattern::num_query_blocks(int n) const {
-  thread_local std::vector<RowRange> b;
-  blocks(n, b);
-  return static_cast<int>(b.size());
-}
-
-RowRange LongformerPattern::query_block(int n, int qb) const {
-  thread_local std::vector<RowRange> b;
-  blocks(n, b);
-  return b.at(static_cast<size_t>(qb));
-}
-
-void LongformerPattern::key_spans(int n, int, int qb, uint64_t, std::vector<KeySpan>& out) const {
-  out.clear();
-  const RowRange r = query_block(n, qb);
-  if (r.end - r.begin == 1 && is_global(r.begin)) {
-    out.push_back({0, n, -1});
-    return;
-  }
-  // The window band [begin - radius, end + radius), cut around the global columns, which are full.
-  const int lo = std::max(0, r.begin - radius_), hi = std::min(n, r.end + radius_);
-  int cur = lo;
-  for (int g : global_) {
-    if (g >= n) break;
-    if (g < lo) {
-      out.push_back({g, g + 1, -1});
-      continue;
-    }
-    if (g >= hi) break;
-    if (cur < g) out.push_back({cur, g, radius_});
-    out.push_back({g, g + 1, -1});
-    cur = g + 1;
-  }
-  if (cur < hi) out.push_back({cur, hi, radius_});
-  for (int g : global_)
-    if (g >= hi && g < n) out.push_back({g, g + 1, -1});
-}
-
-// ---- bigbird ----
-
-BigBirdPattern::BigBirdPattern(int block, int random, int random_limit, int layer)
-    : block_(block), random_(random), random_limit_(random_limit), layer_(layer) {
+PatternSpec bigbird_spec(int block, int random, int random_limit, int layer) {
   LRA_CHECK(block >= 1, "bigbird needs block >= 1, got {}", block);
   LRA_CHECK(random >= 0, "bigbird needs random >= 0 blocks, got {}", random);
   LRA_CHECK(random_limit >= 0, "bigbird needs random_limit >= 0 (0 = no limit), got {}", random_limit);
+  PatternSpec p;
+  p.kind = PatternKind::BigBird;
+  p.block = block;
+  p.random = random;
+  p.random_limit = random_limit;
+  p.layer = layer;
+  return p;
 }
-int BigBirdPattern::num_query_blocks(int n) const { return (n + block_ - 1) / block_; }
-RowRange BigBirdPattern::query_block(int n, int qb) const { return {qb * block_, std::min(n, (qb + 1) * block_)}; }
+}  // namespace
+
+LocalPattern::LocalPattern(int block) : SparsePattern(local_spec(block)) {}
+
+FixedPattern::FixedPattern(int block, int summary, bool causal) : SparsePattern(fixed_spec(block, summary, causal)) {}
+
+LongformerPattern::LongformerPattern(int window, std::vector<int> global)
+    : SparsePattern(longformer_spec(window, std::move(global))) {}
+
+BigBirdPattern::BigBirdPattern(int block, int random, int random_limit, int layer)
+    : SparsePattern(bigbird_spec(block, random, random_limit, layer)) {}
 
 std::vector<int> BigBirdPattern::key_blocks(int n, int h, int qb, uint64_t seed) const {
-  const int nb = num_query_blocks(n);
+  std::vector<int> work(static_cast<size_t>(pattern_work_ints(spec(), n)));
+  bigbird_mark_blocks(spec(), n, h, qb, seed, work.data());
   std::vector<int> blocks;
-  if (qb == 0 || qb == nb - 1) {
-    for (int j = 0; j < nb; ++j) blocks.push_back(j);
-    return blocks;
-  }
-  std::vector<char> taken(static_cast<size_t>(nb), 0);
-  for (int j : {0, qb - 1, qb, qb + 1, nb - 1}) taken[static_cast<size_t>(j)] = 1;
-  std::vector<int> rest;
-  for (int j = 0; j < nb; ++j)
-    if (!taken[static_cast<size_t>(j)] && (random_limit_ == 0 || j * block_ < random_limit_)) rest.push_back(j);
-  // r distinct random blocks by a partial Fisher-Yates shuffle, from (seed, layer, head, block, n).
-  Rng rng(seed, streams::kPattern | (static_cast<uint64_t>(layer_) << 48) | (static_cast<uint64_t>(h) << 36) |
-                    (static_cast<uint64_t>(qb) << 18) | static_cast<uint64_t>(n));
-  const int r = std::min(random_, static_cast<int>(rest.size()));
-  for (int i = 0; i < r; ++i) {
-    std::swap(rest[static_cast<size_t>(i)], rest[static_cast<size_t>(i) + rng.below(rest.size() - i)]);
-    taken[static_cast<size_t>(rest[static_cast<size_t>(i)])] = 1;
-  }
-  for (int j = 0; j < nb; ++j)
-    if (taken[static_cast<size_t>(j)]) blocks.push_back(j);
+  for (int j = 0; j < ceil_div(n, spec().block); ++j)
+    if (work[static_cast<size_t>(j)]) blocks.push_back(j);
   return blocks;
-}
-
-void BigBirdPattern::key_spans(int n, int h, int qb, uint64_t seed, std::vector<KeySpan>& out) const {
-  out.clear();
-  for (int j : key_blocks(n, h, qb, seed)) {
-    const int b = j * block_, e = std::min(n, (j + 1) * block_);
-    if (!out.empty() && out.back().end == b)
-      out.back().end = e;  // adjacent blocks make one span
-    else
-      out.push_back({b, e, -1});
-  }
 }
 
 // ---- the engine ----
@@ -285,14 +217,8 @@ class BlockSparseAttention final : public Attention<T> {
       if (!band && !late) continue;
       for (int i = 0; i < br; ++i) {
         const int q = r.begin + i;
-        int lo = gs.begin, hi = gs.end;  // visible keys of this span: [lo, hi)
-        if (band) {
-          lo = std::max(lo, q - gs.radius);
-          hi = std::min(hi, q + gs.radius + 1);
-        }
-        if (causal_) hi = std::min(hi, q + 1);
-        lo = std::min(lo, gs.end);
-        hi = std::max(hi, lo);
+        int lo, hi;  // visible keys of this span: [lo, hi)
+        span_visible(KeySpan{gs.begin, gs.end, gs.radius}, q, causal_, &lo, &hi);
         T* row = S.data() + static_cast<int64_t>(i) * S.outerStride() + gs.g0;
         std::fill(row, row + (lo - gs.begin), value);
         std::fill(row + (hi - gs.begin), row + (gs.end - gs.begin), value);
@@ -439,6 +365,7 @@ template std::unique_ptr<Attention<double>> make_block_sparse_attention<double>(
 
 AttnInfo block_sparse_info(AttnInfo info, PatternFactory pattern) {
   info.uses_attention_dropout = true;
+  info.sparse_pattern = pattern;
   info.make_f32 = [pattern](const AttnConfig& c) { return make_block_sparse_attention<float>(c, pattern(c)); };
   info.make_f64 = [pattern](const AttnConfig& c) { return make_block_sparse_attention<double>(c, pattern(c)); };
   return info;

@@ -22,45 +22,35 @@
 #include <vector>
 
 #include "attn/attention.h"
+#include "attn/sparse_pattern.h"
 
 namespace lra {
 
-struct RowRange {
-  int begin = 0, end = 0;
-};
-
-// Keys [begin, end) of the example. radius >= 0 keeps only keys with |q - k| <= radius (a band).
-struct KeySpan {
-  int begin = 0, end = 0;
-  int radius = -1;
-};
-
+// A pattern as the engines use it: its PatternSpec and the LRA_HD functions of sparse_pattern.h behind
+// the methods the CPU engine and the tests call. The subclasses check their arguments and fill the spec.
 class SparsePattern {
  public:
-  virtual ~SparsePattern() = default;
-  virtual int num_query_blocks(int n) const = 0;
-  virtual RowRange query_block(int n, int qb) const = 0;
-  // The key spans of query block qb for head h (ascending and disjoint), appended to `out` (cleared
-  // first). `seed` is the run's seed: patterns with random parts draw them from it, once per run.
-  virtual void key_spans(int n, int h, int qb, uint64_t seed, std::vector<KeySpan>& out) const = 0;
+  explicit SparsePattern(const PatternSpec& spec) : spec_(spec) {}
+  const PatternSpec& spec() const { return spec_; }
+  int num_query_blocks(int n) const { return pattern_num_query_blocks(spec_, n); }
+  RowRange query_block(int n, int qb) const { return pattern_query_block(spec_, n, qb); }
+  // The key spans of query block qb for head h (ascending and disjoint), into `out` (replaced). `seed` is
+  // the run's seed: patterns with random parts draw them from it, once per run.
+  void key_spans(int n, int h, int qb, uint64_t seed, std::vector<KeySpan>& out) const;
   // Most rows in a query block.
-  virtual int max_block_rows() const = 0;
+  int max_block_rows() const { return pattern_max_block_rows(spec_); }
   // Whether query q may see key k (before padding and causality): the pattern as a dense predicate,
   // for tests and explanations; the engine never calls it.
   bool allowed(int n, int h, int q, int k, uint64_t seed) const;
+
+ private:
+  PatternSpec spec_;
 };
 
 // Non-overlapping blocks of `block` rows; each attends within itself.
 class LocalPattern final : public SparsePattern {
  public:
   explicit LocalPattern(int block);
-  int num_query_blocks(int n) const override;
-  RowRange query_block(int n, int qb) const override;
-  void key_spans(int n, int h, int qb, uint64_t seed, std::vector<KeySpan>& out) const override;
-  int max_block_rows() const override { return block_; }
-
- private:
-  int block_;
 };
 
 // The Sparse Transformer's fixed pattern (Child et al. 2019): blocks of `block` rows; a query sees its
@@ -68,33 +58,15 @@ class LocalPattern final : public SparsePattern {
 class FixedPattern final : public SparsePattern {
  public:
   FixedPattern(int block, int summary, bool causal);
-  int num_query_blocks(int n) const override;
-  RowRange query_block(int n, int qb) const override;
-  void key_spans(int n, int h, int qb, uint64_t seed, std::vector<KeySpan>& out) const override;
-  int max_block_rows() const override { return block_; }
-
- private:
-  int block_, summary_;
-  bool causal_;
 };
 
 // Longformer (Beltagy et al. 2020): a sliding window, |q - k| <= window / 2, plus global positions that
-// attend to, and are attended by, every position. `global` lists positions (0 = CLS).
+// attend to, and are attended by, every position. `global` lists positions (0 = CLS), at most
+// PatternSpec::kMaxGlobal. Query blocks: each global position alone, then the other rows in runs of at
+// most PatternSpec::kLongformerRows.
 class LongformerPattern final : public SparsePattern {
  public:
   LongformerPattern(int window, std::vector<int> global);
-  int num_query_blocks(int n) const override;
-  RowRange query_block(int n, int qb) const override;
-  void key_spans(int n, int h, int qb, uint64_t seed, std::vector<KeySpan>& out) const override;
-  int max_block_rows() const override { return kRows; }
-
- private:
-  static constexpr int kRows = 64;
-  // Query blocks: each global position alone, then the other rows in runs of at most kRows.
-  void blocks(int n, std::vector<RowRange>& out) const;
-  bool is_global(int pos) const;
-  int radius_;
-  std::vector<int> global_;  // ascending, distinct
 };
 
 // BigBird (ITC, Zaheer et al. 2020): blocks of `block` rows. The first and last blocks are global
@@ -104,15 +76,8 @@ class BigBirdPattern final : public SparsePattern {
  public:
   // random_limit > 0 draws random blocks only among those starting before that position (LRA's code: 1024).
   BigBirdPattern(int block, int random, int random_limit, int layer);
-  int num_query_blocks(int n) const override;
-  RowRange query_block(int n, int qb) const override;
-  void key_spans(int n, int h, int qb, uint64_t seed, std::vector<KeySpan>& out) const override;
-  int max_block_rows() const override { return block_; }
   // The key blocks of query block qb, ascending.
   std::vector<int> key_blocks(int n, int h, int qb, uint64_t seed) const;
-
- private:
-  int block_, random_, random_limit_, layer_;
 };
 
 template <class T>

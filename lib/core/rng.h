@@ -43,9 +43,14 @@ LRA_HD U4 philox_block(uint64_t seed, uint64_t stream, uint64_t block) {
                     static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
-// Uniform [0,1) for element `i` of stream `stream`: element i uses lane i%4 of block i/4.
+// The 32-bit word of element `i` of stream `stream`: lane i%4 of block i/4.
+LRA_HD uint32_t philox_word(uint64_t seed, uint64_t stream, uint64_t i) {
+  return philox_block(seed, stream, i >> 2).x[i & 3];
+}
+
+// Uniform [0,1) for element `i` of stream `stream`.
 LRA_HD float philox_uniform(uint64_t seed, uint64_t stream, uint64_t i) {
-  return u32_to_unit(philox_block(seed, stream, i >> 2).x[i & 3]);
+  return u32_to_unit(philox_word(seed, stream, i));
 }
 
 // Dropout keeps element i when philox_uniform(seed, stream, i) >= p, i.e. when its 24 random bits are
@@ -66,22 +71,23 @@ inline void philox_fill(uint64_t seed, uint64_t stream, uint64_t base, int64_t n
   }
 }
 
-// A sequential host-side generator over one Philox stream (shuffles, initialisation).
+// A sequential generator over one Philox stream (shuffles, initialisation). The integer draws are
+// LRA_HD, so a kernel draws what the host draws (BigBird's random blocks).
 class Rng {
  public:
-  Rng(uint64_t seed, uint64_t stream) : seed_(seed), stream_(stream) {}
-  uint32_t next_u32() {
+  LRA_HD Rng(uint64_t seed, uint64_t stream) : seed_(seed), stream_(stream) {}
+  LRA_HD uint32_t next_u32() {
     if (lane_ == 4) {
       buf_ = philox_block(seed_, stream_, block_++);
       lane_ = 0;
     }
     return buf_.x[lane_++];
   }
-  uint64_t next_u64() { return (static_cast<uint64_t>(next_u32()) << 32) | next_u32(); }
+  LRA_HD uint64_t next_u64() { return (static_cast<uint64_t>(next_u32()) << 32) | next_u32(); }
   // Uniform in [0, 1) with 53 random bits.
   double uniform() { return static_cast<double>(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
   // Uniform integer in [0, n), without modulo bias.
-  uint64_t below(uint64_t n) {
+  LRA_HD uint64_t below(uint64_t n) {
     if (n <= 1) return 0;
     const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
     uint64_t v;

@@ -15,7 +15,7 @@ bool kernelized(const std::string& n) {
 std::vector<std::string> attention_names() {
   std::vector<std::string> out;
   for (const std::string& n : lra::attention_names())
-    if (n == "softmax" || kernelized(n)) out.push_back(n);
+    if (n == "softmax" || kernelized(n) || find_attention(n).sparse_pattern) out.push_back(n);
   return out;
 }
 
@@ -26,9 +26,10 @@ bool has_attention(const std::string& name) {
 }
 
 std::unique_ptr<Attention<float>> make_attention(const std::string& name, const AttnConfig& cfg, const Context& ctx) {
-  find_attention(name);  // an unknown name lists every registered variant
+  const AttnInfo& info = find_attention(name);  // an unknown name lists every registered variant
   if (name == "softmax") return make_softmax_attention(cfg, ctx);
   if (kernelized(name)) return make_kernelized_attention(name, cfg, ctx);
+  if (info.sparse_pattern) return make_block_sparse_attention(cfg, ctx, *info.sparse_pattern(cfg));
   LRA_FAIL("attention '{}' has no GPU implementation yet; on --device cuda use one of: {} (or run it with "
            "--device cpu)",
            name, fmt::join(attention_names(), ", "));

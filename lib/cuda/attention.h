@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "attn/attention.h"
+#include "attn/block_sparse.h"
 #include "cuda/context.h"
 
 namespace lra::cuda {
@@ -24,5 +25,8 @@ std::unique_ptr<Attention<float>> make_softmax_attention(const AttnConfig& cfg, 
 // linear, performer, performer-relu, cosformer.
 std::unique_ptr<Attention<float>> make_kernelized_attention(const std::string& name, const AttnConfig& cfg,
                                                             const Context& ctx);
+// local, sparse, longformer, bigbird: the variant's pattern (AttnInfo::sparse_pattern) on the GPU engine.
+std::unique_ptr<Attention<float>> make_block_sparse_attention(const AttnConfig& cfg, const Context& ctx,
+                                                              const SparsePattern& pattern);
 
 }  // namespace lra::cuda
