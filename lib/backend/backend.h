@@ -60,10 +60,13 @@ class Backend {
   virtual void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets,
                                  const int32_t* row_offsets, int B, const T* wte, const T* pos, const T* cls,
                                  int D) = 0;
+  // Bytes of `work` embedding_backward needs for batches of at most `rows` packed rows (the model plans
+  // them with its scratch).
+  virtual size_t embedding_backward_workspace(int64_t rows) const = 0;
   // rows = row_offsets[B] (the host knows it; a device needs it to size its work without a copy back).
   virtual void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens,
                                   const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D,
-                                  int64_t rows) = 0;
+                                  int64_t rows, void* work) = 0;
   virtual void pool_forward(T* out, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B,
                             int D, Pool kind) = 0;
   virtual void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B,

@@ -91,9 +91,10 @@ class CpuBackend final : public Backend<T> {
                          int B, const T* wte, const T* pos, const T* cls, int D) override {
     lra::embedding_forward(x, tokens, tok_offsets, row_offsets, B, wte, pos, cls, D);
   }
+  size_t embedding_backward_workspace(int64_t) const override { return 0; }
   void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens,
-                          const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D,
-                          int64_t) override {
+                          const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D, int64_t,
+                          void*) override {
     lra::embedding_backward(dwte, dpos, dcls, dx, tokens, tok_offsets, row_offsets, B, D);
   }
   void pool_forward(T* out, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,

@@ -67,7 +67,6 @@ class CudaBackend final : public Backend<float> {
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(ctx_.stream);
-    cudaFree(embed_work_);
     cudaFree(reduce_);
     cudaFreeHost(host_value_);
     cudaEventDestroy(t0_);
@@ -144,19 +143,13 @@ class CudaBackend final : public Backend<float> {
                          int B, const float* wte, const float* pos, const float* cls, int D) override {
     cuda::embedding_forward(x, tokens, tok_offsets, row_offsets, B, wte, pos, cls, D, ctx_);
   }
-  // The sort workspace grows to the largest batch seen (a few times at most, at the first steps).
+  size_t embedding_backward_workspace(int64_t rows) const override {
+    return cuda::embedding_backward_workspace(rows);
+  }
   void embedding_backward(float* dwte, float* dpos, float* dcls, const float* dx, const int32_t* tokens,
-                          const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D,
-                          int64_t rows) override {
-    const size_t need = cuda::embedding_backward_workspace(rows);
-    if (need > embed_work_bytes_) {
-      CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
-      CUDA_CHECK(cudaFree(embed_work_));
-      embed_work_ = nullptr;
-      embed_work_ = alloc_.allocate(need);
-      embed_work_bytes_ = need;
-    }
-    cuda::embedding_backward(dwte, dpos, dcls, dx, tokens, tok_offsets, row_offsets, B, D, rows, embed_work_, ctx_);
+                          const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D, int64_t rows,
+                          void* work) override {
+    cuda::embedding_backward(dwte, dpos, dcls, dx, tokens, tok_offsets, row_offsets, B, D, rows, work, ctx_);
   }
   void pool_forward(float* out, const float* x, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
                     Pool kind) override {
@@ -201,8 +194,6 @@ class CudaBackend final : public Backend<float> {
   DeviceAllocator alloc_;
   double* reduce_ = nullptr;      // [0]: a reduction's result, [1..]: its partial sums
   double* host_value_ = nullptr;  // pinned
-  void* embed_work_ = nullptr;
-  size_t embed_work_bytes_ = 0;
   cudaEvent_t t0_ = nullptr, t1_ = nullptr;
 };
 

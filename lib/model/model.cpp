@@ -85,11 +85,12 @@ Model<T>::Model(const ModelConfig& cfg, Backend<T>& be, int max_batch, int threa
   params_arena_.reserve(params_arena_.used());
   grads_arena_.reserve(grads_arena_.used());
   acts_arena_.reserve(acts_arena_.used());
-  size_t scratch = 0;
+  // The attention variants' scratch, which the embedding's backward (after every layer's) reuses.
+  size_t scratch = be.embedding_backward_workspace(max_rows_);
   for (auto& a : attn_) scratch = std::max(scratch, a->scratch_bytes(max_seqs_, max_rows_));
   scratch_arena_.reserve(scratch);
   layout();
-  attn_scratch_ = scratch_arena_.take_bytes(scratch);
+  scratch_ = scratch_arena_.take_bytes(scratch);
   if (!cfg_.learn_pos_emb) {
     std::vector<T> table(static_cast<size_t>(cfg_.positions()) * cfg_.emb_dim);
     sinusoidal_table(table.data(), cfg_.positions(), cfg_.emb_dim);
@@ -339,7 +340,7 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
     be_.layernorm_forward(l.ln1, l.mean1, l.rstd1, x, l.ln1_g, l.ln1_b, R, D, static_cast<T>(cfg_.layernorm_eps));
     be_.linear_forward(l.qkv, l.ln1, l.qkv_w, l.qkv_b, R, D, 3 * Q);
     AttnStep st{training, seed, stream(step, site + kAttnDrop), step};
-    attn_[static_cast<size_t>(li)]->forward(s, attn_io(l), l.attn_saved, attn_scratch_, st);
+    attn_[static_cast<size_t>(li)]->forward(s, attn_io(l), l.attn_saved, scratch_, st);
     be_.linear_forward(tmp_, l.ao, l.o_w, l.o_b, R, Q, D);
     be_.residual_dropout_forward(l.xm, x, tmp_, R * D, p, seed, stream(step, site + kAttnOutDrop));
     be_.layernorm_forward(l.ln2, l.mean2, l.rstd2, l.xm, l.ln2_g, l.ln2_b, R, D, static_cast<T>(cfg_.layernorm_eps));
@@ -404,14 +405,14 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
     g.dk = dqkv_ + Q;
     g.dv = dqkv_ + 2 * Q;
     AttnStep st{true, seed, stream(step, site + kAttnDrop), step};
-    attn_[static_cast<size_t>(li)]->backward(s, attn_io(l), g, l.attn_saved, attn_scratch_, st);
+    attn_[static_cast<size_t>(li)]->backward(s, attn_io(l), g, l.attn_saved, scratch_, st);
     be_.linear_backward(dln_, l.d_qkv_w, l.d_qkv_b, dqkv_, l.ln1, l.qkv_w, R, D, 3 * Q);
     be_.layernorm_backward(dx_, l.d_ln1_g, l.d_ln1_b, dln_, x_[static_cast<size_t>(li)], l.mean1, l.rstd1,
                            l.ln1_g, R, D);
   }
   be_.dropout_backward(dx_, dx_, R * D, p, seed, stream(step, kEmbDrop));
   be_.embedding_backward(dwte_, cfg_.learn_pos_emb ? dwpe_ : nullptr, cfg_.has_cls() ? dcls_ : nullptr, dx_,
-                         tokens_, tok_offsets_, row_offsets_, S_, D, R);
+                         tokens_, tok_offsets_, row_offsets_, S_, D, R, scratch_);
 }
 
 template <class T>

@@ -119,7 +119,7 @@ class Model {
   T *dpooled_ = nullptr, *dpair_ = nullptr;
   T *tmp_ = nullptr;   // a branch's output in the forward, its gradient in the backward
   T *hact_ = nullptr;  // drop(gelu(hpre)): computed in the forward, recomputed in the backward
-  void* attn_scratch_ = nullptr;
+  void* scratch_ = nullptr;  // the attention variants' scratch, then the embedding backward's work
 };
 
 }  // namespace lra
