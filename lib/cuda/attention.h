@@ -25,5 +25,8 @@ std::unique_ptr<Attention<float>> make_softmax_attention(const AttnConfig& cfg, 
 std::unique_ptr<Attention<float>> make_kernelized_attention(const std::string& name, const AttnConfig& cfg,
                                                             const Context& ctx);
 std::unique_ptr<Attention<float>> make_linformer_attention(const AttnConfig& cfg, const Context& ctx);
+// query_chunk: the most query rows of one materialised logit block (0: as many as fit its budget).
+std::unique_ptr<Attention<float>> make_synthesizer_attention(const AttnConfig& cfg, const Context& ctx,
+                                                             int query_chunk = 0);
 
 }  // namespace lra::cuda
