@@ -1,10 +1,11 @@
 // Linformer: finite-difference gradients of q, k, v and the projection E (double, masked keys, examples of
 // different lengths, with and without attention dropout), equality with the formula written plainly,
-// padded batch against per-example runs (E's gradient summed), masked keys, float against double, and
-// the hyperparameter errors.
+// padded batch against per-example runs (E's gradient summed), masked keys, float against double, the
+// hyperparameter errors, and the row-softmax maths the GPU shares (lib/attn/row_softmax.h).
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "attn/row_softmax.h"
 #include "attn_harness.h"
 
 using namespace lra;
@@ -194,4 +195,29 @@ TEST_CASE("linformer: bad hyperparameters and causal are clear errors", "[linfor
   REQUIRE(specs.size() == 1);
   CHECK(specs[0].name == "proj");
   CHECK(specs[0].shape == std::vector<int>{5, 3});
+}
+
+TEST_CASE("row softmax maths: the GPU's dropout words, factors and logit gradients", "[synthesizer][linformer]") {
+  // philox_word (one element, as the GPU kernels draw it) is philox_fill's word (the CPU's rows), at any
+  // start within a Philox block and across the 32-bit counter boundary.
+  for (uint64_t base : {uint64_t{0}, uint64_t{1}, uint64_t{3}, uint64_t{1000003}, (uint64_t{1} << 34) - 5}) {
+    std::vector<uint32_t> words(37);
+    philox_fill(77, 12345, base, 37, words.data());
+    for (int j = 0; j < 37; ++j) CHECK(philox_word(77, 12345, base + static_cast<uint64_t>(j)) == words[j]);
+  }
+  // The factor keeps about 1 - p of the elements at 1/(1-p), drops the rest to 0; p = 0 keeps everything.
+  const float p = 0.25f, scale = 1.0f / (1.0f - p);
+  int kept = 0, other = 0, dropped_at_zero = 0;
+  for (uint64_t e = 0; e < 40000; ++e) {
+    const float z = dropout_factor(philox_word(5, 6, e), dropout_threshold(p), scale);
+    kept += z == scale;
+    other += z != scale && z != 0.0f;
+    dropped_at_zero += dropout_factor(philox_word(5, 6, e), dropout_threshold(0.0f), 1.0f) != 1.0f;
+  }
+  CHECK(other == 0);
+  CHECK(dropped_at_zero == 0);
+  CHECK(std::abs(kept / 40000.0 - 0.75) < 0.01);
+  // dS = P (dP z - D).
+  CHECK(softmax_dlogit(0.25, 2.0, 1.0, 0.5) == 0.25 * (2.0 - 0.5));
+  CHECK(softmax_dlogit(0.25f, 2.0f, 0.0f, 0.5f) == -0.125f);
 }

@@ -18,6 +18,7 @@
 #include <cmath>
 
 #include "attn/attention.h"
+#include "attn/row_softmax.h"
 #include "core/arena.h"
 #include "core/rng.h"
 #include "ops/parallel.h"
@@ -198,7 +199,7 @@ class LinformerAttention final : public Attention<T> {
       if (drop.p > 0.0f) {
         T* row = w.s + static_cast<int64_t>(i) * k_;
         philox_fill(step.seed, step.stream, drop_index(r0 + i, h), k_, w.bits);
-        for (int r = 0; r < k_; ++r) row[r] = (w.bits[r] >> 8) >= drop.thr ? row[r] * drop.scale : T(0);
+        for (int r = 0; r < k_; ++r) row[r] *= dropout_factor(w.bits[r], drop.thr, drop.scale);
       }
     }
     MapR<T>(io.out + r0 * io.ld_out + h * c_.dv, n, c_.dv, Eigen::OuterStride<>(io.ld_out)).noalias() = S * Vp;
@@ -233,12 +234,12 @@ class LinformerAttention final : public Attention<T> {
       if (drop.p > 0.0f) {
         philox_fill(step.seed, step.stream, drop_index(r0 + i, h), k_, w.bits);
         for (int r = 0; r < k_; ++r) {
-          const T z = (w.bits[r] >> 8) >= drop.thr ? drop.scale : T(0);
-          dprow[r] = prow[r] * (dprow[r] * z - di);
+          const T z = dropout_factor(w.bits[r], drop.thr, drop.scale);
+          dprow[r] = softmax_dlogit(prow[r], dprow[r], z, di);
           prow[r] *= z;
         }
       } else {
-        for (int r = 0; r < k_; ++r) dprow[r] = prow[r] * (dprow[r] - di);
+        for (int r = 0; r < k_; ++r) dprow[r] = softmax_dlogit(prow[r], dprow[r], T(1), di);
       }
     }
     MapR<T> dKp(w.dkp, k_, c_.dk, Eigen::OuterStride<>(c_.dk));

@@ -27,6 +27,7 @@
 #include <limits>
 
 #include "attn/attention.h"
+#include "attn/row_softmax.h"
 #include "core/arena.h"
 #include "core/rng.h"
 #include "ops/parallel.h"
@@ -277,12 +278,12 @@ class SynthesizerAttention final : public Attention<T> {
       if (drop.p > 0.0f) {
         philox_fill(step.seed, step.stream, drop_index(seq, r0 + i0 + i, h, 0), nk, w.bits);
         for (int j = 0; j < nk; ++j) {
-          const T z = (w.bits[j] >> 8) >= drop.thr ? drop.scale : T(0);
-          dprow[j] = prow[j] * (dprow[j] * z - di);
+          const T z = dropout_factor(w.bits[j], drop.thr, drop.scale);
+          dprow[j] = softmax_dlogit(prow[j], dprow[j], z, di);
           prow[j] *= z;
         }
       } else {
-        for (int j = 0; j < nk; ++j) dprow[j] = prow[j] * (dprow[j] - di);
+        for (int j = 0; j < nk; ++j) dprow[j] = softmax_dlogit(prow[j], dprow[j], T(1), di);
       }
     }
   }
@@ -319,7 +320,7 @@ class SynthesizerAttention final : public Attention<T> {
         S.row(i) *= T(1) / l;
         if (drop.p > 0.0f) {
           philox_fill(step.seed, step.stream, drop_index(seq, r, h, 0), nk, w.bits);
-          for (int j = 0; j < nk; ++j) row[j] = (w.bits[j] >> 8) >= drop.thr ? row[j] * drop.scale : T(0);
+          for (int j = 0; j < nk; ++j) row[j] *= dropout_factor(w.bits[j], drop.thr, drop.scale);
         }
       }
       O.noalias() = S * V;

@@ -4,18 +4,37 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <utility>
+
 namespace lra::cuda {
 
 namespace {
 bool kernelized(const std::string& n) {
   return n == "linear" || n == "performer" || n == "performer-relu" || n == "cosformer";
 }
+
+// The variants with a GPU file of their own.
+using Factory = std::unique_ptr<Attention<float>> (*)(const AttnConfig&, const Context&);
+const std::vector<std::pair<std::string, Factory>>& own_files() {
+  static const std::vector<std::pair<std::string, Factory>> f = {
+      {"linformer", make_linformer_attention},
+      {"synthesizer", [](const AttnConfig& c, const Context& ctx) { return make_synthesizer_attention(c, ctx); }},
+  };
+  return f;
+}
+
+Factory own_file(const std::string& n) {
+  for (const auto& [name, make] : own_files())
+    if (name == n) return make;
+  return nullptr;
+}
 }  // namespace
 
 std::vector<std::string> attention_names() {
   std::vector<std::string> out;
   for (const std::string& n : lra::attention_names())
-    if (n == "softmax" || kernelized(n) || find_attention(n).sparse_pattern) out.push_back(n);
+    if (n == "softmax" || kernelized(n) || find_attention(n).sparse_pattern || own_file(n) != nullptr)
+      out.push_back(n);
   return out;
 }
 
@@ -30,6 +49,7 @@ std::unique_ptr<Attention<float>> make_attention(const std::string& name, const 
   if (name == "softmax") return make_softmax_attention(cfg, ctx);
   if (kernelized(name)) return make_kernelized_attention(name, cfg, ctx);
   if (info.sparse_pattern) return make_block_sparse_attention(cfg, ctx, *info.sparse_pattern(cfg));
+  if (const Factory make = own_file(name)) return make(cfg, ctx);
   LRA_FAIL("attention '{}' has no GPU implementation yet; on --device cuda use one of: {} (or run it with "
            "--device cpu)",
            name, fmt::join(attention_names(), ", "));

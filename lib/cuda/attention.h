@@ -28,5 +28,9 @@ std::unique_ptr<Attention<float>> make_kernelized_attention(const std::string& n
 // local, sparse, longformer, bigbird: the variant's pattern (AttnInfo::sparse_pattern) on the GPU engine.
 std::unique_ptr<Attention<float>> make_block_sparse_attention(const AttnConfig& cfg, const Context& ctx,
                                                               const SparsePattern& pattern);
+std::unique_ptr<Attention<float>> make_linformer_attention(const AttnConfig& cfg, const Context& ctx);
+// query_chunk: the most query rows of one materialised logit block (0: as many as fit its budget).
+std::unique_ptr<Attention<float>> make_synthesizer_attention(const AttnConfig& cfg, const Context& ctx,
+                                                             int query_chunk = 0);
 
 }  // namespace lra::cuda

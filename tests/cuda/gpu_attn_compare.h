@@ -3,7 +3,10 @@
 // mean squared error of the GPU's output and gradients against the CPU's.
 #pragma once
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,11 @@ struct AttnCase {
   float dropout = 0.0f;
   bool training = false;
   uint64_t seed = 1;
+  double weight_scale = 0.0;  // > 0: learned weights drawn N(0, scale^2) instead of their initialisation
+  int backward_passes = 1;  // GPU backward calls: learned weights' gradients accumulate, so dparams is
+                            // compared with this many times the CPU's
+  // Builds the GPU variant in place of cuda::make_attention (for a factory's own knobs); unset: the registry's.
+  std::function<std::unique_ptr<Attention<float>>(const AttnConfig&, const cuda::Context&)> make_gpu;
 };
 
 inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx) {
@@ -44,6 +52,11 @@ inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx
   cpu.step.seed = c.seed + 7;
   cpu.step.stream = 12345;
   cpu.step.step = 3;
+  if (c.weight_scale > 0)
+    for (size_t i = 0; i < cpu.params.values.size(); ++i) {
+      const auto w = randn(cpu.params.values[i].size(), c.seed + 100 + i, c.weight_scale);
+      std::copy(w.begin(), w.end(), cpu.params.values[i].begin());
+    }
   cpu.forward();
   cpu.backward();
 
@@ -56,7 +69,7 @@ inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx
   ac.max_len = std::max(longest, c.L_pad);
   ac.attention_dropout = c.dropout;
   ac.hp = resolve_attention_params(find_attention(c.name), c.hp);
-  auto gpu = cuda::make_attention(c.name, ac, ctx);
+  auto gpu = c.make_gpu ? c.make_gpu(ac, ctx) : cuda::make_attention(c.name, ac, ctx);
 
   const int B = static_cast<int>(c.lengths.size());
   const int64_t R = cpu.rows();
@@ -91,7 +104,7 @@ inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx
   g.dq = dqkv;
   g.dk = dqkv.ptr + Q;
   g.dv = dqkv.ptr + 2 * Q;
-  gpu->backward(s, io, g, saved, scratch, cpu.step);
+  for (int pass = 0; pass < c.backward_passes; ++pass) gpu->backward(s, io, g, saved, scratch, cpu.step);
   CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
 
   AttnCompare r;
@@ -109,7 +122,11 @@ inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx
   r.dq = nmse(part(d, 0), part(cpu.dqkv, 0));
   r.dk = nmse(part(d, 1), part(cpu.dqkv, 1));
   r.dv = nmse(part(d, 2), part(cpu.dqkv, 2));
-  for (size_t i = 0; i < pg.size(); ++i) r.dparams = std::max(r.dparams, nmse(pg[i]->download(), cpu.params.grads[i]));
+  for (size_t i = 0; i < pg.size(); ++i) {
+    std::vector<float> want = cpu.params.grads[i];
+    for (float& x : want) x *= static_cast<float>(c.backward_passes);
+    r.dparams = std::max(r.dparams, nmse(pg[i]->download(), want));
+  }
   return r;
 }
 
