@@ -14,8 +14,8 @@
 // against Eigen), so the gap is float rounding (relative ~1e-7 per value, nmse ~1e-13), amplified by the
 // cancellations of dS = P (G - D), of the Sinkhorn steps' backward dX = dY - exp(Y) sum(dY) and of the
 // weight gradients' sums over every block of the batch: 1e-8 leaves four orders of magnitude for them. A
-// ReLU of the sort net whose input is within rounding of 0 could flip one gradient entry; with the drawn
-// inputs no such input comes near (it would show as an isolated dparams failure, not a trend).
+// sort-net ReLU whose input is within rounding of 0 could flip between the devices; that would show as an
+// isolated dparams failure.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstring>
