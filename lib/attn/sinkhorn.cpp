@@ -37,6 +37,8 @@
 // The weight gradients are sums over (example, head): each task writes its per-block factors (s, A1, dZ1,
 // dZ2 or s, dR) to its own rows of a scratch table, and after the tasks one GEMM per head (per row of W)
 // reduces them in a fixed order, so the result is the same bits for any thread count.
+// The options and the element-wise maths (the Sinkhorn steps and their backward, the softmax of a part,
+// dS, the table and dropout indices) are in sinkhorn.h, shared with the GPU path (lib/cuda/sinkhorn.cu).
 #include <omp.h>
 
 #include <cmath>
@@ -44,11 +46,71 @@
 #include <string>
 
 #include "attn/attention.h"
+#include "attn/sinkhorn.h"
 #include "core/arena.h"
 #include "core/rng.h"
 #include "ops/parallel.h"
 
 namespace lra {
+
+namespace {
+int positive_int(const nlohmann::json& v, const char* name, int64_t most) {
+  LRA_CHECK(v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= most,
+            "sinkhorn: {} must be an integer in [1, {}], got {}", name, most, v.dump());
+  return v.get<int>();
+}
+}  // namespace
+
+SinkhornOptions SinkhornOptions::parse(const AttnConfig& c) {
+  SinkhornOptions o;
+  o.block = positive_int(c.hp.at("block"), "block", 1 << 16);
+  const int64_t blocks = (static_cast<int64_t>(c.max_len) + o.block - 1) / o.block;
+  // 0: as many sort-net outputs as the longest example has blocks.
+  o.max_blocks = c.hp.at("max_blocks") == 0 ? static_cast<int>(blocks)
+                                            : positive_int(c.hp.at("max_blocks"), "max_blocks", 1 << 16);
+  o.iters = positive_int(c.hp.at("sinkhorn_iters"), "sinkhorn_iters", 100);
+  const auto& temp = c.hp.at("temperature");
+  LRA_CHECK(temp.is_number() && temp.get<double>() > 0 && std::isfinite(temp.get<double>()),
+            "sinkhorn: temperature must be a positive number (the paper's Sinkhorn temperature, LRA uses 1.0), "
+            "got {}",
+            temp.dump());
+  o.temperature = temp.get<double>();
+  const std::string net = c.hp.at("sort_net").get<std::string>();
+  LRA_CHECK(net == "mlp" || net == "linear",
+            "sinkhorn: sort_net must be \"mlp\" (the paper's two-layer ReLU net, per head) or \"linear\" (LRA's "
+            "code: one dk x max_blocks matrix for every head), got \"{}\"",
+            net);
+  o.mlp = net == "mlp";
+  const std::string act = c.hp.at("sort_activation").get<std::string>();
+  LRA_CHECK(act == "sinkhorn" || act == "softmax",
+            "sinkhorn: sort_activation must be \"sinkhorn\" (the paper) or \"softmax\" (LRA's default: one "
+            "normalisation, no balancing), got \"{}\"",
+            act);
+  o.balance = act == "sinkhorn";
+  const std::string combine = c.hp.at("combine").get<std::string>();
+  LRA_CHECK(combine == "joint" || combine == "sum",
+            "sinkhorn: combine must be \"joint\" (the paper: one softmax over the local and sorted keys) or "
+            "\"sum\" (LRA's code: two softmaxes, outputs added), got \"{}\"",
+            combine);
+  o.parts = combine == "joint" ? 1 : 2;
+  LRA_CHECK(blocks <= o.max_blocks,
+            "sinkhorn: examples of up to {} rows make {} blocks of block={}, more than max_blocks={} (the sort "
+            "net's outputs, one per query block); set max_blocks >= {} or block >= {}",
+            c.max_len, blocks, o.block, o.max_blocks, blocks, (c.max_len + o.max_blocks - 1) / o.max_blocks);
+  o.blocks = static_cast<int>(blocks);
+  return o;
+}
+
+// mlp: W1 (dk x dk), b1, W2 (dk x max_blocks), b2 per head; linear: W (dk x max_blocks), LRA's
+// xavier_uniform and no bias. Biases start at 0; the weights keep R about the size of the summaries.
+std::vector<AttnParamSpec> SinkhornOptions::param_specs(const AttnConfig& c) const {
+  const int H = c.heads, d = c.dk, mb = max_blocks;
+  if (!mlp) return {AttnParamSpec{"sort_w", {d, mb}, Init::XavierUniform, static_cast<double>(d + mb)}};
+  return {AttnParamSpec{"sort_w1", {H, d, d}, Init::XavierUniform, 2.0 * d},
+          AttnParamSpec{"sort_b1", {H, d}, Init::Zeros, 0.0},
+          AttnParamSpec{"sort_w2", {H, d, mb}, Init::XavierUniform, static_cast<double>(d + mb)},
+          AttnParamSpec{"sort_b2", {H, mb}, Init::Zeros, 0.0}};
+}
 
 namespace {
 
@@ -58,55 +120,18 @@ using RowVec = Eigen::Matrix<T, 1, Eigen::Dynamic>;
 template <class T>
 class SinkhornAttention final : public Attention<T> {
  public:
-  explicit SinkhornAttention(const AttnConfig& c) : c_(c) {
-    blk_ = positive_int(c.hp.at("block"), "block", 1 << 16);
-    const int64_t blocks = (static_cast<int64_t>(c.max_len) + blk_ - 1) / blk_;
-    // 0: as many sort-net outputs as the longest example has blocks.
-    mb_ = c.hp.at("max_blocks") == 0 ? static_cast<int>(blocks) : positive_int(c.hp.at("max_blocks"), "max_blocks", 1 << 16);
-    iters_ = positive_int(c.hp.at("sinkhorn_iters"), "sinkhorn_iters", 100);
-    const auto& temp = c.hp.at("temperature");
-    LRA_CHECK(temp.is_number() && temp.get<double>() > 0 && std::isfinite(temp.get<double>()),
-              "sinkhorn: temperature must be a positive number (the paper's Sinkhorn temperature, LRA uses 1.0), "
-              "got {}",
-              temp.dump());
-    temp_ = static_cast<T>(temp.get<double>());
-    const std::string net = c.hp.at("sort_net").get<std::string>();
-    LRA_CHECK(net == "mlp" || net == "linear",
-              "sinkhorn: sort_net must be \"mlp\" (the paper's two-layer ReLU net, per head) or \"linear\" (LRA's "
-              "code: one dk x max_blocks matrix for every head), got \"{}\"",
-              net);
-    mlp_ = net == "mlp";
-    const std::string act = c.hp.at("sort_activation").get<std::string>();
-    LRA_CHECK(act == "sinkhorn" || act == "softmax",
-              "sinkhorn: sort_activation must be \"sinkhorn\" (the paper) or \"softmax\" (LRA's default: one "
-              "normalisation, no balancing), got \"{}\"",
-              act);
-    balance_ = act == "sinkhorn";
-    const std::string combine = c.hp.at("combine").get<std::string>();
-    LRA_CHECK(combine == "joint" || combine == "sum",
-              "sinkhorn: combine must be \"joint\" (the paper: one softmax over the local and sorted keys) or "
-              "\"sum\" (LRA's code: two softmaxes, outputs added), got \"{}\"",
-              combine);
-    parts_ = combine == "joint" ? 1 : 2;
-    LRA_CHECK(blocks <= mb_,
-              "sinkhorn: examples of up to {} rows make {} blocks of block={}, more than max_blocks={} (the sort "
-              "net's outputs, one per query block); set max_blocks >= {} or block >= {}",
-              c.max_len, blocks, blk_, mb_, blocks, (c.max_len + mb_ - 1) / mb_);
-    nbm_ = static_cast<int>(blocks);
-    steps_ = balance_ ? 2 * iters_ : 1;
-    sw_ = (mlp_ ? 3 * c.dk : c.dk) + mb_;
+  explicit SinkhornAttention(const AttnConfig& c) : c_(c), o_(SinkhornOptions::parse(c)) {
+    blk_ = o_.block;
+    mb_ = o_.max_blocks;
+    nbm_ = o_.blocks;
+    temp_ = static_cast<T>(o_.temperature);
+    mlp_ = o_.mlp;
+    parts_ = o_.parts;
+    steps_ = o_.steps();
+    sw_ = o_.slot_width(c.dk);
   }
 
-  // mlp: W1 (dk x dk), b1, W2 (dk x max_blocks), b2 per head; linear: W (dk x max_blocks), LRA's
-  // xavier_uniform and no bias. Biases start at 0; the weights keep R about the size of the summaries.
-  std::vector<AttnParamSpec> param_specs() const override {
-    const int H = c_.heads, d = c_.dk;
-    if (!mlp_) return {AttnParamSpec{"sort_w", {d, mb_}, Init::XavierUniform, static_cast<double>(d + mb_)}};
-    return {AttnParamSpec{"sort_w1", {H, d, d}, Init::XavierUniform, 2.0 * d},
-            AttnParamSpec{"sort_b1", {H, d}, Init::Zeros, 0.0},
-            AttnParamSpec{"sort_w2", {H, d, mb_}, Init::XavierUniform, static_cast<double>(d + mb_)},
-            AttnParamSpec{"sort_b2", {H, mb_}, Init::Zeros, 0.0}};
-  }
+  std::vector<AttnParamSpec> param_specs() const override { return o_.param_specs(c_); }
 
   // LSE per (row, head) and softmax part.
   size_t saved_bytes(int, int64_t rows) const override { return sizeof(T) * rows * c_.heads * parts_; }
@@ -162,12 +187,6 @@ class SinkhornAttention final : public Attention<T> {
     int* act;      // nb: the active blocks
   };
 
-  static int positive_int(const nlohmann::json& v, const char* name, int64_t most) {
-    LRA_CHECK(v.is_number_integer() && v.get<int64_t>() >= 1 && v.get<int64_t>() <= most,
-              "sinkhorn: {} must be an integer in [1, {}], got {}", name, most, v.dump());
-    return v.get<int>();
-  }
-
   // Lays Work out from `base` (nullptr: only measures) and returns its size in bytes.
   size_t layout(char* base, Work& w) const {
     size_t at = 0;
@@ -220,13 +239,13 @@ class SinkhornAttention final : public Attention<T> {
   }
 
   // The factor table: block m of example b, head h is row (offsets[b] / w + b + m) * H + h, which never
-  // overlaps another example's (ceil(n / w) <= floor(n / w) + 1).
-  int64_t slot_rows(int B, int64_t rows) const { return (rows / blk_ + B) * c_.heads; }
+  // overlaps another example's (sinkhorn_block_base).
+  int64_t slot_rows(int B, int64_t rows) const { return sinkhorn_table_blocks(B, rows, blk_) * c_.heads; }
   T* slot_base(void* scratch) const {
     return reinterpret_cast<T*>(static_cast<char*>(scratch) + per_thread_bytes() * c_.threads);
   }
   T* slot(T* slots, const SeqBatch& seq, int b, int h, int m) const {
-    return slots + ((static_cast<int64_t>(seq.offsets[b]) / blk_ + b + m) * c_.heads + h) * sw_;
+    return slots + ((sinkhorn_block_base(seq.offsets[b], blk_, b) + m) * c_.heads + h) * sw_;
   }
 
   // Attention dropout of one call: rate, the scale of kept weights and the integer keep threshold.
@@ -239,20 +258,16 @@ class SinkhornAttention final : public Attention<T> {
     const float p = step.training ? c_.attention_dropout : 0.0f;
     return Drop{p, T(1) / (T(1) - T(p)), dropout_threshold(p)};
   }
-  // Element index of the dropout draw for query row r, head h, score column j in [0, 2w).
-  uint64_t drop_index(int64_t r, int h) const {
-    return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(2 * blk_);
-  }
+  // Element index of the dropout draw for query row r, head h, score column 0.
+  uint64_t drop_index(int64_t r, int h) const { return sinkhorn_drop_index(r, h, c_.heads, blk_); }
 
   static bool real_key(const SeqBatch& seq, int64_t r0, int n, int r) {
     return r < n && (seq.key_mask == nullptr || seq.key_mask[r0 + r] != 0);
   }
 
-  // The score columns of softmax part p: [0, 2w) when joint; [0, w) and [w, 2w) when summed.
-  int part_begin(int p) const { return p * 2 * blk_ / parts_; }
-  int part_end(int p) const { return (p + 1) * 2 * blk_ / parts_; }
-  // Step k (1-based) normalises rows (each key block over query blocks) or columns.
-  bool row_step(int k) const { return balance_ && k % 2 == 1; }
+  int part_begin(int p) const { return o_.part_begin(p); }
+  int part_end(int p) const { return o_.part_end(p); }
+  bool row_step(int k) const { return o_.row_step(k); }
 
   // K~, V~, the visible sorted slots, the active blocks, the sort net, the Sinkhorn iterations, Pi and the
   // sorted blocks of example b, head h. Returns the number of active blocks (0: every key is hidden).
@@ -295,18 +310,12 @@ class SinkhornAttention final : public Attention<T> {
         X0(i, j) = (mlp_ ? std::max(r, T(0)) : r) / temp_;
       }
     for (int k = 1; k <= steps_; ++k) {
-      CMapR<T> X(w.logs + static_cast<int64_t>(k - 1) * na * na, na, na, Eigen::OuterStride<>(na));
-      MapR<T> Y(w.logs + static_cast<int64_t>(k) * na * na, na, na, Eigen::OuterStride<>(na));
+      const T* X = w.logs + static_cast<int64_t>(k - 1) * na * na;
+      T* Y = w.logs + static_cast<int64_t>(k) * na * na;
       if (row_step(k)) {
-        for (int i = 0; i < na; ++i) {
-          const T mx = X.row(i).maxCoeff();
-          Y.row(i) = X.row(i).array() - (mx + std::log((X.row(i).array() - mx).exp().sum()));
-        }
+        for (int i = 0; i < na; ++i) sinkhorn_normalise(X + i * na, Y + i * na, na, 1);
       } else {
-        for (int j = 0; j < na; ++j) {
-          const T mx = X.col(j).maxCoeff();
-          Y.col(j) = X.col(j).array() - (mx + std::log((X.col(j).array() - mx).exp().sum()));
-        }
+        for (int j = 0; j < na; ++j) sinkhorn_normalise(X + j, Y + j, na, na);
       }
     }
     CMapR<T> Xl(w.logs + static_cast<int64_t>(steps_) * na * na, na, na, Eigen::OuterStride<>(na));
@@ -392,25 +401,8 @@ class SinkhornAttention final : public Attention<T> {
       for (int i = 0; i < bq; ++i) {
         const int64_t r = r0 + static_cast<int64_t>(l) * blk_ + i;
         T* row = w.sc + static_cast<int64_t>(i) * w2;
-        for (int p = 0; p < parts_; ++p) {
-          const int c0 = part_begin(p), c1 = part_end(p);
-          T mx = -inf;
-          for (int c = c0; c < c1; ++c)
-            if (w.colok[c]) mx = std::max(mx, row[c]);
-          T* out_lse = lse + (r * c_.heads + h) * parts_ + p;
-          if (mx == -inf) {
-            std::fill(row + c0, row + c1, T(0));
-            *out_lse = inf;
-            continue;
-          }
-          T sum = 0;
-          for (int c = c0; c < c1; ++c) {
-            row[c] = w.colok[c] ? std::exp(row[c] - mx) : T(0);
-            sum += row[c];
-          }
-          for (int c = c0; c < c1; ++c) row[c] /= sum;
-          *out_lse = mx + std::log(sum);
-        }
+        for (int p = 0; p < parts_; ++p)  // the unseen scores are -inf (block_scores)
+          lse[(r * c_.heads + h) * parts_ + p] = sinkhorn_softmax(row + part_begin(p), part_end(p) - part_begin(p));
         if (drop.p > 0.0f) {
           philox_fill(step.seed, step.stream, drop_index(r, h), w2, w.bits);
           for (int c = 0; c < w2; ++c) row[c] = (w.bits[c] >> 8) >= drop.thr ? row[c] * drop.scale : T(0);
@@ -481,12 +473,8 @@ class SinkhornAttention final : public Attention<T> {
           for (int c = 0; c < w2; ++c) grow[c] *= (w.bits[c] >> 8) >= drop.thr ? drop.scale : T(0);
         }
         // dS = P (G - D) into G, then P' = P z / (1-p) into P.
-        for (int p = 0; p < parts_; ++p) {
-          const int c0 = part_begin(p), c1 = part_end(p);
-          T D = 0;
-          for (int c = c0; c < c1; ++c) D += prow[c] * grow[c];
-          for (int c = c0; c < c1; ++c) grow[c] = prow[c] * (grow[c] - D);
-        }
+        for (int p = 0; p < parts_; ++p)
+          sinkhorn_score_grad(prow + part_begin(p), grow + part_begin(p), part_end(p) - part_begin(p));
         if (drop.p > 0.0f)
           for (int c = 0; c < w2; ++c) prow[c] *= (w.bits[c] >> 8) >= drop.thr ? drop.scale : T(0);
       }
@@ -513,17 +501,11 @@ class SinkhornAttention final : public Attention<T> {
     for (int i = 0; i < na; ++i)
       for (int j = 0; j < na; ++j) dX(i, j) = dPi(w.act[i], w.act[j]) * Pi(w.act[i], w.act[j]);
     for (int k = steps_; k >= 1; --k) {
-      CMapR<T> Y(w.logs + static_cast<int64_t>(k) * na * na, na, na, Eigen::OuterStride<>(na));
+      const T* Y = w.logs + static_cast<int64_t>(k) * na * na;
       if (row_step(k)) {
-        for (int i = 0; i < na; ++i) {
-          const T sum = dX.row(i).sum();
-          dX.row(i) -= sum * Y.row(i).array().exp().matrix();
-        }
+        for (int i = 0; i < na; ++i) sinkhorn_normalise_backward(w.dx + i * na, Y + i * na, na, 1);
       } else {
-        for (int j = 0; j < na; ++j) {
-          const T sum = dX.col(j).sum();
-          dX.col(j) -= sum * Y.col(j).array().exp().matrix();
-        }
+        for (int j = 0; j < na; ++j) sinkhorn_normalise_backward(w.dx + j, Y + j, na, na);
       }
     }
     MapR<T> dR(w.dr, nb, nb, Eigen::OuterStride<>(nb));
@@ -606,9 +588,10 @@ class SinkhornAttention final : public Attention<T> {
   }
 
   AttnConfig c_;
-  int blk_ = 50, mb_ = 25, iters_ = 1, nbm_ = 1, steps_ = 2, parts_ = 1, sw_ = 1;
+  SinkhornOptions o_;
+  int blk_ = 50, mb_ = 25, nbm_ = 1, steps_ = 2, parts_ = 1, sw_ = 1;
   T temp_ = 1;
-  bool mlp_ = true, balance_ = true;
+  bool mlp_ = true;
 };
 
 }  // namespace

@@ -19,6 +19,7 @@ const std::vector<std::pair<std::string, Factory>>& own_files() {
   static const std::vector<std::pair<std::string, Factory>> f = {
       {"linformer", make_linformer_attention},
       {"synthesizer", [](const AttnConfig& c, const Context& ctx) { return make_synthesizer_attention(c, ctx); }},
+      {"sinkhorn", make_sinkhorn_attention},
   };
   return f;
 }

@@ -32,5 +32,6 @@ std::unique_ptr<Attention<float>> make_linformer_attention(const AttnConfig& cfg
 // query_chunk: the most query rows of one materialised logit block (0: as many as fit its budget).
 std::unique_ptr<Attention<float>> make_synthesizer_attention(const AttnConfig& cfg, const Context& ctx,
                                                              int query_chunk = 0);
+std::unique_ptr<Attention<float>> make_sinkhorn_attention(const AttnConfig& cfg, const Context& ctx);
 
 }  // namespace lra::cuda
