@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "attn/nystromformer.h"
 #include "attn_harness.h"
 
 using namespace lra;
@@ -386,4 +387,29 @@ TEST_CASE("nystromformer: an example longer than planned is an error", "[nystrom
   AttnHarness<double> a("nystromformer", 1, 2, {4, 4}, 4, {{"landmarks", 2}});
   a.offsets = {0, 8};
   CHECK_THROWS_WITH(a.forward(), Catch::Contains("example 0 has 8 rows; attention was planned for at most 4"));
+}
+
+TEST_CASE("nystromformer's segment and tap arithmetic (shared with the GPU)", "[nystromformer]") {
+  for (int m : {1, 2, 3, 7, 64})
+    for (int n = m + 1; n < m + 300; n += 7) {
+      CHECK(nystrom_segment_start(0, n, m) == 0);
+      CHECK(nystrom_segment_start(m, n, m) == n);
+      for (int i = 0; i < n; ++i) {
+        const int j = nystrom_segment_of(i, n, m);
+        INFO("m " << m << " n " << n << " row " << i << " segment " << j);
+        REQUIRE(j >= 0);
+        REQUIRE(j < m);
+        CHECK(nystrom_segment_start(j, n, m) <= i);
+        CHECK(i < nystrom_segment_start(j + 1, n, m));
+      }
+    }
+  for (int kernel : {1, 3, 35})
+    for (int n : {1, 2, 5, 40})
+      for (int t = 0; t < kernel; ++t) {
+        const int off = nystrom_tap_offset(t, kernel);
+        CHECK(off == t - (kernel - 1) / 2);
+        int i0 = 0, i1 = 0;
+        nystrom_tap_rows(off, n, &i0, &i1);
+        for (int i = 0; i < n; ++i) CHECK((i >= i0 && i < i1) == (i + off >= 0 && i + off < n));
+      }
 }

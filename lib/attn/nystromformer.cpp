@@ -32,7 +32,7 @@
 #include <cmath>
 #include <limits>
 
-#include "attn/attention.h"
+#include "attn/nystromformer.h"
 #include "core/arena.h"
 #include "ops/parallel.h"
 
@@ -46,32 +46,46 @@ int int_param(const AttnConfig& c, const char* name) {
   return v.get<int>();
 }
 
-bool batch_pinv_init(const AttnConfig& c) {
+}  // namespace
+
+NystromOptions nystrom_options(const AttnConfig& c) {
+  NystromOptions o;
+  o.landmarks = int_param(c, "landmarks");
+  o.pinv_iters = int_param(c, "pinv_iters");
+  o.conv_kernel = int_param(c, "conv_kernel");
   const std::string init = c.hp.at("pinv_init").get<std::string>();
   LRA_CHECK(init == "example" || init == "batch",
             "nystromformer: pinv_init must be 'example' (the paper) or 'batch' (LRA's code), got '{}'", init);
-  return init == "batch";
+  o.batch_init = init == "batch";
+  LRA_CHECK(o.landmarks >= 1, "nystromformer: landmarks must be at least 1, got {}", o.landmarks);
+  LRA_CHECK(o.pinv_iters >= 0, "nystromformer: pinv_iters must be 0 or more, got {}", o.pinv_iters);
+  LRA_CHECK(o.conv_kernel == 0 || (o.conv_kernel > 0 && o.conv_kernel % 2 == 1),
+            "nystromformer: conv_kernel must be odd (a centred filter, e.g. 35) or 0 (no convolution), got {}",
+            o.conv_kernel);
+  return o;
 }
+
+std::vector<AttnParamSpec> nystrom_param_specs(const AttnConfig& c, const NystromOptions& o) {
+  if (o.conv_kernel == 0) return {};
+  return {AttnParamSpec{"conv", {c.heads, o.conv_kernel}, Init::Uniform,
+                        1.0 / std::sqrt(static_cast<double>(o.conv_kernel))}};
+}
+
+namespace {
 
 template <class T>
 class NystromAttention final : public Attention<T> {
  public:
-  explicit NystromAttention(const AttnConfig& c)
-      : c_(c),
-        m_(int_param(c, "landmarks")),
-        iters_(int_param(c, "pinv_iters")),
-        kernel_(int_param(c, "conv_kernel")),
-        batch_(batch_pinv_init(c)) {
-    LRA_CHECK(m_ >= 1, "nystromformer: landmarks must be at least 1, got {}", m_);
-    LRA_CHECK(iters_ >= 0, "nystromformer: pinv_iters must be 0 or more, got {}", iters_);
-    LRA_CHECK(kernel_ == 0 || (kernel_ > 0 && kernel_ % 2 == 1),
-              "nystromformer: conv_kernel must be odd (a centred filter, e.g. 35) or 0 (no convolution), got {}",
-              kernel_);
+  explicit NystromAttention(const AttnConfig& c) : c_(c) {
+    const NystromOptions o = nystrom_options(c);
+    m_ = o.landmarks;
+    iters_ = o.pinv_iters;
+    kernel_ = o.conv_kernel;
+    batch_ = o.batch_init;
   }
 
   std::vector<AttnParamSpec> param_specs() const override {
-    if (kernel_ == 0) return {};
-    return {AttnParamSpec{"conv", {c_.heads, kernel_}, Init::Uniform, 1.0 / std::sqrt(static_cast<double>(kernel_))}};
+    return nystrom_param_specs(c_, NystromOptions{m_, iters_, kernel_, batch_});
   }
 
   size_t saved_bytes(int B, int64_t) const override {
@@ -236,9 +250,7 @@ class NystromAttention final : public Attention<T> {
   }
 
   // First row of segment j of an n-row example.
-  int segment_start(int j, int n) const {
-    return static_cast<int>(static_cast<int64_t>(j) * n / m_);
-  }
+  int segment_start(int j, int n) const { return nystrom_segment_start(j, n, m_); }
 
   // Qs = s mu Q, Ks = s mu K, Vm = mu V over the example's first n rows.
   void load(const SeqBatch& seq, const AttnIO<T>& io, int b, int h, int n, const Work& w) const {
@@ -323,19 +335,20 @@ class NystromAttention final : public Attention<T> {
     MapR<T> P = mat(w.p, m_, m_), U1 = mat(w.u1, m_, m_), U2 = mat(w.u2, m_, m_), U3 = mat(w.u3, m_, m_);
     P.noalias() = mat(w.a, m_, m_) * mat(const_cast<T*>(z), m_, m_);
     U1 = -P;
-    U1.diagonal().array() += T(7);
+    U1.diagonal().array() += T(kPinvShift1);
     U2.noalias() = -P * U1;
-    U2.diagonal().array() += T(15);
+    U2.diagonal().array() += T(kPinvShift2);
     U3.noalias() = -P * U2;
-    U3.diagonal().array() += T(13);
+    U3.diagonal().array() += T(kPinvShift3);
   }
 
   // out += conv(Vm) over n rows.
   void conv_forward(MapR<T>& O, const MapR<T>& Vm, int h, int n) const {
     const T* wt = this->param(0) + static_cast<int64_t>(h) * kernel_;
-    const int p = (kernel_ - 1) / 2;
     for (int t = 0; t < kernel_; ++t) {
-      const int off = t - p, i0 = std::max(0, -off), i1 = std::min(n, n - off);
+      const int off = nystrom_tap_offset(t, kernel_);
+      int i0 = 0, i1 = 0;
+      nystrom_tap_rows(off, n, &i0, &i1);
       if (i1 > i0) O.middleRows(i0, i1 - i0) += wt[t] * Vm.middleRows(i0 + off, i1 - i0);
     }
   }
@@ -343,9 +356,10 @@ class NystromAttention final : public Attention<T> {
   // dVm += conv^T(dO), dw_t = sum_i dO_i . Vm_{i+t-p}.
   void conv_backward(const CMapR<T>& dO, const MapR<T>& Vm, MapR<T>& dVm, int h, int n, T* dw) const {
     const T* wt = this->param(0) + static_cast<int64_t>(h) * kernel_;
-    const int p = (kernel_ - 1) / 2;
     for (int t = 0; t < kernel_; ++t) {
-      const int off = t - p, i0 = std::max(0, -off), i1 = std::min(n, n - off);
+      const int off = nystrom_tap_offset(t, kernel_);
+      int i0 = 0, i1 = 0;
+      nystrom_tap_rows(off, n, &i0, &i1);
       dw[t] = T(0);
       if (i1 <= i0) continue;
       dVm.middleRows(i0 + off, i1 - i0) += wt[t] * dO.middleRows(i0, i1 - i0);
@@ -399,7 +413,7 @@ class NystromAttention final : public Attention<T> {
         products(z + k * mm2, w);
         MapR<T> Zn = mat(z + (k + 1) * mm2, m_, m_);
         Zn.noalias() = mat(z + k * mm2, m_, m_) * mat(w.u3, m_, m_);
-        Zn *= T(0.25);
+        Zn *= T(kPinvScale);
       }
       MapR<T> Y = mat(w.y, m_, c_.dv);
       Y.noalias() = mat(z + iters_ * mm2, m_, m_) * W;
@@ -471,9 +485,9 @@ class NystromAttention final : public Attention<T> {
         MapR<T> G = mat(gz, m_, m_), Gn = mat(gn, m_, m_);
         products(z + k * mm2, w);
         T1.noalias() = Zk(k).transpose() * G;  // 4 dU3
-        T1 *= T(0.25);
+        T1 *= T(kPinvScale);
         Gn.noalias() = G * U3.transpose();
-        Gn *= T(0.25);
+        Gn *= T(kPinvScale);
         dP.noalias() = -T1 * U2.transpose();
         U3.noalias() = -P.transpose() * T1;  // dU2 (U3 is no longer needed)
         dP.noalias() -= U3 * U1.transpose();
@@ -543,8 +557,8 @@ class NystromAttention final : public Attention<T> {
   }
 
   AttnConfig c_;
-  int m_, iters_, kernel_;
-  bool batch_;
+  int m_ = 1, iters_ = 0, kernel_ = 0;
+  bool batch_ = false;
 };
 
 }  // namespace

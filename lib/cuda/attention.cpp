@@ -20,6 +20,7 @@ const std::vector<std::pair<std::string, Factory>>& own_files() {
       {"linformer", make_linformer_attention},
       {"synthesizer", [](const AttnConfig& c, const Context& ctx) { return make_synthesizer_attention(c, ctx); }},
       {"sinkhorn", make_sinkhorn_attention},
+      {"nystromformer", make_nystromformer_attention},
   };
   return f;
 }

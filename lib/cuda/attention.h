@@ -33,5 +33,6 @@ std::unique_ptr<Attention<float>> make_linformer_attention(const AttnConfig& cfg
 std::unique_ptr<Attention<float>> make_synthesizer_attention(const AttnConfig& cfg, const Context& ctx,
                                                              int query_chunk = 0);
 std::unique_ptr<Attention<float>> make_sinkhorn_attention(const AttnConfig& cfg, const Context& ctx);
+std::unique_ptr<Attention<float>> make_nystromformer_attention(const AttnConfig& cfg, const Context& ctx);
 
 }  // namespace lra::cuda
