@@ -36,6 +36,7 @@
 #include "core/rng.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 
 namespace lra::cuda {
 
@@ -78,16 +79,6 @@ struct Params {
   int work_ints;
   PatternSpec pat;
 };
-
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(kFull, x, o);
-  return x;
-}
-
-__device__ __forceinline__ float warp_max(float x) {
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(kFull, x, o));
-  return x;
-}
 
 __device__ __forceinline__ bool key_visible(const Params& p, int64_t row) {
   return p.mask == nullptr || p.mask[row] != 0;

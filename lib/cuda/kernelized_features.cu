@@ -30,6 +30,7 @@
 #include <limits>
 
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 #include "cuda/kernelized.h"
 #include "ops/math.h"
 
@@ -51,12 +52,6 @@ __device__ __forceinline__ Tile tile_of(const int32_t* offsets, int tiles) {
   tl.base = static_cast<int64_t>(r0) + tl.i0;
   tl.n = tl.i0 < L ? min(kTile, L - tl.i0) : 0;
   return tl;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
 }
 
 // (v, i) beats (w, j) when larger, or equal with a lower index: the first maximum of a scan in order.

@@ -43,6 +43,7 @@
 #include "core/rng.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 #include "cuda/strided_gemm.h"
 
 namespace lra::cuda {
@@ -59,30 +60,6 @@ struct Drop {
   uint64_t seed = 0;
   uint64_t stream = 0;
 };
-
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
-  return x;
-}
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
-  return x;
-}
-
-// The example that owns packed row r: the last b < B with offsets[b] <= r (empty examples own no row).
-__device__ __forceinline__ int example_of(const int32_t* offsets, int B, int64_t r) {
-  int lo = 0, hi = B;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (offsets[mid] <= r)
-      lo = mid;
-    else
-      hi = mid;
-  }
-  return lo;
-}
 
 // en (rows x k): row r at position p of its example is E[p] where mask[r] = 1, zeros where it is 0.
 __global__ void masked_projection(float* __restrict__ en, const float* __restrict__ E,

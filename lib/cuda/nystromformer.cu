@@ -64,6 +64,7 @@
 #include "core/arena.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 
 namespace lra::cuda {
 
@@ -89,30 +90,6 @@ struct Geo {
   int B, H, m, dk, dv, fw;
   int64_t R;
 };
-
-// The example that owns packed row r: the largest b with offsets[b] <= r (offsets[0] = 0 <= r < offsets[B]).
-__device__ __forceinline__ int example_of(const int32_t* offsets, int B, int64_t r) {
-  int lo = 0, hi = B;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (offsets[mid] <= r)
-      lo = mid;
-    else
-      hi = mid;
-  }
-  return lo;
-}
-
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
-  return x;
-}
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
-  return x;
-}
 
 // The sum of every thread's x over the block (kThreads threads), returned to every thread; `buf` holds
 // kThreads floats. Starts and ends with a barrier, so a caller may use it twice in a row.

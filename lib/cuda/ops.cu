@@ -28,6 +28,7 @@
 
 #include "core/rng.h"
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 #include "cuda/ops.h"
 
 namespace lra::cuda {
@@ -40,17 +41,6 @@ constexpr int kRowsPerBlock = kThreads / 32;  // one warp per row
 // Column reductions over rows: a block owns kColW columns; thread (tx, ty) adds rows ty, ty + kColG, ...
 // of column tx in order, then the kColG partials are added in order of ty.
 constexpr int kColW = 8, kColG = 128;
-
-__device__ __forceinline__ float warp_sum(float v) {
-  // The xor butterfly leaves the same bits in every lane (each step adds the same two values).
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 __device__ __forceinline__ int64_t global_thread() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;

@@ -25,6 +25,7 @@
 #include <climits>
 
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 #include "cuda/ops.h"
 
 namespace lra::cuda {
@@ -78,19 +79,6 @@ EmbedWork carve(void* base, int64_t rows) {
   w.sort_temp = take(w.sort_bytes);
   w.total = off;
   return w;
-}
-
-// The example holding row r: the largest b with row_offsets[b] <= r (empty examples are skipped).
-__device__ int example_of(const int32_t* row_offsets, int B, int64_t r) {
-  int lo = 0, hi = B - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (row_offsets[mid] <= r)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  return lo;
 }
 
 // grid (gx, B), block kThreads: the blocks of example b cover its rows x D entries.

@@ -56,6 +56,7 @@
 #include "core/rng.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 #include "cuda/strided_gemm.h"
 #include "ops/math.h"
 
@@ -85,17 +86,6 @@ struct Chunk {
   int tq = 0;
   int nk = 0;
 };
-
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
-  return x;
-}
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
-  return x;
-}
 
 // for (e = this thread's first index; e < total; e += threads of the grid)
 #define LRA_GRID_STRIDE(e, total)                                                            \
