@@ -15,7 +15,7 @@ bool kernelized(const std::string& n) {
 std::vector<std::string> attention_names() {
   std::vector<std::string> out;
   for (const std::string& n : lra::attention_names())
-    if (n == "softmax" || kernelized(n)) out.push_back(n);
+    if (n == "softmax" || kernelized(n) || n == "reformer") out.push_back(n);
   return out;
 }
 
@@ -29,6 +29,7 @@ std::unique_ptr<Attention<float>> make_attention(const std::string& name, const 
   find_attention(name);  // an unknown name lists every registered variant
   if (name == "softmax") return make_softmax_attention(cfg, ctx);
   if (kernelized(name)) return make_kernelized_attention(name, cfg, ctx);
+  if (name == "reformer") return make_reformer_attention(cfg, ctx);
   LRA_FAIL("attention '{}' has no GPU implementation yet; on --device cuda use one of: {} (or run it with "
            "--device cpu)",
            name, fmt::join(attention_names(), ", "));

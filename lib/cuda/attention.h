@@ -24,5 +24,6 @@ std::unique_ptr<Attention<float>> make_softmax_attention(const AttnConfig& cfg, 
 // linear, performer, performer-relu, cosformer.
 std::unique_ptr<Attention<float>> make_kernelized_attention(const std::string& name, const AttnConfig& cfg,
                                                             const Context& ctx);
+std::unique_ptr<Attention<float>> make_reformer_attention(const AttnConfig& cfg, const Context& ctx);
 
 }  // namespace lra::cuda
