@@ -29,6 +29,8 @@
 //           a query alone with itself gets dv_i += dO_i. dK = 0.
 // A query without any entry (every key hidden, or a hidden query whose chunks are all in its future)
 // outputs 0 and gets LSE = +inf, as does a query alone with itself (told apart by its own mask bit).
+// The settings, the rotations' draw, the chunk layout and the element-wise expressions are in reformer.h,
+// shared with the GPU implementation (lib/cuda/reformer.cu).
 #include <omp.h>
 
 #include <cmath>
@@ -36,58 +38,84 @@
 #include <type_traits>
 
 #include "attn/attention.h"
+#include "attn/reformer.h"
 #include "core/arena.h"
 #include "core/rng.h"
 #include "ops/parallel.h"
 
 namespace lra {
 
+namespace reformer {
+
 namespace {
+int integer(const AttnConfig& c, const char* key) {
+  const auto& v = c.hp.at(key);
+  LRA_CHECK(v.is_number_integer() && v.get<int64_t>() >= std::numeric_limits<int>::min() &&
+                v.get<int64_t>() <= std::numeric_limits<int>::max(),
+            "reformer: {} must be an integer, got {}", key, v.dump());
+  return v.get<int>();
+}
+}  // namespace
+
+Settings parse_settings(const AttnConfig& c) {
+  Settings s;
+  s.hashes = integer(c, "hashes");
+  s.buckets = integer(c, "buckets");
+  s.causal = c.hp.at("causal").get<bool>();
+  s.self_mask = c.hp.at("self_mask").get<bool>();
+  s.norm_keys = c.hp.at("norm_keys").get<bool>();
+  s.code_logit_scale = c.hp.at("code_logit_scale").get<bool>();
+  const int64_t chunk = integer(c, "chunk"), before = integer(c, "chunks_before");
+  LRA_CHECK(s.hashes >= 1 && s.hashes <= 255, "reformer: hashes (rounds of hashing) must be in 1..255, got {}",
+            s.hashes);
+  LRA_CHECK(s.buckets >= 2 && s.buckets <= 65536 && s.buckets % 2 == 0,
+            "reformer: buckets must be even and in 2..65536 (a bucket is the argmax of [xR | -xR] over "
+            "buckets/2 random rotations), got {}",
+            s.buckets);
+  LRA_CHECK(chunk >= 0,
+            "reformer: chunk must be >= 0 (a chunk length, or 0 for LRA's code: `buckets` chunks per round), "
+            "got {}",
+            chunk);
+  LRA_CHECK(before >= 0, "reformer: chunks_before must be >= 0 (previous chunks each chunk also sees), got {}",
+            before);
+  LRA_CHECK(c.layer >= 0 && c.layer < 65536, "reformer: layer {} does not fit the rotation stream (16 bits)",
+            c.layer);
+  s.chunk = static_cast<int>(std::min<int64_t>(chunk, c.max_len));
+  s.before = static_cast<int>(std::min<int64_t>(before, static_cast<int64_t>(s.hashes) * c.max_len));
+  return s;
+}
+
+void draw_rotations(const Settings& s, int dk, int layer, uint64_t seed, int64_t step, double* rot) {
+  const int64_t per_round = static_cast<int64_t>(dk) * (s.buckets / 2);
+  for (int r = 0; r < s.hashes; ++r) {
+    Rng rng(seed, rotation_stream(layer, r, step));
+    for (int64_t e = 0; e < per_round; ++e) rot[r * per_round + e] = rng.normal();
+  }
+}
+
+}  // namespace reformer
+
+namespace {
+
+using reformer::Chunks;
 
 // Queries scored at once (one score tile of kQueryBlock x entries per thread).
 constexpr int kQueryBlock = 128;
-
-// The counter-RNG stream of round r's rotations at training step t in layer l: this file's own tag 0x52
-// in the top byte (core/rng.h's streams use 1, 2, 3, 5, 6 and 7 there), l in bits 40-55, r in bits 32-39
-// and the low 32 bits of t. Tests rebuild the hash from it.
-constexpr uint64_t kRotationTag = 0x52ull << 56;
-
-uint64_t rotation_stream(int layer, int round, int64_t step) {
-  return kRotationTag | (static_cast<uint64_t>(layer) << 40) | (static_cast<uint64_t>(round) << 32) |
-         (static_cast<uint64_t>(step) & 0xffffffffull);
-}
 
 template <class T>
 class ReformerAttention final : public Attention<T> {
  public:
   explicit ReformerAttention(const AttnConfig& c)
       : c_(c),
-        hashes_(integer(c, "hashes")),
-        buckets_(integer(c, "buckets")),
-        causal_(c.hp.at("causal").get<bool>()),
-        self_mask_(c.hp.at("self_mask").get<bool>()),
-        norm_keys_(c.hp.at("norm_keys").get<bool>()),
-        tau_(c.hp.at("code_logit_scale").get<bool>() ? std::sqrt(static_cast<T>(c.dk))
-                                                     : T(1) / std::sqrt(static_cast<T>(c.dk))) {
-    const int64_t chunk = integer(c, "chunk"), before = integer(c, "chunks_before");
-    LRA_CHECK(hashes_ >= 1 && hashes_ <= 255, "reformer: hashes (rounds of hashing) must be in 1..255, got {}",
-              hashes_);
-    LRA_CHECK(buckets_ >= 2 && buckets_ <= 65536 && buckets_ % 2 == 0,
-              "reformer: buckets must be even and in 2..65536 (a bucket is the argmax of [xR | -xR] over "
-              "buckets/2 random rotations), got {}",
-              buckets_);
-    LRA_CHECK(chunk >= 0,
-              "reformer: chunk must be >= 0 (a chunk length, or 0 for LRA's code: `buckets` chunks per round), "
-              "got {}",
-              chunk);
-    LRA_CHECK(before >= 0, "reformer: chunks_before must be >= 0 (previous chunks each chunk also sees), got {}",
-              before);
-    LRA_CHECK(c.layer >= 0 && c.layer < 65536, "reformer: layer {} does not fit the rotation stream (16 bits)",
-              c.layer);
-    // A chunk longer than every example is one chunk, and more than G - 1 chunks before is all of them.
-    chunk_ = static_cast<int>(std::min<int64_t>(chunk, c_.max_len));
-    before_ = static_cast<int>(std::min<int64_t>(before, static_cast<int64_t>(hashes_) * c_.max_len));
-  }
+        s_(reformer::parse_settings(c)),
+        hashes_(s_.hashes),
+        buckets_(s_.buckets),
+        causal_(s_.causal),
+        self_mask_(s_.self_mask),
+        norm_keys_(s_.norm_keys),
+        tau_(s_.code_logit_scale ? std::sqrt(static_cast<T>(c.dk)) : T(1) / std::sqrt(static_cast<T>(c.dk))),
+        chunk_(s_.chunk),
+        before_(s_.before) {}
 
   // LSE per (row, head), then the bucket ids per (row, head, round).
   size_t saved_bytes(int, int64_t rows) const override {
@@ -104,11 +132,7 @@ class ReformerAttention final : public Attention<T> {
     int32_t* bucket = bucket_base(saved, seq);
     check_sequence_lengths(seq, c_.max_len);
     double* rot = static_cast<double*>(scratch);
-    const int half = buckets_ / 2;
-    for (int r = 0; r < hashes_; ++r) {
-      Rng rng(step.seed, rotation_stream(c_.layer, r, step.step));
-      for (int64_t e = 0; e < static_cast<int64_t>(c_.dk) * half; ++e) rot[r * c_.dk * half + e] = rng.normal();
-    }
+    reformer::draw_rotations(s_, c_.dk, c_.layer, step.seed, step.step, rot);
     const int64_t tasks = static_cast<int64_t>(seq.B) * c_.heads;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c_.threads)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -131,14 +155,6 @@ class ReformerAttention final : public Attention<T> {
   }
 
  private:
-  static int integer(const AttnConfig& c, const char* key) {
-    const auto& v = c.hp.at(key);
-    LRA_CHECK(v.is_number_integer() && v.get<int64_t>() >= std::numeric_limits<int>::min() &&
-                  v.get<int64_t>() <= std::numeric_limits<int>::max(),
-              "reformer: {} must be an integer, got {}", key, v.dump());
-    return v.get<int>();
-  }
-
   // One thread's scratch (L = max_len, nq = query block, nk = most entries of a query in one round).
   struct Work {
     T* khat;      // L x dk: the keys k^
@@ -162,8 +178,6 @@ class ReformerAttention final : public Attention<T> {
     int32_t* srank;   // L: s_r(i)
     int32_t* count;   // 2 x buckets: visible keys and all positions per bucket
     int32_t* kpos;    // nk: the key position of each entry
-    int32_t* first;   // L: the last entry of each key position in kpos (-1: none)
-    int32_t* next;    // nk: the entry before it with the same position (-1: none)
   };
 
   // Longest chunk, the query block (queries scored at once, at most kQueryBlock of a chunk) and the most
@@ -207,8 +221,6 @@ class ReformerAttention final : public Attention<T> {
     take(w->srank, L);
     take(w->count, 2 * static_cast<size_t>(buckets_));
     take(w->kpos, nk);
-    take(w->first, L);
-    take(w->next, nk);
     return used;
   }
   size_t per_thread_bytes() const {
@@ -233,22 +245,11 @@ class ReformerAttention final : public Attention<T> {
   }
 
   // The chunk structure of one (example, head), built from its bucket ids into w.kperm/qorder/qstart.
-  struct Chunks {
-    int m = 0;   // visible keys
-    int c = 0;   // chunk length
-    int nc = 0;  // chunks per round
-    int G = 0;   // chunks over all rounds
-    int kb = 0;  // chunks before that a chunk sees
-  };
-
   Chunks arrange(const uint8_t* mu, const int32_t* bucket, int n, const Work& w) const {
-    Chunks a;
-    for (int i = 0; i < n; ++i) a.m += (mu == nullptr || mu[i] != 0) ? 1 : 0;
+    int m = 0;
+    for (int i = 0; i < n; ++i) m += (mu == nullptr || mu[i] != 0) ? 1 : 0;
+    const Chunks a = reformer::make_chunks(m, chunk_, buckets_, hashes_, before_);
     if (a.m == 0) return a;
-    a.c = chunk_ > 0 ? std::min(chunk_, a.m) : (a.m + buckets_ - 1) / buckets_;
-    a.nc = (a.m + a.c - 1) / a.c;
-    a.G = hashes_ * a.nc;
-    a.kb = std::min(before_, a.G - 1);
     int32_t* vstart = w.count;             // visible keys per bucket, then where the next one goes in pi_r
     int32_t* astart = w.count + buckets_;  // all positions likewise, in qorder
     const int64_t L = c_.max_len;
@@ -279,7 +280,7 @@ class ReformerAttention final : public Attention<T> {
       int t = 0;
       qstart[0] = 0;
       for (int f = 0; f < n; ++f) {
-        const int tf = std::min(w.srank[qorder[f]] / a.c, a.nc - 1);
+        const int tf = reformer::query_chunk(a, w.srank[qorder[f]]);
         while (t < tf) qstart[++t] = f;
       }
       while (t < a.nc) qstart[++t] = n;
@@ -287,20 +288,16 @@ class ReformerAttention final : public Attention<T> {
     return a;
   }
 
-  // Gathers the entries round r's chunk t sees: key positions into w.kpos (chained per position through
-  // w.first / w.next, which release_keys undoes), k^ and v rows into kset, vset. Returns their count.
+  // Gathers the entries round r's chunk t sees: key positions into w.kpos, k^ and v rows into kset, vset.
+  // Returns their count.
   int gather_keys(const AttnIO<T>& io, int64_t r0, int h, const Chunks& a, int r, int t, const Work& w) const {
     const int g = r * a.nc + t;
     int nk = 0;
     for (int k = 0; k <= a.kb; ++k) {
-      const int gg = ((g - k) % a.G + a.G) % a.G;
+      const int gg = reformer::chunk_before(a, g, k);
       const int32_t* kperm = w.kperm + static_cast<int64_t>(gg / a.nc) * c_.max_len;
       const int lo = (gg % a.nc) * a.c, hi = std::min(lo + a.c, a.m);
-      for (int e = lo; e < hi; ++e) {
-        w.kpos[nk] = kperm[e];
-        w.next[nk] = w.first[kperm[e]];
-        w.first[kperm[e]] = nk++;
-      }
+      for (int e = lo; e < hi; ++e) w.kpos[nk++] = kperm[e];
     }
     MapR<T> K(w.kset, nk, c_.dk, Eigen::OuterStride<>(c_.dk));
     MapR<T> V(w.vset, nk, c_.dv, Eigen::OuterStride<>(c_.dv));
@@ -312,23 +309,14 @@ class ReformerAttention final : public Attention<T> {
     return nk;
   }
 
-  void release_keys(int nk, const Work& w) const {
-    for (int e = 0; e < nk; ++e) w.first[w.kpos[e]] = -1;
-  }
-
   // Sets the scores of the entries that causal (j > i) or self_mask (j = i) drops to `value`: -inf before
   // the exp, then 0 after it (a vectorised exp of -inf may return a denormal).
   void set_dropped(const int32_t* qpos, int nq, int nk, T value, const Work& w) const {
     if (!causal_ && !self_mask_) return;
     T* s = w.s;
-    for (int a = 0; a < nq; ++a, s += nk) {
-      const int i = qpos[a];
-      if (causal_)
-        for (int e = 0; e < nk; ++e)
-          if (w.kpos[e] > i) s[e] = value;
-      if (self_mask_)
-        for (int e = w.first[i]; e >= 0; e = w.next[e]) s[e] = value;
-    }
+    for (int a = 0; a < nq; ++a, s += nk)
+      for (int e = 0; e < nk; ++e)
+        if (!reformer::entry_kept(w.kpos[e], qpos[a], causal_, self_mask_)) s[e] = value;
   }
 
   // S <- (tau q of the queries qpos) kset^T (nq x nk), dropped entries at -inf; the scaled queries in w.qs.
@@ -349,7 +337,7 @@ class ReformerAttention final : public Attention<T> {
     MapR<T> Kh(w.khat, n, c_.dk, Eigen::OuterStride<>(c_.dk));
     for (int i = 0; i < n; ++i) {
       const T norm = Q.row(i).norm();
-      w.inv_norm[i] = norm > T(0) ? T(1) / norm : T(0);
+      w.inv_norm[i] = reformer::inv_norm(norm);
       Kh.row(i) = norm_keys_ ? (Q.row(i) * w.inv_norm[i]).eval() : Q.row(i).eval();
     }
   }
@@ -368,7 +356,7 @@ class ReformerAttention final : public Attention<T> {
         double top = y[0];
         for (int k = 1; k < 2 * half; ++k) {
           const double value = k < half ? y[k] : -y[k - half];
-          if (value > top) {
+          if (reformer::bucket_beats(value, k, top, best)) {
             top = value;
             best = k;
           }
@@ -395,7 +383,6 @@ class ReformerAttention final : public Attention<T> {
     for (int i = 0; i < n; ++i) L[static_cast<int64_t>(i) * H] = a.m == 0 ? pinf : ninf;
     if (a.m == 0) return;
     make_keys(io, r0, n, h, w);
-    std::fill(w.first, w.first + n, -1);
     const int qb = query_block();
     for (int r = 0; r < hashes_; ++r) {
       const int32_t* qorder = w.qorder + static_cast<int64_t>(r) * c_.max_len;
@@ -426,12 +413,11 @@ class ReformerAttention final : public Attention<T> {
             const int i = qpos[q];
             const T lr = m + std::log(S.row(q).sum());
             T& Li = L[static_cast<int64_t>(i) * H];
-            const T lnew = Li == ninf ? lr : std::max(Li, lr) + std::log1p(std::exp(-std::fabs(Li - lr)));
+            const T lnew = reformer::lse_add(Li, lr);
             O.row(i) = O.row(i) * std::exp(Li - lnew) + Ob.row(q) * std::exp(m - lnew);
             Li = lnew;
           }
         }
-        release_keys(nk, w);
       }
     }
     for (int i = 0; i < n; ++i) {
@@ -444,7 +430,7 @@ class ReformerAttention final : public Attention<T> {
   }
 
   // A query with no entry left attends to itself alone when self_mask dropped it and its key is visible.
-  bool alone(const uint8_t* mu, int i) const { return self_mask_ && (mu == nullptr || mu[i] != 0); }
+  bool alone(const uint8_t* mu, int i) const { return reformer::alone(self_mask_, mu == nullptr || mu[i] != 0); }
 
   void backward_one(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, int b, int h, const T* lse,
                     const int32_t* bucket_all, const Work& w) const {
@@ -467,7 +453,6 @@ class ReformerAttention final : public Attention<T> {
     make_keys(io, r0, n, h, w);
     MapR<T> dKh(w.dkhat, n, c_.dk, Eigen::OuterStride<>(c_.dk));
     dKh.setZero();
-    std::fill(w.first, w.first + n, -1);
     const int qb = query_block();
     for (int r = 0; r < hashes_; ++r) {
       const int32_t* qorder = w.qorder + static_cast<int64_t>(r) * c_.max_len;
@@ -509,24 +494,23 @@ class ReformerAttention final : public Attention<T> {
           }
           for (int q = 0; q < nq; ++q) dQ.row(qpos[q]) += dQb.row(q);
         }
-        release_keys(nk, w);
       }
     }
     CMapR<T> Kh(w.khat, n, c_.dk, Eigen::OuterStride<>(c_.dk));
     for (int j = 0; j < n; ++j) {
-      if (norm_keys_)
-        dQ.row(j) += (dKh.row(j) - Kh.row(j) * Kh.row(j).dot(dKh.row(j))) * w.inv_norm[j];
-      else
-        dQ.row(j) += dKh.row(j);
+      const T dot = norm_keys_ ? Kh.row(j).dot(dKh.row(j)) : T(0);
+      for (int f = 0; f < c_.dk; ++f)
+        dQ(j, f) += reformer::key_grad(dKh(j, f), Kh(j, f), dot, w.inv_norm[j], norm_keys_);
       if (L[static_cast<int64_t>(j) * H] == pinf && alone(mu, j)) dV.row(j) += dO.row(j);
     }
   }
 
   AttnConfig c_;
+  reformer::Settings s_;
   int hashes_, buckets_;
   bool causal_, self_mask_, norm_keys_;
   T tau_;
-  int chunk_ = 0, before_ = 0;
+  int chunk_, before_;
 };
 
 }  // namespace

@@ -21,6 +21,7 @@ const std::vector<std::pair<std::string, Factory>>& own_files() {
       {"synthesizer", [](const AttnConfig& c, const Context& ctx) { return make_synthesizer_attention(c, ctx); }},
       {"sinkhorn", make_sinkhorn_attention},
       {"nystromformer", make_nystromformer_attention},
+      {"reformer", make_reformer_attention},
   };
   return f;
 }

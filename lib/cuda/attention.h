@@ -34,5 +34,6 @@ std::unique_ptr<Attention<float>> make_synthesizer_attention(const AttnConfig& c
                                                              int query_chunk = 0);
 std::unique_ptr<Attention<float>> make_sinkhorn_attention(const AttnConfig& cfg, const Context& ctx);
 std::unique_ptr<Attention<float>> make_nystromformer_attention(const AttnConfig& cfg, const Context& ctx);
+std::unique_ptr<Attention<float>> make_reformer_attention(const AttnConfig& cfg, const Context& ctx);
 
 }  // namespace lra::cuda
