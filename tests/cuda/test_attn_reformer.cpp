@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "gpu_attn_compare.h"
+#include "gpu_twin.h"
 
 namespace lra::test {
 
@@ -64,69 +65,6 @@ AttnCase make_case(nlohmann::json hp, int head_dim, int mask_stride, std::vector
   c.mask_stride = mask_stride;
   return c;
 }
-
-// The GPU twin of a CPU harness: the same configuration, its inputs copied to the device at construction.
-struct GpuTwin {
-  const AttnHarness<float>& cpu;
-  std::unique_ptr<Attention<float>> attn;
-  DeviceBuffer<int32_t> offsets;
-  DeviceBuffer<uint8_t> mask;
-  DeviceBuffer<float> qkv, out, dout, dqkv;
-  DeviceBuffer<char> saved, scratch;
-
-  GpuTwin(const AttnHarness<float>& h, const nlohmann::json& hp, const cuda::Context& ctx)
-      : cpu(h),
-        attn(cuda::make_attention("reformer", config(h, hp), ctx)),
-        offsets(h.offsets),
-        mask(h.mask.empty() ? std::vector<uint8_t>(1, 1) : h.mask),
-        qkv(h.qkv),
-        out(h.out.size()),
-        dout(h.dout),
-        dqkv(h.dqkv.size()),
-        saved(attn->saved_bytes(B(), h.rows()) + 64),
-        scratch(attn->scratch_bytes(B(), h.rows()) + 64) {}
-
-  static AttnConfig config(const AttnHarness<float>& h, const nlohmann::json& hp) {
-    AttnConfig ac;
-    ac.heads = h.H;
-    ac.dk = ac.dv = h.dk;
-    int longest = 1;
-    for (size_t b = 0; b + 1 < h.offsets.size(); ++b) longest = std::max(longest, h.offsets[b + 1] - h.offsets[b]);
-    ac.max_len = std::max(longest, h.L_pad);
-    ac.hp = resolve_attention_params(find_attention("reformer"), hp);
-    return ac;
-  }
-  int B() const { return static_cast<int>(cpu.offsets.size()) - 1; }
-  SeqBatch seq() const {
-    SeqBatch s = cpu.seq();
-    s.dev_offsets = offsets;
-    s.dev_key_mask = cpu.mask.empty() ? nullptr : mask.ptr;
-    return s;
-  }
-  AttnIO<float> io() const {
-    AttnIO<float> a;
-    a.q = qkv;
-    a.k = qkv.ptr + cpu.Q;
-    a.v = qkv.ptr + 2 * cpu.Q;
-    a.ld_in = 3 * cpu.Q;
-    a.out = out;
-    a.ld_out = cpu.Q;
-    return a;
-  }
-  std::vector<float> forward(const AttnStep& step) {
-    attn->forward(seq(), io(), saved, scratch, step);
-    return out.download();
-  }
-  std::vector<float> backward(const AttnStep& step) {
-    AttnGrads<float> g;
-    g.dout = dout;
-    g.dq = dqkv;
-    g.dk = dqkv.ptr + cpu.Q;
-    g.dv = dqkv.ptr + 2 * cpu.Q;
-    attn->backward(seq(), io(), g, saved, scratch, step);
-    return dqkv.download();
-  }
-};
 
 // A CPU harness with random inputs and every 5th key from row 3 hidden.
 std::unique_ptr<AttnHarness<float>> harness(const nlohmann::json& hp, int head_dim, const std::vector<int>& lengths,
@@ -187,7 +125,7 @@ TEST_CASE("gpu reformer: rotations follow (seed, step) across calls", "[cuda][at
   TestContext tc;
   const nlohmann::json hp = {{"hashes", 2}, {"buckets", 6}};
   auto cpu = harness(hp, 16, {7, 65, 40}, 65, 11);
-  GpuTwin gpu(*cpu, hp, tc);
+  GpuTwin gpu(*cpu, "reformer", hp, tc);
   // Four draws pass through the three host slots, so steps 0 and 1 are redrawn into reused slots.
   std::vector<std::vector<float>> outs;
   for (int64_t step : {0, 1, 2, 1, 3, 0, 1}) {
@@ -217,7 +155,7 @@ TEST_CASE("gpu reformer: the same bits on a rerun, and dK is zero", "[cuda][attn
   for (const auto& hp : settings()) {
     INFO(hp.dump());
     auto cpu = harness(hp, 32, kLengths, kPad, 31);
-    GpuTwin gpu(*cpu, hp, tc);
+    GpuTwin gpu(*cpu, "reformer", hp, tc);
     const auto o1 = gpu.forward(cpu->step), d1 = gpu.backward(cpu->step);
     const auto o2 = gpu.forward(cpu->step), d2 = gpu.backward(cpu->step);
     CHECK(same_bits(o1, o2));

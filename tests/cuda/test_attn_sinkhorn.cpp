@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "gpu_attn_compare.h"
+#include "gpu_twin.h"
 
 namespace lra::test {
 
@@ -76,80 +77,6 @@ std::unique_ptr<AttnHarness<float>> harness(const nlohmann::json& hp, const std:
   h->step.seed = seed + 7;
   return h;
 }
-
-// The GPU twin of a CPU harness: the same configuration, its inputs and weights copied to the device.
-struct GpuTwin {
-  const AttnHarness<float>& cpu;
-  std::unique_ptr<Attention<float>> attn;
-  DeviceBuffer<int32_t> offsets;
-  DeviceBuffer<uint8_t> mask;
-  DeviceBuffer<float> qkv, out, dout, dqkv;
-  DeviceBuffer<char> saved, scratch;
-  std::vector<std::unique_ptr<DeviceBuffer<float>>> values, grads;
-
-  GpuTwin(const AttnHarness<float>& h, const nlohmann::json& hp, const cuda::Context& ctx)
-      : cpu(h),
-        attn(cuda::make_attention("sinkhorn", config(h, hp), ctx)),
-        offsets(h.offsets),
-        mask(h.mask.empty() ? std::vector<uint8_t>(1, 1) : h.mask),
-        qkv(h.qkv),
-        out(h.out.size()),
-        dout(h.dout),
-        dqkv(h.dqkv.size()),
-        saved(attn->saved_bytes(B(), h.rows()) + 64),
-        scratch(attn->scratch_bytes(B(), h.rows()) + 64) {
-    std::vector<float*> v, g;
-    for (const auto& w : h.params.values) {
-      values.push_back(std::make_unique<DeviceBuffer<float>>(w));
-      grads.push_back(std::make_unique<DeviceBuffer<float>>(w.size()));
-      v.push_back(values.back()->ptr);
-      g.push_back(grads.back()->ptr);
-    }
-    attn->bind_params(v, g);
-  }
-
-  static AttnConfig config(const AttnHarness<float>& h, const nlohmann::json& hp) {
-    AttnConfig ac;
-    ac.heads = h.H;
-    ac.dk = ac.dv = h.dk;
-    int longest = 1;
-    for (size_t b = 0; b + 1 < h.offsets.size(); ++b) longest = std::max(longest, h.offsets[b + 1] - h.offsets[b]);
-    ac.max_len = std::max(longest, h.L_pad);
-    ac.hp = resolve_attention_params(find_attention("sinkhorn"), hp);
-    return ac;
-  }
-  int B() const { return static_cast<int>(cpu.offsets.size()) - 1; }
-  SeqBatch seq() const {
-    SeqBatch s = cpu.seq();
-    s.dev_offsets = offsets;
-    s.dev_key_mask = cpu.mask.empty() ? nullptr : mask.ptr;
-    return s;
-  }
-  AttnIO<float> io() const {
-    AttnIO<float> a;
-    a.q = qkv;
-    a.k = qkv.ptr + cpu.Q;
-    a.v = qkv.ptr + 2 * cpu.Q;
-    a.ld_in = 3 * cpu.Q;
-    a.out = out;
-    a.ld_out = cpu.Q;
-    return a;
-  }
-  std::vector<float> forward(const AttnStep& step) {
-    attn->forward(seq(), io(), saved, scratch, step);
-    return out.download();
-  }
-  // dQ, dK, dV (overwritten); the weight gradients accumulate over calls.
-  std::vector<float> backward(const AttnStep& step) {
-    AttnGrads<float> g;
-    g.dout = dout;
-    g.dq = dqkv;
-    g.dk = dqkv.ptr + cpu.Q;
-    g.dv = dqkv.ptr + 2 * cpu.Q;
-    attn->backward(seq(), io(), g, saved, scratch, step);
-    return dqkv.download();
-  }
-};
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
@@ -213,7 +140,7 @@ TEST_CASE("gpu sinkhorn: drawn sort-net weights (nonzero biases) match the CPU",
   for (const auto& hp : all_options()) {
     INFO(hp.dump());
     auto cpu = harness(hp, kLengths, kPad, 0.5, 41);
-    GpuTwin gpu(*cpu, hp, tc);
+    GpuTwin gpu(*cpu, "sinkhorn", hp, tc);
     cpu->forward();
     cpu->backward();
     const auto o = gpu.forward(cpu->step), d = gpu.backward(cpu->step);
@@ -234,7 +161,7 @@ TEST_CASE("gpu sinkhorn: the same bits on a rerun; weight gradients accumulate",
     INFO(net);
     const nlohmann::json hp = opts(net, "sinkhorn", "joint");
     auto cpu = harness(hp, kLengths, kPad, 0.5, 51);
-    GpuTwin gpu(*cpu, hp, tc);
+    GpuTwin gpu(*cpu, "sinkhorn", hp, tc);
     const auto o1 = gpu.forward(cpu->step), d1 = gpu.backward(cpu->step);
     std::vector<std::vector<float>> g1;
     for (const auto& g : gpu.grads) g1.push_back(g->download());
