@@ -4,15 +4,45 @@
 // is an error that lists the variants with one; there is never a silent fallback to the CPU.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "attn/attention.h"
 #include "attn/block_sparse.h"
+#include "attn/row_softmax.h"
+#include "core/hd.h"
+#include "core/rng.h"
 #include "cuda/context.h"
 
 namespace lra::cuda {
+
+// A call's attention dropout as the kernels read it: the CPU's mask, element e kept when the Philox word e
+// of (seed, stream) passes thr = dropout_threshold(p), kept elements scaled by 1/(1-p).
+struct AttnDropout {
+  bool on = false;  // training and p > 0
+  uint32_t thr = 0;
+  float scale = 1.0f;
+  uint64_t seed = 0;
+  uint64_t stream = 0;
+
+  // z / (1-p) of element e: scale when kept, 0 when dropped, 1 when dropout is off.
+  LRA_HD float factor(uint64_t e) const {
+    return on ? dropout_factor(philox_word(seed, stream, e), thr, scale) : 1.0f;
+  }
+};
+
+inline AttnDropout attn_dropout(const AttnConfig& cfg, const AttnStep& step) {
+  const float p = step.training ? cfg.attention_dropout : 0.0f;
+  AttnDropout d;
+  d.on = p > 0.0f;
+  d.thr = dropout_threshold(p);
+  d.scale = 1.0f / (1.0f - p);
+  d.seed = step.seed;
+  d.stream = step.stream;
+  return d;
+}
 
 // The registered variants that have a GPU path, in registry order.
 std::vector<std::string> attention_names();

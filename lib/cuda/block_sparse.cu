@@ -69,11 +69,7 @@ struct Params {
   int hv;  // head size of v
   float tau;
   bool causal;
-  bool drop;
-  uint32_t thr;
-  float drop_scale;
-  uint64_t seed;  // dropout and the pattern's random blocks
-  uint64_t stream;
+  AttnDropout drop;  // its seed also draws the pattern's random blocks
   int L_pad;
   int max_spans;
   int work_ints;
@@ -86,11 +82,9 @@ __device__ __forceinline__ bool key_visible(const Params& p, int64_t row) {
 
 // The dropout factor z / (1-p) of element (row, h, key), or 1 without dropout.
 __device__ __forceinline__ float drop_factor(const Params& p, int64_t row, int h, int key) {
-  if (!p.drop) return 1.0f;
-  const uint64_t e = (static_cast<uint64_t>(row) * static_cast<uint64_t>(p.heads) + static_cast<uint64_t>(h)) *
-                         static_cast<uint64_t>(p.L_pad) +
-                     static_cast<uint64_t>(key);
-  return (philox_word(p.seed, p.stream, e) >> 8) >= p.thr ? p.drop_scale : 0.0f;
+  return p.drop.factor((static_cast<uint64_t>(row) * static_cast<uint64_t>(p.heads) + static_cast<uint64_t>(h)) *
+                           static_cast<uint64_t>(p.L_pad) +
+                       static_cast<uint64_t>(key));
 }
 
 // sum_d a[d] b[d] over n columns, by one thread.
@@ -129,7 +123,7 @@ __device__ __forceinline__ Block setup(const Params& p, int64_t r0, int n, int h
     const RowRange r = pattern_query_block(p.pat, n, qb);
     info[0] = r.begin;
     info[1] = r.end;
-    info[2] = pattern_key_spans(p.pat, n, h, qb, p.seed, spans, work);
+    info[2] = pattern_key_spans(p.pat, n, h, qb, p.drop.seed, spans, work);
   }
   __syncthreads();
   Block blk;
@@ -409,7 +403,6 @@ class BlockSparseGpu final : public Attention<float> {
   }
 
   Params params(const SeqBatch& seq, const AttnIO<float>& io, const AttnStep& step) const {
-    const float pdrop = step.training ? c_.attention_dropout : 0.0f;
     Params p{};
     p.q = io.q;
     p.k = io.k;
@@ -424,11 +417,7 @@ class BlockSparseGpu final : public Attention<float> {
     p.hv = c_.dv;
     p.tau = 1.0f / std::sqrt(static_cast<float>(c_.dk));
     p.causal = causal_;
-    p.drop = pdrop > 0.0f;
-    p.thr = dropout_threshold(pdrop);
-    p.drop_scale = 1.0f / (1.0f - pdrop);
-    p.seed = step.seed;
-    p.stream = step.stream;
+    p.drop = attn_dropout(c_, step);
     p.L_pad = seq.L_pad;
     p.max_spans = max_spans_;
     p.work_ints = work_ints_;

@@ -21,6 +21,13 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// a . b over n entries, lanes striding them; the sum in every lane.
+__device__ __forceinline__ float warp_dot(const float* __restrict__ a, const float* __restrict__ b, int n) {
+  float s = 0.0f;
+  for (int c = threadIdx.x & 31; c < n; c += 32) s = fmaf(a[c], b[c], s);
+  return warp_sum(s);
+}
+
 // The example holding packed row r: the largest b < B with offsets[b] <= r (empty examples hold no row;
 // offsets[0] = 0 <= r < offsets[B]).
 __device__ __forceinline__ int example_of(const int32_t* offsets, int B, int64_t r) {

@@ -38,12 +38,11 @@
 #include <memory>
 #include <vector>
 
-#include "attn/row_softmax.h"
 #include "core/arena.h"
-#include "core/rng.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
 #include "cuda/device_util.cuh"
+#include "cuda/row_softmax.cuh"
 #include "cuda/strided_gemm.h"
 
 namespace lra::cuda {
@@ -51,15 +50,6 @@ namespace lra::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// Attention dropout of one call.
-struct Drop {
-  bool on = false;
-  uint32_t thr = 0;
-  float scale = 1.0f;
-  uint64_t seed = 0;
-  uint64_t stream = 0;
-};
 
 // en (rows x k): row r at position p of its example is E[p] where mask[r] = 1, zeros where it is 0.
 __global__ void masked_projection(float* __restrict__ en, const float* __restrict__ E,
@@ -76,29 +66,13 @@ __global__ void masked_projection(float* __restrict__ en, const float* __restric
 }
 
 // One warp per item it = r H + h (row r, head h), its k scores at s + it k: S <- P' and lse[it] = LSE.
-__global__ void row_softmax(float* __restrict__ s, float* __restrict__ lse, int64_t items, int k, Drop d) {
-  const int lane = threadIdx.x & 31;
+__global__ void row_softmax(float* __restrict__ s, float* __restrict__ lse, int64_t items, int k, AttnDropout d) {
+  const auto every = [](int) { return true; };
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t it = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; it < items; it += warps) {
-    float* row = s + it * k;
-    float m = -INFINITY;
-    for (int j = lane; j < k; j += 32) m = fmaxf(m, row[j]);
-    m = warp_max(m);
-    float l = 0.0f;
-    for (int j = lane; j < k; j += 32) {
-      const float e = expf(row[j] - m);
-      row[j] = e;
-      l += e;
-    }
-    l = warp_sum(l);
-    if (lane == 0) lse[it] = m + logf(l);
-    const float inv = 1.0f / l;
-    const uint64_t base = static_cast<uint64_t>(it) * static_cast<uint64_t>(k);  // (r H + h) k
-    for (int j = lane; j < k; j += 32) {
-      float p = row[j] * inv;
-      if (d.on) p *= dropout_factor(philox_word(d.seed, d.stream, base + static_cast<uint64_t>(j)), d.thr, d.scale);
-      row[j] = p;
-    }
+    // dropout element (r H + h) k + j
+    const float l = warp_softmax_row(s + it * k, k, every, d, static_cast<uint64_t>(it) * static_cast<uint64_t>(k));
+    if ((threadIdx.x & 31) == 0) lse[it] = l;
   }
 }
 
@@ -106,28 +80,14 @@ __global__ void row_softmax(float* __restrict__ s, float* __restrict__ lse, int6
 // P = exp(S - LSE), dP <- dS = P (dP z - D) and S <- P' = P z.
 __global__ void softmax_grad(float* __restrict__ s, float* __restrict__ dp, const float* __restrict__ lse,
                              const float* __restrict__ out, const float* __restrict__ dout, int64_t ld_out, int heads,
-                             int dv, int64_t items, int k, Drop d) {
-  const int lane = threadIdx.x & 31;
+                             int dv, int64_t items, int k, AttnDropout d) {
+  const auto every = [](int) { return true; };
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t it = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; it < items; it += warps) {
-    const int64_t r = it / heads;
-    const int h = static_cast<int>(it % heads);
-    const float* o = out + r * ld_out + static_cast<int64_t>(h) * dv;
-    const float* g = dout + r * ld_out + static_cast<int64_t>(h) * dv;
-    float di = 0.0f;
-    for (int c = lane; c < dv; c += 32) di = fmaf(g[c], o[c], di);
-    di = warp_sum(di);
-    const float l = lse[it];
-    float* srow = s + it * k;
-    float* drow = dp + it * k;
-    const uint64_t base = static_cast<uint64_t>(it) * static_cast<uint64_t>(k);
-    for (int j = lane; j < k; j += 32) {
-      const float p = expf(srow[j] - l);
-      const float z =
-          d.on ? dropout_factor(philox_word(d.seed, d.stream, base + static_cast<uint64_t>(j)), d.thr, d.scale) : 1.0f;
-      drow[j] = softmax_dlogit(p, drow[j], z, di);
-      srow[j] = p * z;
-    }
+    const int64_t col = (it / heads) * ld_out + static_cast<int64_t>(it % heads) * dv;  // row r, head h
+    const float di = warp_dot(dout + col, out + col, dv);
+    warp_softmax_row_grad(s + it * k, dp + it * k, k, lse[it], di, every, d,
+                          static_cast<uint64_t>(it) * static_cast<uint64_t>(k));
   }
 }
 
@@ -200,7 +160,7 @@ class LinformerGpu final : public Attention<float> {
       scores(io, r0, n, kp, w.s);
     }
     const int64_t items = rows * H;
-    row_softmax<<<grid_for(items * 32, kThreads), kThreads, 0, ctx_.stream>>>(w.s, lse, items, k_, dropout(step));
+    row_softmax<<<grid_for(items * 32, kThreads), kThreads, 0, ctx_.stream>>>(w.s, lse, items, k_, attn_dropout(c_, step));
     CUDA_CHECK_LAUNCH();
     for (int b = 0; b < seq.B; ++b) {
       const int64_t r0 = seq.offsets[b];
@@ -238,7 +198,7 @@ class LinformerGpu final : public Attention<float> {
     }
     const int64_t items = rows * H;
     softmax_grad<<<grid_for(items * 32, kThreads), kThreads, 0, ctx_.stream>>>(
-        w.s, w.dp, lse, io.out, g.dout, io.ld_out, H, dv, items, k_, dropout(step));
+        w.s, w.dp, lse, io.out, g.dout, io.ld_out, H, dv, items, k_, attn_dropout(c_, step));
     CUDA_CHECK_LAUNCH();
     int longest = 0;
     for (int b = 0; b < seq.B; ++b) {
@@ -350,17 +310,6 @@ class LinformerGpu final : public Attention<float> {
     const int64_t HK = static_cast<int64_t>(H) * dk, Hk = static_cast<int64_t>(H) * k_;
     gemm(ctx_, k_, n, dk, tau_, GemmOp{kp, HK, dk, CUBLAS_OP_T}, GemmOp{io.q + r0 * io.ld_in, io.ld_in, dk, CUBLAS_OP_N},
          0.0f, s + r0 * Hk, Hk, k_, H);
-  }
-
-  Drop dropout(const AttnStep& step) const {
-    const float p = step.training ? c_.attention_dropout : 0.0f;
-    Drop d;
-    d.on = p > 0.0f;
-    d.thr = dropout_threshold(p);
-    d.scale = 1.0f / (1.0f - p);
-    d.seed = step.seed;
-    d.stream = step.stream;
-    return d;
   }
 
   AttnConfig c_;

@@ -70,6 +70,7 @@
 #include "core/arena.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 
 namespace lra::cuda {
 
@@ -138,17 +139,6 @@ __device__ __forceinline__ int64_t part_index(const Params& p, int64_t row, int 
 }
 __device__ __forceinline__ Chunks chunks_of(const Params& p, int m) {
   return reformer::make_chunks(m, p.chunk, p.buckets, p.hashes, p.before);
-}
-
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
-  return x;
-}
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
-  return x;
 }
 
 // Bump allocation of a kernel's dynamic shared memory, 16-byte aligned; with base == nullptr it only
@@ -525,9 +515,7 @@ __global__ void __launch_bounds__(kRowWarps * 32) reformer_row_dot(Params p) {
   if (!row_item(p, it)) return;
   const float* dy = p.dout + it.row * p.ld_out + static_cast<int64_t>(it.h) * p.dv;
   const float* y = p.out + it.row * p.ld_out + static_cast<int64_t>(it.h) * p.dv;
-  float s = 0.0f;
-  for (int d = it.lane; d < p.dv; d += 32) s = fmaf(dy[d], y[d], s);
-  s = warp_sum(s);
+  const float s = warp_dot(dy, y, p.dv);
   if (it.lane == 0) p.dsum[it.row * p.H + it.h] = s;
 }
 

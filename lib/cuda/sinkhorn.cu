@@ -75,10 +75,7 @@ struct Params {
   int fw = 0;  // w (dk + dv): the floats of one block's [K | V] (w x dk, then w x dv) per head
   int sw = 0;  // columns of a factor-table row
   float tau = 1.0f, temp = 1.0f;
-  bool drop = false;  // attention dropout active (training and p > 0)
-  uint32_t thr = 0;   // dropout_threshold(p)
-  float drop_scale = 1.0f;
-  uint64_t seed = 0, stream = 0;
+  AttnDropout drop;
   const int32_t* offsets = nullptr;  // B + 1, device
   const uint8_t* mask = nullptr;     // rows, device; nullptr = every key real
   const float* q = nullptr;
@@ -144,7 +141,7 @@ __device__ __forceinline__ float* tile_row(float* base, const Params& p, int64_t
 
 // Attention dropout keeps Philox element i (the CPU's test on the same word).
 __device__ __forceinline__ bool kept(const Params& p, uint64_t i) {
-  return (philox_block(p.seed, p.stream, i >> 2).x[i & 3] >> 8) >= p.thr;
+  return (philox_block(p.drop.seed, p.drop.stream, i >> 2).x[i & 3] >> 8) >= p.drop.thr;
 }
 
 // The per-task areas of task (b, h).
@@ -350,11 +347,11 @@ __global__ void __launch_bounds__(kThreads) sinkhorn_attend(Params p) {
     }
   }
   __syncthreads();
-  if (p.drop) {
+  if (p.drop.on) {
     for (int i = threadIdx.x; i < bq * w2; i += blockDim.x) {
       const int row = i / w2, j = i % w2;
       float* x = tile_row(p.sc, p, q0 + row, h) + j;
-      *x = kept(p, sinkhorn_drop_index(q0 + row, h, p.heads, w) + j) ? *x * p.drop_scale : 0.0f;
+      *x = kept(p, sinkhorn_drop_index(q0 + row, h, p.heads, w) + j) ? *x * p.drop.scale : 0.0f;
     }
     __syncthreads();
   }
@@ -397,9 +394,9 @@ __global__ void __launch_bounds__(kThreads) sinkhorn_attend_backward(Params p) {
     const float L = p.lse[((q0 + row) * p.heads + h) * parts + j / part_w];
     float* s = tile_row(p.sc, p, q0 + row, h) + j;
     *s = expf(*s - L);
-    if (p.drop) {
+    if (p.drop.on) {
       float* g = tile_row(p.gt, p, q0 + row, h) + j;
-      *g = kept(p, sinkhorn_drop_index(q0 + row, h, p.heads, w) + j) ? *g * p.drop_scale : 0.0f;
+      *g = kept(p, sinkhorn_drop_index(q0 + row, h, p.heads, w) + j) ? *g * p.drop.scale : 0.0f;
     }
   }
   __syncthreads();
@@ -413,11 +410,11 @@ __global__ void __launch_bounds__(kThreads) sinkhorn_attend_backward(Params p) {
     }
   }
   __syncthreads();
-  if (p.drop) {  // P' = P z / (1-p), into the score tile
+  if (p.drop.on) {  // P' = P z / (1-p), into the score tile
     for (int i = threadIdx.x; i < bq * w2; i += blockDim.x) {
       const int row = i / w2, j = i % w2;
       float* x = tile_row(p.sc, p, q0 + row, h) + j;
-      *x = kept(p, sinkhorn_drop_index(q0 + row, h, p.heads, w) + j) ? *x * p.drop_scale : 0.0f;
+      *x = kept(p, sinkhorn_drop_index(q0 + row, h, p.heads, w) + j) ? *x * p.drop.scale : 0.0f;
     }
     __syncthreads();
   }
@@ -731,12 +728,7 @@ class SinkhornGpu final : public Attention<float> {
     p.sw = sw_;
     p.tau = 1.0f / std::sqrt(static_cast<float>(c_.dk));
     p.temp = static_cast<float>(o_.temperature);
-    const float pdrop = step.training ? c_.attention_dropout : 0.0f;
-    p.drop = pdrop > 0.0f;
-    p.thr = dropout_threshold(pdrop);
-    p.drop_scale = 1.0f / (1.0f - pdrop);
-    p.seed = step.seed;
-    p.stream = step.stream;
+    p.drop = attn_dropout(c_, step);
     p.offsets = seq.dev_offsets;
     p.mask = seq.key_mask != nullptr ? seq.dev_key_mask : nullptr;
     p.q = io.q;

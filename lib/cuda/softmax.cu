@@ -38,6 +38,7 @@
 #include "core/rng.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
+#include "cuda/device_util.cuh"
 
 namespace lra::cuda {
 
@@ -71,11 +72,7 @@ struct Params {
   int hd;         // head size (dk = dv)
   float tau;
   bool causal;
-  bool drop;      // attention dropout active (training and p > 0)
-  uint32_t thr;   // dropout_threshold(p)
-  float drop_scale;
-  uint64_t seed;
-  uint64_t stream;
+  AttnDropout drop;
   int L_pad;
 };
 
@@ -133,11 +130,11 @@ __device__ __forceinline__ void load_keep_bits(uint32_t* __restrict__ keep, cons
       static_cast<uint64_t>(k0 + half * 32);
   uint32_t bits = 0;
   for (uint64_t blk = base >> 2; blk <= (base + 31) >> 2; ++blk) {
-    const U4 u = philox_block(p.seed, p.stream, blk);
+    const U4 u = philox_block(p.drop.seed, p.drop.stream, blk);
 #pragma unroll
     for (int lane = 0; lane < 4; ++lane) {
       const uint64_t e = blk * 4 + static_cast<uint64_t>(lane);
-      if (e >= base && e < base + 32 && (u.x[lane] >> 8) >= p.thr) bits |= 1u << static_cast<int>(e - base);
+      if (e >= base && e < base + 32 && (u.x[lane] >> 8) >= p.drop.thr) bits |= 1u << static_cast<int>(e - base);
     }
   }
   keep[q * 2 + half] = bits;
@@ -278,7 +275,7 @@ __global__ void __launch_bounds__(kThreads) softmax_fwd(Params p) {
     load_tile<D>(Ks, p.k + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f);
     load_tile<D>(Vs, p.v + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f);
     load_key_bits(kbits, p, r0, k0, nk);
-    if (p.drop) load_keep_bits(keep, p, rq0, h, k0);
+    if (p.drop.on) load_keep_bits(keep, p, rq0, h, k0);
     __syncthreads();
 
     float s[4][8];
@@ -316,12 +313,12 @@ __global__ void __launch_bounds__(kThreads) softmax_fwd(Params p) {
       m[i] = mnew;
 #pragma unroll
       for (int c = 0; c < D / 8; ++c) o[i][c] *= alpha;
-      if (p.drop) {
+      if (p.drop.on) {
         const uint32_t w0 = keep[(ta + 16 * i) * 2], w1 = keep[(ta + 16 * i) * 2 + 1];
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
           const uint32_t kept = ((j < 4 ? w0 : w1) >> ((tb + 8 * j) & 31)) & 1u;
-          s[i][j] = kept ? s[i][j] * p.drop_scale : 0.0f;
+          s[i][j] = kept ? s[i][j] * p.drop.scale : 0.0f;
         }
       }
     }
@@ -351,10 +348,7 @@ __global__ void row_dot(Params p, int64_t items) {
     const int h = static_cast<int>(it % p.heads);
     const float* dy = p.dout + r * p.ld_out + h * p.hd;
     const float* y = p.out + r * p.ld_out + h * p.hd;
-    float s = 0.0f;
-    for (int c = lane; c < p.hd; c += 32) s = fmaf(dy[c], y[c], s);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    const float s = warp_dot(dy, y, p.hd);
     if (lane == 0) p.dsum[it] = s;
   }
 }
@@ -411,7 +405,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dkdv(Params p) {
     load_tile<D>(Qs, p.q + rq0 * p.ld_in + h * p.hd, p.ld_in, nq, p.hd, p.tau);
     load_tile<D>(dOs, p.dout + rq0 * p.ld_out + h * p.hd, p.ld_out, nq, p.hd, 1.0f);
     load_row_stats(lse_s, d_s, p, rq0, nq, h);
-    if (p.drop) load_keep_bits(keep, p, rq0, h, k0);
+    if (p.drop.on) load_keep_bits(keep, p, rq0, h, k0);
     __syncthreads();
 
     // Transposed tiles: s[i][j], dp[i][j] belong to key ta + 16 i, query tb + 8 j.
@@ -437,7 +431,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dkdv(Params p) {
         const bool visible = key_ok && !(p.causal && k0 + n > q0 + q);
         const float pr = visible ? expf(s[i][j] - lse_s[q]) : 0.0f;
         float z = 1.0f;
-        if (p.drop) z = ((keep[q * 2 + (i >> 1)] >> (n & 31)) & 1u) ? p.drop_scale : 0.0f;
+        if (p.drop.on) z = ((keep[q * 2 + (i >> 1)] >> (n & 31)) & 1u) ? p.drop.scale : 0.0f;
         dp[i][j] = pr * (dp[i][j] * z - d_s[q]);
         s[i][j] = pr * z;
       }
@@ -489,7 +483,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dq(Params p) {
     load_tile<D>(Ks, p.k + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f);
     load_tile<D>(Vs, p.v + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f);
     load_key_bits(kbits, p, r0, k0, nk);
-    if (p.drop) load_keep_bits(keep, p, rq0, h, k0);
+    if (p.drop.on) load_keep_bits(keep, p, rq0, h, k0);
     __syncthreads();
 
     // s[i][j], dp[i][j] belong to query ta + 16 i, key tb + 8 j.
@@ -510,7 +504,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dq(Params p) {
       const int q = ta + 16 * i;
       const float lse = lse_s[q], di = d_s[q];
       uint32_t w0 = 0, w1 = 0;
-      if (p.drop) {
+      if (p.drop.on) {
         w0 = keep[q * 2];
         w1 = keep[q * 2 + 1];
       }
@@ -520,7 +514,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dq(Params p) {
         const bool visible = (((j < 4 ? kb0 : kb1) >> (n & 31)) & 1u) && !(p.causal && k0 + n > q0 + q);
         const float pr = visible ? expf(s[i][j] - lse) : 0.0f;
         float z = 1.0f;
-        if (p.drop) z = (((j < 4 ? w0 : w1) >> (n & 31)) & 1u) ? p.drop_scale : 0.0f;
+        if (p.drop.on) z = (((j < 4 ? w0 : w1) >> (n & 31)) & 1u) ? p.drop.scale : 0.0f;
         dp[i][j] = pr * (dp[i][j] * z - di);
       }
     }
@@ -633,7 +627,6 @@ class SoftmaxAttentionGpu final : public Attention<float> {
   }
 
   Params params(const SeqBatch& seq, const AttnIO<float>& io, const AttnStep& step) const {
-    const float pdrop = step.training ? c_.attention_dropout : 0.0f;
     Params p{};
     p.q = io.q;
     p.k = io.k;
@@ -647,11 +640,7 @@ class SoftmaxAttentionGpu final : public Attention<float> {
     p.hd = c_.dk;
     p.tau = 1.0f / std::sqrt(static_cast<float>(c_.dk));
     p.causal = causal_;
-    p.drop = pdrop > 0.0f;
-    p.thr = dropout_threshold(pdrop);
-    p.drop_scale = 1.0f / (1.0f - pdrop);
-    p.seed = step.seed;
-    p.stream = step.stream;
+    p.drop = attn_dropout(c_, step);
     p.L_pad = seq.L_pad;
     return p;
   }

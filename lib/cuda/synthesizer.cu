@@ -51,12 +51,11 @@
 #include <string>
 #include <vector>
 
-#include "attn/row_softmax.h"
 #include "core/arena.h"
-#include "core/rng.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
 #include "cuda/device_util.cuh"
+#include "cuda/row_softmax.cuh"
 #include "cuda/strided_gemm.h"
 #include "ops/math.h"
 
@@ -68,16 +67,6 @@ constexpr int kThreads = 256;
 constexpr int64_t kLogitElems = int64_t{1} << 25;  // floats of one logit block when max_len must be chunked
 
 enum class Mode { Random, Factorized, Dense };
-
-// Attention dropout of one call.
-struct Drop {
-  bool on = false;
-  uint32_t thr = 0;
-  float scale = 1.0f;
-  uint64_t seed = 0;
-  uint64_t stream = 0;
-  int L_pad = 0;
-};
 
 // One query chunk of one example: queries i0 .. i0 + tq - 1 (rows r0 + i0 ..) over keys 0 .. nk - 1.
 struct Chunk {
@@ -160,42 +149,25 @@ __device__ __forceinline__ bool visible(const uint8_t* mask, int64_t r0, int q, 
   return (mask == nullptr || mask[r0 + j] != 0) && !(causal && j > q);
 }
 
-// One warp per (head h, query i) of the chunk, its nk logits at s + (h tq + i) nk: S <- P', lse = LSE.
+// The dropout element of (row r, head h, key 0): (r H + h) L_pad.
+__device__ __forceinline__ uint64_t drop_base(int64_t r, int h, int heads, int L_pad) {
+  return (static_cast<uint64_t>(r) * static_cast<uint64_t>(heads) + static_cast<uint64_t>(h)) *
+         static_cast<uint64_t>(L_pad);
+}
+
+// One warp per (head h, query i) of the chunk, its nk logits at s + (h tq + i) nk: S <- P', lse = LSE
+// (+inf for a query without a visible key: output 0, P = 0 in the backward).
 __global__ void chunk_softmax(float* __restrict__ s, float* __restrict__ lse, const uint8_t* __restrict__ mask,
-                              Chunk ch, int heads, bool causal, Drop d) {
-  const int lane = threadIdx.x & 31;
+                              Chunk ch, int heads, bool causal, AttnDropout d, int L_pad) {
   const int64_t items = static_cast<int64_t>(heads) * ch.tq;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t it = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; it < items; it += warps) {
     const int h = static_cast<int>(it / ch.tq);
     const int q = ch.i0 + static_cast<int>(it % ch.tq);
     const int64_t r = ch.r0 + q;
-    float* row = s + it * ch.nk;
-    float m = -INFINITY;
-    for (int j = lane; j < ch.nk; j += 32)
-      if (visible(mask, ch.r0, q, j, causal)) m = fmaxf(m, row[j]);
-    m = warp_max(m);
-    if (m == -INFINITY) {  // no visible key: output 0, P = 0 in the backward
-      for (int j = lane; j < ch.nk; j += 32) row[j] = 0.0f;
-      if (lane == 0) lse[r * heads + h] = INFINITY;
-      continue;
-    }
-    float l = 0.0f;
-    for (int j = lane; j < ch.nk; j += 32) {
-      const float e = visible(mask, ch.r0, q, j, causal) ? expf(row[j] - m) : 0.0f;
-      row[j] = e;
-      l += e;
-    }
-    l = warp_sum(l);
-    if (lane == 0) lse[r * heads + h] = m + logf(l);
-    const float inv = 1.0f / l;
-    const uint64_t base = (static_cast<uint64_t>(r) * static_cast<uint64_t>(heads) + static_cast<uint64_t>(h)) *
-                          static_cast<uint64_t>(d.L_pad);
-    for (int j = lane; j < ch.nk; j += 32) {
-      float p = row[j] * inv;
-      if (d.on) p *= dropout_factor(philox_word(d.seed, d.stream, base + static_cast<uint64_t>(j)), d.thr, d.scale);
-      row[j] = p;
-    }
+    const auto seen = [&](int j) { return visible(mask, ch.r0, q, j, causal); };
+    const float l = warp_softmax_row(s + it * ch.nk, ch.nk, seen, d, drop_base(r, h, heads, L_pad));
+    if ((threadIdx.x & 31) == 0) lse[r * heads + h] = l;
   }
 }
 
@@ -204,31 +176,18 @@ __global__ void chunk_softmax(float* __restrict__ s, float* __restrict__ lse, co
 __global__ void chunk_softmax_grad(float* __restrict__ s, float* __restrict__ dp, const float* __restrict__ lse,
                                    const uint8_t* __restrict__ mask, const float* __restrict__ out,
                                    const float* __restrict__ dout, int64_t ld_out, int dv, Chunk ch, int heads,
-                                   bool causal, Drop d) {
-  const int lane = threadIdx.x & 31;
+                                   bool causal, AttnDropout d, int L_pad) {
   const int64_t items = static_cast<int64_t>(heads) * ch.tq;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t it = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; it < items; it += warps) {
     const int h = static_cast<int>(it / ch.tq);
     const int q = ch.i0 + static_cast<int>(it % ch.tq);
     const int64_t r = ch.r0 + q;
-    const float* o = out + r * ld_out + static_cast<int64_t>(h) * dv;
-    const float* g = dout + r * ld_out + static_cast<int64_t>(h) * dv;
-    float di = 0.0f;
-    for (int c = lane; c < dv; c += 32) di = fmaf(g[c], o[c], di);
-    di = warp_sum(di);
-    const float l = lse[r * heads + h];
-    float* srow = s + it * ch.nk;
-    float* drow = dp + it * ch.nk;
-    const uint64_t base = (static_cast<uint64_t>(r) * static_cast<uint64_t>(heads) + static_cast<uint64_t>(h)) *
-                          static_cast<uint64_t>(d.L_pad);
-    for (int j = lane; j < ch.nk; j += 32) {
-      const float p = visible(mask, ch.r0, q, j, causal) ? expf(srow[j] - l) : 0.0f;
-      const float z =
-          d.on ? dropout_factor(philox_word(d.seed, d.stream, base + static_cast<uint64_t>(j)), d.thr, d.scale) : 1.0f;
-      drow[j] = softmax_dlogit(p, drow[j], z, di);
-      srow[j] = p * z;
-    }
+    const int64_t col = r * ld_out + static_cast<int64_t>(h) * dv;
+    const float di = warp_dot(dout + col, out + col, dv);
+    const auto seen = [&](int j) { return visible(mask, ch.r0, q, j, causal); };
+    warp_softmax_row_grad(s + it * ch.nk, dp + it * ch.nk, ch.nk, lse[r * heads + h], di, seen, d,
+                          drop_base(r, h, heads, L_pad));
   }
 }
 
@@ -277,13 +236,13 @@ class SynthesizerGpu final : public Attention<float> {
     size_t bytes = 0;
     const Work w = carve(scratch, &bytes);
     float* lse = static_cast<float*>(saved);
-    const Drop drop = dropout(seq, step);
+    const AttnDropout drop = attn_dropout(c_, step);
     const uint8_t* mask = seq.key_mask != nullptr ? seq.dev_key_mask : nullptr;
     const int H = c_.heads, dv = c_.dv;
     for_chunks(seq, [&](const Chunk& ch) {
       logits(io, ch, w);
       chunk_softmax<<<grid_for(static_cast<int64_t>(H) * ch.tq * 32, kThreads), kThreads, 0, ctx_.stream>>>(
-          w.s, lse, mask, ch, H, causal_, drop);
+          w.s, lse, mask, ch, H, causal_, drop, seq.L_pad);
       CUDA_CHECK_LAUNCH();
       // O_h (tq x dv) = P'_h V_h
       gemm(ctx_, dv, ch.tq, ch.nk, 1.0f, GemmOp{io.v + ch.r0 * io.ld_in, io.ld_in, dv, CUBLAS_OP_N},
@@ -299,7 +258,7 @@ class SynthesizerGpu final : public Attention<float> {
     size_t bytes = 0;
     const Work w = carve(scratch, &bytes);
     const float* lse = static_cast<const float*>(saved);
-    const Drop drop = dropout(seq, step);
+    const AttnDropout drop = attn_dropout(c_, step);
     const uint8_t* mask = seq.key_mask != nullptr ? seq.dev_key_mask : nullptr;
     const int H = c_.heads, d = c_.dk, dv = c_.dv, L = c_.max_len;
     zero_columns(g.dk, io.ld_in, static_cast<int64_t>(H) * d, rows);
@@ -315,7 +274,7 @@ class SynthesizerGpu final : public Attention<float> {
       gemm(ctx_, ch.nk, ch.tq, dv, 1.0f, GemmOp{io.v + ch.r0 * io.ld_in, io.ld_in, dv, CUBLAS_OP_T},
            GemmOp{dout, io.ld_out, dv, CUBLAS_OP_N}, 0.0f, w.dp, ch.nk, sS, H);
       chunk_softmax_grad<<<grid_for(static_cast<int64_t>(H) * ch.tq * 32, kThreads), kThreads, 0, ctx_.stream>>>(
-          w.s, w.dp, lse, mask, io.out, g.dout, io.ld_out, dv, ch, H, causal_, drop);
+          w.s, w.dp, lse, mask, io.out, g.dout, io.ld_out, dv, ch, H, causal_, drop, seq.L_pad);
       CUDA_CHECK_LAUNCH();
       const GemmOp dS{w.dp, ch.nk, sS, CUBLAS_OP_N}, dS_T{w.dp, ch.nk, sS, CUBLAS_OP_T};
       // dV_h (nk x dv) += P'_h^T dO_h
@@ -484,18 +443,6 @@ class SynthesizerGpu final : public Attention<float> {
   void zero_columns(float* p, int64_t ld, int64_t width, int64_t rows) const {
     CUDA_CHECK(cudaMemset2DAsync(p, sizeof(float) * static_cast<size_t>(ld), 0, sizeof(float) * static_cast<size_t>(width),
                                  static_cast<size_t>(rows), ctx_.stream));
-  }
-
-  Drop dropout(const SeqBatch& seq, const AttnStep& step) const {
-    const float p = step.training ? c_.attention_dropout : 0.0f;
-    Drop d;
-    d.on = p > 0.0f;
-    d.thr = dropout_threshold(p);
-    d.scale = 1.0f / (1.0f - p);
-    d.seed = step.seed;
-    d.stream = step.stream;
-    d.L_pad = seq.L_pad;
-    return d;
   }
 
   AttnConfig c_;
