@@ -143,4 +143,16 @@ inline void require_close(const AttnCase& c, const cuda::Context& ctx, double to
   CHECK(r.dparams < tol);
 }
 
+// Determinism: two runs of the case give the same errors against the CPU, which they do only with the
+// same bits (a reordered float sum would move them).
+inline void require_same_bits(const AttnCase& c, const cuda::Context& ctx) {
+  const AttnCompare a = compare_attention(c, ctx), b = compare_attention(c, ctx);
+  INFO(c.name << " hp=" << c.hp.dump());
+  CHECK(a.out == b.out);
+  CHECK(a.dq == b.dq);
+  CHECK(a.dk == b.dk);
+  CHECK(a.dv == b.dv);
+  CHECK(a.dparams == b.dparams);
+}
+
 }  // namespace lra::test
