@@ -248,6 +248,15 @@ TEST_CASE("cli: lra bench attn", "[cli]") {
       CHECK(mean <= mx);
     }
     CHECK(j["attn_params"].contains("causal"));
+    // The roofline: the attention alone, read against the ceilings' times for its least work.
+    CHECK(j["attn_ms_median"].get<double>() > 0);
+    CHECK(j["attn_ms"].size() == 1);
+    CHECK(j["gemm_bound_ms"].get<double>() > 0);
+    CHECK(j["bandwidth_bound_ms"].get<double>() > 0);
+    CHECK(j["attn_vs_gemm_bound"].get<double>() ==
+          Approx(j["attn_ms_median"].get<double>() / j["gemm_bound_ms"].get<double>()));
+    CHECK(j["attn_vs_bandwidth_bound"].get<double>() ==
+          Approx(j["attn_ms_median"].get<double>() / j["bandwidth_bound_ms"].get<double>()));
   }
   CHECK(rows[0]["attn"] == "softmax");
   CHECK(rows[0]["len"] == 64);
@@ -256,7 +265,8 @@ TEST_CASE("cli: lra bench attn", "[cli]") {
   CHECK(rows[2]["attn_params"].contains("eps"));
 
   // Forward only, causal, no softmax among the variants: no ratios, errors still against causal softmax.
-  r = run_lra(small + " --attn linear --mode fwd --causal --json");
+  // Without the roofline: no attention-alone times.
+  r = run_lra(small + " --attn linear --mode fwd --causal --json --no-roofline");
   REQUIRE(r.rc == 0);
   rows = json_lines(r.out);
   REQUIRE(rows.size() == 2);
@@ -268,6 +278,8 @@ TEST_CASE("cli: lra bench attn", "[cli]") {
     CHECK(j["memory_vs_softmax"].is_null());
     CHECK(j["peak_arena_bytes"].get<double>() > 0);
     CHECK(j["mean_rel_err"].get<double>() > 0);
+    CHECK(j["attn_ms_median"].is_null());
+    CHECK(j["attn_vs_gemm_bound"].is_null());
   }
 
   // A bench record, and the table on stdout.
@@ -285,6 +297,19 @@ TEST_CASE("cli: lra bench attn", "[cli]") {
   CHECK(rec["config"]["lengths"] == nlohmann::json{64, 128});
   CHECK(rec["rows"][1]["attn_params"]["eps"] == 1e-5);  // cosformer at L=64
   CHECK(!rec["rows"][0]["attn_params"].contains("eps"));  // softmax has no eps: the key skips it
+  CHECK(r.out.find("ceilings: GEMM 1024^3") != std::string::npos);
+  CHECK(r.out.find("attention alone") != std::string::npos);
+  // The ceilings, and the bounds they give: 12 B L^2 D flops and 12 B L D floats for fwdbwd at B 2, D 16.
+  const auto& rf = rec["roofline"];
+  CHECK(rf["gemm_n"] == 1024);
+  CHECK(rf["stream_floats"] == (1 << 24));
+  for (const auto& row : rec["rows"]) {
+    const double L = row["len"].get<double>();
+    CHECK(row["gemm_bound_ms"].get<double>() * 1e-3 * rf["gemm_tflops"].get<double>() * 1e12 ==
+          Approx(12.0 * 2 * L * L * 16));
+    CHECK(row["bandwidth_bound_ms"].get<double>() * 1e-3 * rf["stream_gb_per_s"].get<double>() * 1e9 ==
+          Approx(12.0 * 2 * L * 16 * 4));
+  }
 
   // Bad input.
   r = run_lra(small + " --attn nosuch");

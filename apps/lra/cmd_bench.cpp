@@ -71,6 +71,9 @@ void setup_bench(CLI::App& bench, BenchTrainOptions& o, BenchAttnOptions& a) {
                    "attention hyperparameter key=value for every selected variant that has it; repeatable")
       ->type_name("KEY=VALUE");
   attn->add_option("--seed", a.seed, "seed of the random inputs, weights and dout")->capture_default_str();
+  attn->add_flag_callback(
+      "--no-roofline", [&a] { a.roofline = false; },
+      "skip measuring the device's GEMM and streaming ceilings and timing the attention alone against them");
   attn->add_flag("--json", a.json, "print one JSON object per (variant, length) instead of tables");
   attn->add_option("--out", a.out, "also write a bench record (JSON) to this file")->type_name("FILE");
   attn->footer(
@@ -79,7 +82,13 @@ void setup_bench(CLI::App& bench, BenchTrainOptions& o, BenchAttnOptions& a) {
       "arenas. Error against exact softmax: the softmax variant's forward (same causal setting, default "
       "hyperparameters) on the same inputs gives ao_ref; per row r of the attention output (B*L rows of D, before "
       "the output projection) e_r = ||ao_r - ao_ref_r||_2 / ||ao_ref_r||_2; max_rel_err = max_r e_r, mean_rel_err = "
-      "mean_r e_r (0 for softmax).\n");
+      "mean_r e_r (0 for softmax).\n"
+      "Roofline (unless --no-roofline): the device's ceilings, measured once through the same backend: an n^3 "
+      "fp32 GEMM (n = 4096 on a GPU, 1024 on a CPU) and a streaming op over 2^26 (2^24) floats. Each variant's "
+      "attention is also timed alone (no projections) and read against the time those ceilings allow the least "
+      "work any attention does: exact attention's matrix products, 4 B P D flops forward and 8 B P D backward "
+      "(P = L^2 key-query pairs, L(L+1)/2 causal), and its inputs and outputs once, 4 B L D floats forward and 8 B "
+      "L D backward.\n");
 }
 
 namespace {
@@ -287,6 +296,12 @@ int run_bench_attn(const BenchAttnOptions& o) {
               o.steps, o.warmup, env["cpu"].get<std::string>().c_str());
   if (env.contains("device")) std::printf("  GPU: %s\n", env["device"]["gpu"].get<std::string>().c_str());
   if (!plan.sets.empty()) std::printf("  --set %s\n", plan.sets.dump().c_str());
+  if (result.has_roofline) {
+    const Roofline& rf = result.roofline;
+    std::printf("  ceilings: GEMM %d^3 %.3g TFLOP/s (%s ms), stream %.3g GB/s (%s ms)\n", rf.gemm_n,
+                rf.gemm_flops_per_s * 1e-12, short_num(rf.gemm_ms).c_str(), rf.stream_bytes_per_s * 1e-9,
+                short_num(rf.stream_ms).c_str());
+  }
   auto ratio = [&](double x) { return has_softmax ? fmt::format(" ({:.2f}x)", x) : std::string(); };
   print_table(has_softmax ? "ms, median (x faster than softmax)" : "ms, median", names, lengths,
               [&](size_t v, size_t l) {
@@ -305,6 +320,14 @@ int run_bench_attn(const BenchAttnOptions& o) {
                 if (r.max_err == 0) return std::string("0");
                 return fmt::format("{:.1e} / {:.1e}", r.mean_err, r.max_err);
               });
+  if (result.has_roofline)
+    print_table("attention alone, ms, median (x the GEMM-bound time of exact attention's flops / x the "
+                "bandwidth-bound time of its inputs and outputs)",
+                names, lengths, [&](size_t v, size_t l) {
+                  const AttnBenchRow& r = table[l][v];
+                  return fmt::format("{} ({:.2g}x / {:.2g}x)", short_num(r.attn_median),
+                                     r.attn_median / r.gemm_bound_ms, r.attn_median / r.bandwidth_bound_ms);
+                });
   if (!o.out.empty()) std::printf("\nrecord: %s\n", o.out.c_str());
   return 0;
 }

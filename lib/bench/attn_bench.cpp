@@ -134,8 +134,19 @@ class AttnLayerBench {
 
   void forward(const AttnStep& st) {
     be_.linear_forward(qkv_, x_, wqkv_, bqkv_, R_, D_, 3 * D_);
-    attn_->forward(seq(), io(), saved_, scr_, st);
+    attention_forward(st);
     be_.linear_forward(out_, ao_, wo_, bo_, R_, D_, D_);
+  }
+
+  // The attention alone, on the qkv (and, backward, the dao) that forward (backward) left.
+  void attention_forward(const AttnStep& st) { attn_->forward(seq(), io(), saved_, scr_, st); }
+  void attention_backward(const AttnStep& st) {
+    AttnGrads<float> g;
+    g.dout = dao_;
+    g.dq = dqkv_;
+    g.dk = dqkv_ + D_;
+    g.dv = dqkv_ + 2 * D_;
+    attn_->backward(seq(), io(), g, saved_, scr_, st);
   }
 
   // Parameter gradients accumulate (lib/ops convention), so they are zeroed first, as a trainer would.
@@ -147,12 +158,7 @@ class AttnLayerBench {
     const auto specs = attn_->param_specs();
     for (size_t i = 0; i < specs.size(); ++i) be_.fill_zero(attn_dp_[i], specs[i].size());
     be_.linear_backward(dao_, dwo_, dbo_, dout_, ao_, wo_, R_, D_, D_);
-    AttnGrads<float> g;
-    g.dout = dao_;
-    g.dq = dqkv_;
-    g.dk = dqkv_ + D_;
-    g.dv = dqkv_ + 2 * D_;
-    attn_->backward(seq(), io(), g, saved_, scr_, st);
+    attention_backward(st);
     be_.linear_backward(dx_, dwqkv_, dbqkv_, dqkv_, x_, wqkv_, R_, D_, 3 * D_);
   }
 
@@ -264,7 +270,75 @@ std::pair<double, double> relative_errors(const std::vector<float>& ao, const st
   return {max_e, rows > 0 ? sum_e / static_cast<double>(rows) : 0.0};
 }
 
+// The backend timer's milliseconds of `steps` runs of fn after `warmup` untimed ones.
+template <class Fn>
+std::vector<double> time_runs(Backend<float>& be, int warmup, int steps, Fn&& fn) {
+  std::vector<double> ms;
+  for (int s = 0; s < warmup + steps; ++s) {
+    be.timer_start();
+    fn();
+    const double t = be.timer_stop();
+    if (s >= warmup) ms.push_back(t);
+  }
+  return ms;
+}
+
+// The Roofline at sizes that reach a device's ceiling: a 4096^3 GEMM and 256 MiB streams on a GPU,
+// 1024^3 and 64 MiB on a CPU (whose ceilings these reach in well under a second).
+Roofline measure_roofline(Backend<float>& be, int warmup, int steps) {
+  Roofline r;
+  const bool gpu = be.device() == Device::Cuda;
+  r.gemm_n = gpu ? 4096 : 1024;
+  r.stream_floats = gpu ? int64_t{1} << 26 : int64_t{1} << 24;
+  const size_t n = static_cast<size_t>(r.gemm_n), m = static_cast<size_t>(r.stream_floats);
+  Arena arena("roofline", be.allocator());
+  float *x = nullptr, *w = nullptr, *b = nullptr, *y = nullptr, *s = nullptr, *t = nullptr;
+  auto layout = [&] {
+    arena.rewind();
+    x = arena.take<float>(n * n);
+    w = arena.take<float>(n * n);
+    b = arena.take<float>(n);
+    y = arena.take<float>(n * n);
+    s = arena.take<float>(m);
+    t = arena.take<float>(m);
+  };
+  layout();
+  arena.reserve(arena.used());
+  layout();
+  // Non-zero operands (a GEMM of zeros draws less power, and may run faster, than real data).
+  std::vector<float> host(std::max(n * n, m));
+  for (size_t i = 0; i < host.size(); ++i) host[i] = static_cast<float>(static_cast<int>(i % 17) - 8) * 0.01f;
+  be.upload(x, host.data(), n * n * sizeof(float));
+  be.upload(w, host.data(), n * n * sizeof(float));
+  be.upload(s, host.data(), m * sizeof(float));
+  be.fill_zero(b, static_cast<int64_t>(n));
+  r.gemm_ms = percentile(
+      time_runs(be, warmup, steps, [&] { be.linear_forward(y, x, w, b, r.gemm_n, r.gemm_n, r.gemm_n); }), 0.5);
+  r.gemm_flops_per_s = 2.0 * std::pow(static_cast<double>(n), 3) / (r.gemm_ms * 1e-3);
+  r.stream_ms = percentile(time_runs(be, warmup, steps, [&] { be.relu_forward(t, s, r.stream_floats); }), 0.5);
+  r.stream_bytes_per_s = 8.0 * static_cast<double>(m) / (r.stream_ms * 1e-3);
+  return r;
+}
+
+nlohmann::json roofline_json(const Roofline& r) {
+  return {{"gemm_n", r.gemm_n},
+          {"gemm_ms", r.gemm_ms},
+          {"gemm_tflops", r.gemm_flops_per_s * 1e-12},
+          {"stream_floats", r.stream_floats},
+          {"stream_ms", r.stream_ms},
+          {"stream_gb_per_s", r.stream_bytes_per_s * 1e-9}};
+}
+
 }  // namespace
+
+double attention_flops(int B, int L, int D, bool causal, bool backward) {
+  const double pairs = causal ? 0.5 * L * (L + 1.0) : static_cast<double>(L) * L;
+  return (backward ? 12.0 : 4.0) * B * pairs * D;
+}
+
+double attention_bytes(int B, int L, int D, bool backward) {
+  return (backward ? 12.0 : 4.0) * B * static_cast<double>(L) * D * sizeof(float);
+}
 
 AttnBenchPlan plan_attn_bench(const AttnBenchRequest& o) {
   AttnBenchPlan plan;
@@ -361,6 +435,11 @@ AttnBenchResult run_attn_bench(const AttnBenchPlan& plan, const std::function<vo
   auto note = [&](const std::string& s) {
     if (progress) progress(s);
   };
+  if (o.roofline) {
+    note("the device's GEMM and streaming ceilings");
+    result.roofline = measure_roofline(*be, o.warmup, o.steps);
+    result.has_roofline = true;
+  }
 
   auto attn_config = [&](const nlohmann::json& hp, int L) {
     AttnConfig ac;
@@ -398,16 +477,23 @@ AttnBenchResult run_attn_bench(const AttnBenchPlan& plan, const std::function<vo
         AttnLayerBench layer(*be, names[v], attn_config(plan.hps[v], L), o.batch, L, D, with_grads);
         layer.load(in);
         const AttnStep st{with_grads, o.seed, streams::kBench, 0};
-        for (int s = 0; s < o.warmup + o.steps; ++s) {
-          be->timer_start();
+        row.ms = time_runs(*be, o.warmup, o.steps, [&] {
           layer.forward(st);
           if (with_grads) layer.backward(st);
-          const double t = be->timer_stop();
-          if (s >= o.warmup) row.ms.push_back(t);
-        }
+        });
         row.median = percentile(row.ms, 0.5);
         row.lo = *std::min_element(row.ms.begin(), row.ms.end());
         row.hi = *std::max_element(row.ms.begin(), row.ms.end());
+        if (result.has_roofline) {
+          row.attn_ms = time_runs(*be, o.warmup, o.steps, [&] {
+            layer.attention_forward(st);
+            if (with_grads) layer.attention_backward(st);
+          });
+          row.attn_median = percentile(row.attn_ms, 0.5);
+          const Roofline& rf = result.roofline;
+          row.gemm_bound_ms = attention_flops(o.batch, L, D, plan.causal, with_grads) / rf.gemm_flops_per_s * 1e3;
+          row.bandwidth_bound_ms = attention_bytes(o.batch, L, D, with_grads) / rf.stream_bytes_per_s * 1e3;
+        }
         row.peak = layer.peak_bytes();
         row.memory = layer.memory_json();
         std::tie(row.max_err, row.mean_err) = relative_errors(layer.attention_output(), ao_ref, D);
@@ -439,7 +525,21 @@ AttnBenchResult run_attn_bench(const AttnBenchPlan& plan, const std::function<vo
                           {"mean_rel_err", row.mean_err},
                           {"attn_params", row.hp},
                           {"speed_vs_softmax", nullptr},
-                          {"memory_vs_softmax", nullptr}};
+                          {"memory_vs_softmax", nullptr},
+                          {"attn_ms_median", nullptr},
+                          {"attn_ms", nullptr},
+                          {"gemm_bound_ms", nullptr},
+                          {"bandwidth_bound_ms", nullptr},
+                          {"attn_vs_gemm_bound", nullptr},
+                          {"attn_vs_bandwidth_bound", nullptr}};
+      if (result.has_roofline) {
+        j["attn_ms_median"] = row.attn_median;
+        j["attn_ms"] = row.attn_ms;
+        j["gemm_bound_ms"] = row.gemm_bound_ms;
+        j["bandwidth_bound_ms"] = row.bandwidth_bound_ms;
+        j["attn_vs_gemm_bound"] = row.attn_median / row.gemm_bound_ms;
+        j["attn_vs_bandwidth_bound"] = row.attn_median / row.bandwidth_bound_ms;
+      }
       if (has_softmax) {
         const AttnBenchRow& sm = rows[softmax_index];
         j["speed_vs_softmax"] = sm.median / row.median;
@@ -459,14 +559,16 @@ nlohmann::json attn_bench_record(const AttnBenchPlan& plan, const AttnBenchResul
   nlohmann::json config = {
       {"attn", plan.names}, {"lengths", plan.lengths}, {"batch", o.batch},     {"heads", o.heads},   {"dim", o.dim},
       {"mode", o.mode},     {"causal", plan.causal},   {"threads", o.threads}, {"device", o.device}, {"steps", o.steps},
-      {"warmup", o.warmup}, {"set", plan.sets},        {"seed", o.seed}};
+      {"warmup", o.warmup}, {"set", plan.sets},        {"seed", o.seed},       {"roofline", o.roofline}};
   config.update(extra_config);
-  return {{"schema_version", kRecordSchemaVersion},
-          {"kind", "bench_attn"},
-          {"created", now_iso8601()},
-          {"env", result.env},
-          {"config", config},
-          {"rows", result.rows}};
+  nlohmann::json rec = {{"schema_version", kRecordSchemaVersion},
+                        {"kind", "bench_attn"},
+                        {"created", now_iso8601()},
+                        {"env", result.env},
+                        {"config", config},
+                        {"rows", result.rows}};
+  if (result.has_roofline) rec["roofline"] = roofline_json(result.roofline);
+  return rec;
 }
 
 }  // namespace lra

@@ -27,6 +27,8 @@ struct AttnBenchRequest {
   int warmup = 1;
   std::vector<std::string> sets;
   uint64_t seed = 0;
+  // Also measure the device's ceilings (Roofline) and time the attention alone against them.
+  bool roofline = true;
 };
 
 // A request checked and resolved: the variants, each one's hyperparameters, the lengths.
@@ -42,6 +44,25 @@ struct AttnBenchPlan {
 // Validates everything before anything is measured; throws naming the option at fault and what to give.
 AttnBenchPlan plan_attn_bench(const AttnBenchRequest& req);
 
+// The device's ceilings, measured once per run through the backend's own ops, each the median of the
+// run's warm-up + steps repetitions: an n x n x n fp32 GEMM (linear_forward: cuBLAS or Eigen, 2 n^3 flops)
+// and a streaming element-wise op over `stream_floats` floats (relu_forward: one read and one write each).
+struct Roofline {
+  int gemm_n = 0;
+  double gemm_ms = 0, gemm_flops_per_s = 0;
+  int64_t stream_floats = 0;
+  double stream_ms = 0, stream_bytes_per_s = 0;
+};
+
+// The least work any attention call does on B x L rows of width D (no projections), the measure the
+// Roofline reads a time against:
+//   flops: exact softmax attention's matrix products, 2 B P D each, P = L^2 (causal: L (L+1) / 2) key-query
+//          pairs: Q K^T and P V forward (4 B P D), dV, dP, dQ, dK backward (8 B P D more);
+//   bytes: its inputs and outputs once, 4-byte floats: q, k, v, out forward (4 B L D floats); q, k, v, out,
+//          dout, dq, dk, dv backward (8 B L D more).
+double attention_flops(int B, int L, int D, bool causal, bool backward);
+double attention_bytes(int B, int L, int D, bool backward);
+
 struct AttnBenchRow {
   std::string attn;
   int len = 0;
@@ -51,10 +72,17 @@ struct AttnBenchRow {
   size_t peak = 0;
   nlohmann::json memory;
   double max_err = 0, mean_err = 0;
+  // With the roofline: the attention alone (no projections), and the times the ceilings allow its work.
+  std::vector<double> attn_ms;
+  double attn_median = 0;
+  double gemm_bound_ms = 0;       // attention_flops at the GEMM's rate
+  double bandwidth_bound_ms = 0;  // attention_bytes at the stream's rate
 };
 
 struct AttnBenchResult {
   nlohmann::json env;  // env_json plus the GPU, where there is one
+  bool has_roofline = false;
+  Roofline roofline;
   int threads = 0;
   std::vector<std::vector<AttnBenchRow>> table;   // [length][variant]
   nlohmann::json rows = nlohmann::json::array();  // the record's rows, length-major
