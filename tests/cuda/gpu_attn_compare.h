@@ -19,6 +19,9 @@ namespace lra::test {
 struct AttnCompare {
   double out = 0, dq = 0, dk = 0, dv = 0, dparams = 0;  // nmse, worst over learned weights for dparams
   bool finite = true;
+  // The GPU's output, dQKV and learned weights' gradients as computed, for bit-for-bit reruns: the CPU
+  // reference need not repeat its own bits (Eigen's vector paths depend on where buffers are allocated).
+  std::vector<float> gpu;
 };
 
 struct AttnCase {
@@ -122,10 +125,14 @@ inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx
   r.dq = nmse(part(d, 0), part(cpu.dqkv, 0));
   r.dk = nmse(part(d, 1), part(cpu.dqkv, 1));
   r.dv = nmse(part(d, 2), part(cpu.dqkv, 2));
+  r.gpu = o;
+  r.gpu.insert(r.gpu.end(), d.begin(), d.end());
   for (size_t i = 0; i < pg.size(); ++i) {
     std::vector<float> want = cpu.params.grads[i];
     for (float& x : want) x *= static_cast<float>(c.backward_passes);
-    r.dparams = std::max(r.dparams, nmse(pg[i]->download(), want));
+    const auto got = pg[i]->download();
+    r.dparams = std::max(r.dparams, nmse(got, want));
+    r.gpu.insert(r.gpu.end(), got.begin(), got.end());
   }
   return r;
 }
