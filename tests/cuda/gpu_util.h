@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "cuda/check.h"
@@ -70,6 +71,11 @@ inline double nmse(const std::vector<float>& gpu, const std::vector<float>& cpu)
   }
   if (gpu.size() != cpu.size()) return INFINITY;
   return den > 0.0 ? num / den : num;
+}
+
+// Bit-for-bit equal (NaNs and signed zeros included).
+inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
 }
 
 inline bool all_finite(const std::vector<float>& v) {

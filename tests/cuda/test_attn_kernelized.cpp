@@ -13,7 +13,6 @@
 // stays near 1e-12 too; 1e-8 leaves four orders of magnitude for the cancellations.
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,10 +62,6 @@ std::unique_ptr<AttnHarness<float>> harness(const std::string& name, const nlohm
   h->dout = cast<float>(randn(h->dout.size(), seed + 1));
   h->step.seed = seed + 7;
   return h;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
 }
 
 }  // namespace

@@ -23,7 +23,6 @@
 // the worst case and of thousands on the rest.
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,10 +57,6 @@ void check_grid(const nlohmann::json& hp, const cuda::Context& ctx) {
       INFO("head_dim " << head_dim << ", mask_stride " << mask);
       require_close(make_case(hp, head_dim, mask), ctx, kTol);
     }
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
 }
 
 void fill_nan(void* p, size_t bytes) { CUDA_CHECK(cudaMemset(p, 0xff, bytes)); }  // 0xffffffff is a NaN

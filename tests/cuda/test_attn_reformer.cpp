@@ -24,7 +24,6 @@
 // of magnitude over the rest.
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,10 +75,6 @@ std::unique_ptr<AttnHarness<float>> harness(const nlohmann::json& hp, int head_d
   h->dout = cast<float>(randn(h->dout.size(), seed + 1));
   h->step = AttnStep{true, seed + 7, 0, 3};
   return h;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
 }
 
 }  // namespace

@@ -18,7 +18,6 @@
 // isolated dparams failure.
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,10 +75,6 @@ std::unique_ptr<AttnHarness<float>> harness(const nlohmann::json& hp, const std:
     }
   h->step.seed = seed + 7;
   return h;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0;
 }
 
 }  // namespace

