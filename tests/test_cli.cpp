@@ -137,7 +137,9 @@ TEST_CASE("cli: every attention variant trains, bidirectional and causal", "[cli
   for (const auto& attn : attention_names())
     for (const char* causal : {"false", "true"}) {
       INFO(attn << " causal=" << causal);
-      const CliResult r = run_lra(fmt::format(fmt::runtime(tiny(d)), attn) + " --set causal=" + causal);
+      // Causal runs pool by mean: the CLS row, first, would see only itself.
+      const std::string pool = std::string(causal) == "true" ? " --set classifier_pool=MEAN" : "";
+      const CliResult r = run_lra(fmt::format(fmt::runtime(tiny(d)), attn) + " --set causal=" + causal + pool);
       INFO(r.err);
       if (!has_hyperparam(find_attention(attn), "causal")) {  // a variant without a causal mode says so
         if (std::string(causal) == "true") {
@@ -155,6 +157,10 @@ TEST_CASE("cli: every attention variant trains, bidirectional and causal", "[cli
       CHECK(rec["config"]["attn_params"]["causal"] == (std::string(causal) == "true"));
       CHECK(std::isfinite(rec["metrics"]["test_loss"].get<double>()));
     }
+  // Causal attention with CLS pooling is a model whose classifier never sees the input: an error that says so.
+  const CliResult r = run_lra(fmt::format(fmt::runtime(tiny(d)), "softmax") + " --set causal=true");
+  CHECK(r.rc != 0);
+  CHECK(r.err.find("classifier_pool=MEAN") != std::string::npos);
 }
 
 TEST_CASE("cli: the same seed and thread count give the same numbers run after run", "[cli]") {

@@ -23,6 +23,10 @@ void ModelConfig::validate() const {
   LRA_CHECK(dropout_rate >= 0 && dropout_rate < 1 && attention_dropout_rate >= 0 && attention_dropout_rate < 1,
             "dropout rates must be in [0, 1), got dropout_rate={} attention_dropout_rate={}", dropout_rate,
             attention_dropout_rate);
+  LRA_CHECK(!(has_cls() && attn_params.value("causal", false)),
+            "causal attention with classifier_pool=CLS: the CLS vector is the first row, so under a causal mask it "
+            "sees only itself and the classifier never sees the input; set classifier_pool=MEAN (--set "
+            "classifier_pool=MEAN) or causal=false");
 }
 
 std::vector<int> ModelConfig::head_widths() const {
