@@ -4,7 +4,12 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <utility>
+
+#include "core/check.h"
 
 namespace lra::cuda {
 
@@ -32,6 +37,23 @@ Factory own_file(const std::string& n) {
   return nullptr;
 }
 }  // namespace
+
+void check_device_batch(const SeqBatch& seq, int max_len, const char* who, bool device_offsets) {
+  check_sequence_lengths(seq, max_len);
+  LRA_CHECK(!device_offsets || seq.B == 0 || seq.dev_offsets != nullptr,
+            "{} on the GPU needs the batch's offsets in device memory (SeqBatch::dev_offsets)", who);
+  LRA_CHECK(seq.key_mask == nullptr || seq.dev_key_mask != nullptr,
+            "{} on the GPU needs the key mask in device memory (SeqBatch::dev_key_mask)", who);
+}
+
+void check_gemm_strides(const AttnIO<float>& io, const AttnConfig& cfg, const char* who) {
+  const int64_t H = cfg.heads;
+  LRA_CHECK(io.ld_in >= H * std::max(cfg.dk, cfg.dv) && io.ld_out >= H * cfg.dv,
+            "{} on the GPU: row strides {} (q, k, v) and {} (out) are narrower than the heads' columns", who,
+            io.ld_in, io.ld_out);
+  LRA_CHECK(io.ld_in <= INT_MAX && io.ld_out <= INT_MAX,
+            "{} on the GPU: row strides {} and {} are beyond cuBLAS's 32-bit sizes", who, io.ld_in, io.ld_out);
+}
 
 std::vector<std::string> attention_names() {
   std::vector<std::string> out;

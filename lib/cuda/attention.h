@@ -44,6 +44,14 @@ inline AttnDropout attn_dropout(const AttnConfig& cfg, const AttnStep& step) {
   return d;
 }
 
+// The checks every GPU variant makes of a call's batch: lengths within the plan (check_sequence_lengths),
+// the offsets in device memory (unless the variant reads only the host's) and, with a key mask, its device
+// copy. `who` names the variant in the messages.
+void check_device_batch(const SeqBatch& seq, int max_len, const char* who, bool device_offsets = true);
+// For variants that hand q, k, v and out to cuBLAS: row strides wide enough for every head's columns and
+// within cuBLAS's 32-bit sizes.
+void check_gemm_strides(const AttnIO<float>& io, const AttnConfig& cfg, const char* who);
+
 // The registered variants that have a GPU path, in registry order.
 std::vector<std::string> attention_names();
 bool has_attention(const std::string& name);

@@ -385,14 +385,10 @@ class BlockSparseGpu final : public Attention<float> {
   // Checks the batch against the plan (host offsets) and returns the most query blocks of an example (0
   // when there is nothing to do).
   int prepare(const SeqBatch& seq) const {
-    check_sequence_lengths(seq, c_.max_len);
+    check_device_batch(seq, c_.max_len, "block-sparse attention");
     LRA_CHECK(seq.B <= 65535 && c_.heads <= 65535,
               "block-sparse attention on the GPU takes at most 65535 examples and heads per call (got {} and {})",
               seq.B, c_.heads);
-    LRA_CHECK(seq.B == 0 || seq.dev_offsets != nullptr,
-              "block-sparse attention on the GPU needs the batch's offsets in device memory (SeqBatch::dev_offsets)");
-    LRA_CHECK(seq.key_mask == nullptr || seq.dev_key_mask != nullptr,
-              "block-sparse attention on the GPU needs the key mask in device memory (SeqBatch::dev_key_mask)");
     int blocks = 0;
     for (int b = 0; b < seq.B; ++b) blocks = std::max(blocks, pattern_num_query_blocks(pat_, seq.length(b)));
     return blocks;

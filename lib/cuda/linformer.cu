@@ -275,17 +275,8 @@ class LinformerGpu final : public Attention<float> {
 
   // Checks the batch against the plan and the pointers the kernels need.
   void prepare(const SeqBatch& seq, const AttnIO<float>& io) const {
-    check_sequence_lengths(seq, c_.max_len);
-    LRA_CHECK(seq.B == 0 || seq.dev_offsets != nullptr,
-              "linformer on the GPU needs the batch's offsets in device memory (SeqBatch::dev_offsets)");
-    LRA_CHECK(seq.key_mask == nullptr || seq.dev_key_mask != nullptr,
-              "linformer on the GPU needs the key mask in device memory (SeqBatch::dev_key_mask)");
-    const int64_t H = c_.heads;
-    LRA_CHECK(io.ld_in >= H * std::max(c_.dk, c_.dv) && io.ld_out >= H * c_.dv,
-              "linformer on the GPU: row strides {} (q, k, v) and {} (out) are narrower than the heads' columns",
-              io.ld_in, io.ld_out);
-    LRA_CHECK(io.ld_in <= INT_MAX && io.ld_out <= INT_MAX,
-              "linformer on the GPU: row strides {} and {} are beyond cuBLAS's 32-bit sizes", io.ld_in, io.ld_out);
+    check_device_batch(seq, c_.max_len, "linformer");
+    check_gemm_strides(io, c_, "linformer");
   }
 
   // E_n of the batch: E itself (each example uses its first n rows) without a key mask, else the packed

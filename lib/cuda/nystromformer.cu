@@ -638,13 +638,8 @@ class NystromGpu final : public Attention<float> {
   // Checks the batch and reads each example's n from the host key mask; true when some example has
   // landmarks (n > m).
   bool prepare(const SeqBatch& seq, const AttnIO<float>& io) {
-    check_sequence_lengths(seq, c_.max_len);
-    LRA_CHECK(seq.B == 0 || seq.dev_offsets != nullptr,
-              "nystromformer on the GPU needs the batch's offsets in device memory (SeqBatch::dev_offsets)");
-    LRA_CHECK(seq.key_mask == nullptr || seq.dev_key_mask != nullptr,
-              "nystromformer on the GPU needs the key mask in device memory (SeqBatch::dev_key_mask)");
-    LRA_CHECK(io.ld_in <= INT_MAX && io.ld_out <= INT_MAX,
-              "nystromformer on the GPU: row strides {} and {} exceed cuBLAS's int range", io.ld_in, io.ld_out);
+    check_device_batch(seq, c_.max_len, "nystromformer");
+    check_gemm_strides(io, c_, "nystromformer");
     n_.assign(static_cast<size_t>(seq.B), 0);
     bool any = false;
     for (int b = 0; b < seq.B; ++b) {

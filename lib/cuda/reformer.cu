@@ -896,12 +896,8 @@ ReformerGpu::Work ReformerGpu::carve(void* base, int B, int64_t rows, bool forwa
 }
 
 void ReformerGpu::extent(const SeqBatch& seq, int* longest, int* chunks) const {
-  check_sequence_lengths(seq, c_.max_len);
+  check_device_batch(seq, c_.max_len, "reformer attention");
   LRA_CHECK(seq.B <= 65535, "reformer attention on the GPU takes at most 65535 examples per call (got {})", seq.B);
-  LRA_CHECK(seq.B == 0 || seq.dev_offsets != nullptr,
-            "reformer attention on the GPU needs the batch's offsets in device memory (SeqBatch::dev_offsets)");
-  LRA_CHECK(seq.key_mask == nullptr || seq.dev_key_mask != nullptr,
-            "reformer attention on the GPU needs the key mask in device memory (SeqBatch::dev_key_mask)");
   *longest = 0;
   *chunks = 0;
   for (int b = 0; b < seq.B; ++b) {

@@ -698,12 +698,8 @@ class SinkhornGpu final : public Attention<float> {
   }
 
   void check_batch(const SeqBatch& seq) const {
-    check_sequence_lengths(seq, c_.max_len);
+    check_device_batch(seq, c_.max_len, "sinkhorn attention");
     LRA_CHECK(seq.B <= 65535, "sinkhorn attention on the GPU takes at most 65535 examples per call (got {})", seq.B);
-    LRA_CHECK(seq.B == 0 || seq.dev_offsets != nullptr,
-              "sinkhorn attention on the GPU needs the batch's offsets in device memory (SeqBatch::dev_offsets)");
-    LRA_CHECK(seq.key_mask == nullptr || seq.dev_key_mask != nullptr,
-              "sinkhorn attention on the GPU needs the key mask in device memory (SeqBatch::dev_key_mask)");
     LRA_CHECK(sinkhorn_table_blocks(seq.B, seq.rows(), o_.block) * c_.heads <= INT_MAX,
               "sinkhorn attention on the GPU: {} rows in blocks of {} over {} heads exceed the 32-bit sizes of its "
               "cuBLAS products; use smaller batches or --device cpu",

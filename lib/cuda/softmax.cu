@@ -615,12 +615,8 @@ class SoftmaxAttentionGpu final : public Attention<float> {
   // Checks the batch against the plan (host offsets) and returns the number of 64-row tiles of its
   // longest example (0 when there is nothing to do).
   int prepare(const SeqBatch& seq) const {
-    check_sequence_lengths(seq, c_.max_len);
+    check_device_batch(seq, c_.max_len, "softmax attention");
     LRA_CHECK(seq.B <= 65535, "softmax attention on the GPU takes at most 65535 examples per call (got {})", seq.B);
-    LRA_CHECK(seq.B == 0 || seq.dev_offsets != nullptr,
-              "softmax attention on the GPU needs the batch's offsets in device memory (SeqBatch::dev_offsets)");
-    LRA_CHECK(seq.key_mask == nullptr || seq.dev_key_mask != nullptr,
-              "softmax attention on the GPU needs the key mask in device memory (SeqBatch::dev_key_mask)");
     int longest = 0;
     for (int b = 0; b < seq.B; ++b) longest = std::max(longest, seq.length(b));
     return (longest + kTile - 1) / kTile;

@@ -344,15 +344,8 @@ class SynthesizerGpu final : public Attention<float> {
   static int64_t block(const Chunk& ch) { return static_cast<int64_t>(ch.tq) * ch.nk; }
 
   void prepare(const SeqBatch& seq, const AttnIO<float>& io) const {
-    check_sequence_lengths(seq, c_.max_len);
-    LRA_CHECK(seq.key_mask == nullptr || seq.dev_key_mask != nullptr,
-              "synthesizer on the GPU needs the key mask in device memory (SeqBatch::dev_key_mask)");
-    const int64_t H = c_.heads;
-    LRA_CHECK(io.ld_in >= H * std::max(c_.dk, c_.dv) && io.ld_out >= H * c_.dv,
-              "synthesizer on the GPU: row strides {} (q, k, v) and {} (out) are narrower than the heads' columns",
-              io.ld_in, io.ld_out);
-    LRA_CHECK(io.ld_in <= INT_MAX && io.ld_out <= INT_MAX,
-              "synthesizer on the GPU: row strides {} and {} are beyond cuBLAS's 32-bit sizes", io.ld_in, io.ld_out);
+    check_device_batch(seq, c_.max_len, "synthesizer", /*device_offsets=*/false);  // it reads the host's
+    check_gemm_strides(io, c_, "synthesizer");
   }
 
   // Calls f(chunk) for the query chunks of every example, in order (host offsets).
