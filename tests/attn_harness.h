@@ -19,6 +19,7 @@ struct AttnHarness {
   std::vector<int32_t> offsets;
   std::vector<uint8_t> mask;  // empty = no key mask
   int L_pad;
+  float attention_dropout;  // the variant's AttnConfig::attention_dropout
   std::unique_ptr<Attention<T>> attn;
   AttnParamStore<T> params;  // the variant's learned weights, if it has any
   std::vector<char> saved, scratch;
@@ -27,7 +28,7 @@ struct AttnHarness {
 
   AttnHarness(const std::string& name, int heads, int head_dim, std::vector<int> lengths, int l_pad,
               nlohmann::json hp = nlohmann::json::object(), float attn_dropout = 0.0f)
-      : H(heads), dk(head_dim), Q(heads * head_dim), L_pad(l_pad) {
+      : H(heads), dk(head_dim), Q(heads * head_dim), L_pad(l_pad), attention_dropout(attn_dropout) {
     offsets.push_back(0);
     int longest = 1;
     for (int len : lengths) {

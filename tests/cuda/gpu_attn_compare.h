@@ -5,14 +5,10 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <functional>
-#include <memory>
 #include <string>
 #include <vector>
 
-#include "attn_harness.h"
-#include "cuda/attention.h"
-#include "gpu_util.h"
+#include "gpu_twin.h"
 
 namespace lra::test {
 
@@ -39,7 +35,7 @@ struct AttnCase {
   int backward_passes = 1;  // GPU backward calls: learned weights' gradients accumulate, so dparams is
                             // compared with this many times the CPU's
   // Builds the GPU variant in place of cuda::make_attention (for a factory's own knobs); unset: the registry's.
-  std::function<std::unique_ptr<Attention<float>>(const AttnConfig&, const cuda::Context&)> make_gpu;
+  GpuTwin::Factory make_gpu;
 };
 
 inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx) {
@@ -63,55 +59,14 @@ inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx
   cpu.forward();
   cpu.backward();
 
-  // The same configuration as the harness's, for the GPU.
-  AttnConfig ac;
-  ac.heads = c.heads;
-  ac.dk = ac.dv = c.head_dim;
-  int longest = 1;
-  for (int len : c.lengths) longest = std::max(longest, len);
-  ac.max_len = std::max(longest, c.L_pad);
-  ac.attention_dropout = c.dropout;
-  ac.hp = resolve_attention_params(find_attention(c.name), c.hp);
-  auto gpu = c.make_gpu ? c.make_gpu(ac, ctx) : cuda::make_attention(c.name, ac, ctx);
-
-  const int B = static_cast<int>(c.lengths.size());
+  GpuTwin gpu(cpu, c.name, c.hp, ctx, c.make_gpu);
+  const auto o = gpu.forward(cpu.step);
+  std::vector<float> d;
+  for (int pass = 0; pass < c.backward_passes; ++pass) d = gpu.backward(cpu.step);
   const int64_t R = cpu.rows();
-  DeviceBuffer<int32_t> offsets(cpu.offsets);
-  DeviceBuffer<uint8_t> mask(cpu.mask.empty() ? std::vector<uint8_t>(1, 1) : cpu.mask);
-  DeviceBuffer<float> qkv(cpu.qkv), out(cpu.out.size()), dout(cpu.dout), dqkv(cpu.dqkv.size());
-  DeviceBuffer<char> saved(gpu->saved_bytes(B, R) + 64), scratch(gpu->scratch_bytes(B, R) + 64);
-  std::vector<std::unique_ptr<DeviceBuffer<float>>> pv, pg;
-  std::vector<float*> pvp, pgp;
-  for (size_t i = 0; i < cpu.params.values.size(); ++i) {
-    pv.push_back(std::make_unique<DeviceBuffer<float>>(cpu.params.values[i]));
-    pg.push_back(std::make_unique<DeviceBuffer<float>>(cpu.params.values[i].size()));
-    pvp.push_back(pv.back()->ptr);
-    pgp.push_back(pg.back()->ptr);
-  }
-  gpu->bind_params(pvp, pgp);
-
-  SeqBatch s = cpu.seq();
-  s.dev_offsets = offsets;
-  s.dev_key_mask = cpu.mask.empty() ? nullptr : mask.ptr;
   const int Q = c.heads * c.head_dim;
-  AttnIO<float> io;
-  io.q = qkv;
-  io.k = qkv.ptr + Q;
-  io.v = qkv.ptr + 2 * Q;
-  io.ld_in = 3 * Q;
-  io.out = out;
-  io.ld_out = Q;
-  gpu->forward(s, io, saved, scratch, cpu.step);
-  AttnGrads<float> g;
-  g.dout = dout;
-  g.dq = dqkv;
-  g.dk = dqkv.ptr + Q;
-  g.dv = dqkv.ptr + 2 * Q;
-  for (int pass = 0; pass < c.backward_passes; ++pass) gpu->backward(s, io, g, saved, scratch, cpu.step);
-  CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
 
   AttnCompare r;
-  const auto o = out.download(), d = dqkv.download();
   r.finite = all_finite(o) && all_finite(d);
   r.out = nmse(o, cpu.out);
   // Split dqkv into its q, k and v columns.
@@ -127,10 +82,10 @@ inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx
   r.dv = nmse(part(d, 2), part(cpu.dqkv, 2));
   r.gpu = o;
   r.gpu.insert(r.gpu.end(), d.begin(), d.end());
-  for (size_t i = 0; i < pg.size(); ++i) {
+  for (size_t i = 0; i < gpu.grads.size(); ++i) {
     std::vector<float> want = cpu.params.grads[i];
     for (float& x : want) x *= static_cast<float>(c.backward_passes);
-    const auto got = pg[i]->download();
+    const auto got = gpu.grads[i]->download();
     r.dparams = std::max(r.dparams, nmse(got, want));
     r.gpu.insert(r.gpu.end(), got.begin(), got.end());
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -24,9 +25,14 @@ struct GpuTwin {
   DeviceBuffer<char> saved, scratch;
   std::vector<std::unique_ptr<DeviceBuffer<float>>> values, grads;
 
-  GpuTwin(const AttnHarness<float>& h, const std::string& name, const nlohmann::json& hp, const cuda::Context& ctx)
+  // Builds the GPU variant in place of cuda::make_attention (for a factory's own knobs).
+  using Factory = std::function<std::unique_ptr<Attention<float>>(const AttnConfig&, const cuda::Context&)>;
+
+  // `make` unset: the registry's factory.
+  GpuTwin(const AttnHarness<float>& h, const std::string& name, const nlohmann::json& hp, const cuda::Context& ctx,
+          const Factory& make = nullptr)
       : cpu(h),
-        attn(cuda::make_attention(name, config(h, name, hp), ctx)),
+        attn(make ? make(config(h, name, hp), ctx) : cuda::make_attention(name, config(h, name, hp), ctx)),
         offsets(h.offsets),
         mask(h.mask.empty() ? std::vector<uint8_t>(1, 1) : h.mask),
         qkv(h.qkv),
@@ -52,6 +58,7 @@ struct GpuTwin {
     int longest = 1;
     for (size_t b = 0; b + 1 < h.offsets.size(); ++b) longest = std::max(longest, h.offsets[b + 1] - h.offsets[b]);
     ac.max_len = std::max(longest, h.L_pad);
+    ac.attention_dropout = h.attention_dropout;
     ac.hp = resolve_attention_params(find_attention(name), hp);
     return ac;
   }
