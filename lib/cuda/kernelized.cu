@@ -91,6 +91,7 @@ class KernelizedGpu final : public Attention<float> {
   RowsArgs rows_args(const RowMat& y, const RowMat& z, const RowMat& w, const float* states, bool transposed,
                      bool lower) const;
 
+  std::string name_;
   AttnConfig c_;
   Context ctx_;
   FeatureParams fp_;
@@ -110,7 +111,8 @@ class KernelizedGpu final : public Attention<float> {
 };
 
 KernelizedGpu::KernelizedGpu(const std::string& name, const AttnConfig& c, const Context& ctx)
-    : c_(c),
+    : name_(name),
+      c_(c),
       ctx_(ctx),
       guard_(name == "linear" ? Guard::Add : Guard::Clamp),
       causal_(c.hp.at("causal").get<bool>()),
@@ -251,7 +253,7 @@ RowsArgs KernelizedGpu::rows_args(const RowMat& y, const RowMat& z, const RowMat
 
 void KernelizedGpu::forward(const SeqBatch& seq, const AttnIO<float>& io, void* saved, void* scratch,
                             const AttnStep& step) {
-  check_sequence_lengths(seq, c_.max_len);
+  check_device_batch(seq, c_.max_len, name_.c_str());
   prepare(step);
   const Layout lay = layout(seq);
   if (lay.rows == 0) return;
@@ -273,7 +275,7 @@ void KernelizedGpu::forward(const SeqBatch& seq, const AttnIO<float>& io, void* 
 
 void KernelizedGpu::backward(const SeqBatch& seq, const AttnIO<float>& io, const AttnGrads<float>& g,
                              const void* saved, void* scratch, const AttnStep&) {
-  check_sequence_lengths(seq, c_.max_len);
+  check_device_batch(seq, c_.max_len, name_.c_str());
   const Layout lay = layout(seq);
   if (lay.rows == 0) return;
   size_t bytes = 0;

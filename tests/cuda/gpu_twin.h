@@ -95,4 +95,14 @@ struct GpuTwin {
   }
 };
 
+// A variant alone on the GPU, with its default hyperparameters: 2 heads of 16 columns, max_len 8.
+inline std::unique_ptr<Attention<float>> small_gpu_attention(const std::string& name, const cuda::Context& ctx) {
+  AttnConfig ac;
+  ac.heads = 2;
+  ac.dk = ac.dv = 16;
+  ac.max_len = 8;
+  ac.hp = resolve_attention_params(find_attention(name), nlohmann::json::object());
+  return cuda::make_attention(name, ac, ctx);
+}
+
 }  // namespace lra::test

@@ -178,12 +178,7 @@ TEST_CASE("gpu kernelized: fixed random features", "[cuda][attn][kernelized]") {
   }
   for (const char* name : {"linear", "cosformer", "performer-relu"}) {
     INFO(name);
-    AttnConfig ac;
-    ac.heads = 2;
-    ac.dk = ac.dv = 16;
-    ac.max_len = 8;
-    ac.hp = resolve_attention_params(find_attention(name), nlohmann::json::object());
-    auto a = cuda::make_attention(name, ac, tc);
+    auto a = small_gpu_attention(name, tc);
     CHECK_THROWS_AS(a->set_random_features(std::vector<double>(16 * 16, 1.0)), lra::Error);
   }
 }
