@@ -4,6 +4,7 @@
 // is an error that lists the variants with one; there is never a silent fallback to the CPU.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -42,6 +43,69 @@ inline AttnDropout attn_dropout(const AttnConfig& cfg, const AttnStep& step) {
   d.seed = step.seed;
   d.stream = step.stream;
   return d;
+}
+
+// The launch arguments of the exact-attention kernels (softmax.cu, block_sparse.cu). Shapes: q, k, v, dq,
+// dk, dv (rows, ld_in), head h at columns h*hk (v, dv: h*hv); out, dout (rows, ld_out), head h at h*hv;
+// lse, dsum (rows, heads); offsets (B + 1); mask (rows).
+struct ExactAttnParams {
+  const float* q;
+  const float* k;
+  const float* v;
+  int64_t ld_in;
+  float* out;  // written by the forward, read by the backward
+  const float* dout;
+  int64_t ld_out;
+  float* dq;
+  float* dk;
+  float* dv;
+  float* lse;   // log-sum-exp per (row, head): written by the forward, read by the backward
+  float* dsum;  // D_i = dO_i . O_i per (row, head)
+  const int32_t* offsets;
+  const uint8_t* mask;  // nullptr = every key visible
+  int heads;
+  int hk;  // head size of q and k
+  int hv;  // head size of v
+  float tau;
+  bool causal;
+  AttnDropout drop;
+  int L_pad;
+};
+
+// A forward's arguments: the call's inputs, output and masks, the log-sum-exp into `lse`.
+inline ExactAttnParams exact_attn_forward(const AttnConfig& cfg, bool causal, const SeqBatch& seq,
+                                          const AttnIO<float>& io, const AttnStep& step, float* lse) {
+  ExactAttnParams p{};
+  p.q = io.q;
+  p.k = io.k;
+  p.v = io.v;
+  p.ld_in = io.ld_in;
+  p.out = io.out;
+  p.ld_out = io.ld_out;
+  p.lse = lse;
+  p.offsets = seq.dev_offsets;
+  p.mask = seq.key_mask != nullptr ? seq.dev_key_mask : nullptr;
+  p.heads = cfg.heads;
+  p.hk = cfg.dk;
+  p.hv = cfg.dv;
+  p.tau = 1.0f / std::sqrt(static_cast<float>(cfg.dk));
+  p.causal = causal;
+  p.drop = attn_dropout(cfg, step);
+  p.L_pad = seq.L_pad;
+  return p;
+}
+
+// A backward's: the forward's, the gradients, the saved log-sum-exp and the row dots into `dsum`.
+inline ExactAttnParams exact_attn_backward(const AttnConfig& cfg, bool causal, const SeqBatch& seq,
+                                           const AttnIO<float>& io, const AttnGrads<float>& g,
+                                           const AttnStep& step, const float* lse, float* dsum) {
+  ExactAttnParams p = exact_attn_forward(cfg, causal, seq, io, step, const_cast<float*>(lse));
+  p.dout = g.dout;
+  p.dq = g.dq;
+  p.dk = g.dk;
+  p.dv = g.dv;
+  p.dsum = dsum;
+  return p;
 }
 
 // The checks every GPU variant makes of a call's batch: lengths within the plan (check_sequence_lengths),

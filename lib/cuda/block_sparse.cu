@@ -47,30 +47,9 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kPerLane = 4;  // head columns per lane: head sizes up to 128
 constexpr unsigned kFull = 0xffffffffu;
 
-// Shapes as in softmax.cu: q, k, v, dq, dk, dv (rows, ld_in), head h at columns h*dk (v: h*dv); out,
-// dout (rows, ld_out); lse, dsum (rows, heads); offsets (B + 1); mask (rows).
-struct Params {
-  const float* q;
-  const float* k;
-  const float* v;
-  int64_t ld_in;
-  float* out;  // written by the forward, read by the backward
-  const float* dout;
-  int64_t ld_out;
-  float* dq;
-  float* dk;
-  float* dv;
-  float* lse;
-  float* dsum;
-  const int32_t* offsets;
-  const uint8_t* mask;  // nullptr = every key visible
-  int heads;
-  int hk;  // head size of q and k
-  int hv;  // head size of v
-  float tau;
-  bool causal;
-  AttnDropout drop;  // its seed also draws the pattern's random blocks
-  int L_pad;
+// The exact-attention launch arguments (shapes in cuda/attention.h; drop's seed also draws the pattern's
+// random blocks) and the pattern's.
+struct Params : ExactAttnParams {
   int max_spans;
   int work_ints;
   PatternSpec pat;
@@ -352,8 +331,7 @@ class BlockSparseGpu final : public Attention<float> {
   void forward(const SeqBatch& seq, const AttnIO<float>& io, void* saved, void*, const AttnStep& step) override {
     const int blocks = prepare(seq);
     if (blocks == 0) return;
-    Params p = params(seq, io, step);
-    p.lse = static_cast<float*>(saved);
+    const Params p = params(exact_attn_forward(c_, causal_, seq, io, step, static_cast<float*>(saved)));
     bs_forward<<<grid(seq, blocks), kThreads, fwd_smem_, ctx_.stream>>>(p);
     CUDA_CHECK_LAUNCH();
   }
@@ -362,13 +340,8 @@ class BlockSparseGpu final : public Attention<float> {
                 void* scratch, const AttnStep& step) override {
     const int blocks = prepare(seq);
     if (blocks == 0) return;
-    Params p = params(seq, io, step);
-    p.dout = g.dout;
-    p.dq = g.dq;
-    p.dk = g.dk;
-    p.dv = g.dv;
-    p.lse = const_cast<float*>(static_cast<const float*>(saved));
-    p.dsum = static_cast<float*>(scratch);
+    const Params p = params(exact_attn_backward(c_, causal_, seq, io, g, step, static_cast<const float*>(saved),
+                                                static_cast<float*>(scratch)));
     const size_t pitch = sizeof(float) * static_cast<size_t>(io.ld_in);
     const size_t rows = static_cast<size_t>(seq.rows());
     CUDA_CHECK(cudaMemset2DAsync(g.dk, pitch, 0, sizeof(float) * static_cast<size_t>(c_.heads) * c_.dk, rows,
@@ -398,28 +371,7 @@ class BlockSparseGpu final : public Attention<float> {
     return dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(c_.heads), static_cast<unsigned>(seq.B));
   }
 
-  Params params(const SeqBatch& seq, const AttnIO<float>& io, const AttnStep& step) const {
-    Params p{};
-    p.q = io.q;
-    p.k = io.k;
-    p.v = io.v;
-    p.ld_in = io.ld_in;
-    p.out = io.out;
-    p.ld_out = io.ld_out;
-    p.offsets = seq.dev_offsets;
-    p.mask = seq.key_mask != nullptr ? seq.dev_key_mask : nullptr;
-    p.heads = c_.heads;
-    p.hk = c_.dk;
-    p.hv = c_.dv;
-    p.tau = 1.0f / std::sqrt(static_cast<float>(c_.dk));
-    p.causal = causal_;
-    p.drop = attn_dropout(c_, step);
-    p.L_pad = seq.L_pad;
-    p.max_spans = max_spans_;
-    p.work_ints = work_ints_;
-    p.pat = pat_;
-    return p;
-  }
+  Params params(const ExactAttnParams& exact) const { return Params{exact, max_spans_, work_ints_, pat_}; }
 
   AttnConfig c_;
   Context ctx_;

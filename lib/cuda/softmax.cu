@@ -51,30 +51,8 @@ constexpr int kSP = kTile + 4;  // row stride of a transposed 64 x 64 score tile
 // Shared memory row stride of a 64 x D operand tile.
 constexpr int row_stride(int D) { return D + 4; }
 
-// Shapes: q, k, v, dq, dk, dv (rows, ld_in) with head h at columns h*hd .. h*hd + hd - 1; out, dout
-// (rows, ld_out) likewise; lse, dsum (rows, heads); offsets (B + 1); mask (rows).
-struct Params {
-  const float* q;
-  const float* k;
-  const float* v;
-  int64_t ld_in;
-  float* out;     // written by the forward, read by the backward
-  const float* dout;
-  int64_t ld_out;
-  float* dq;
-  float* dk;
-  float* dv;
-  float* lse;     // (rows, heads): written by the forward, read by the backward
-  float* dsum;    // (rows, heads): D_i = dO_i . O_i
-  const int32_t* offsets;
-  const uint8_t* mask;  // nullptr = every key visible
-  int heads;
-  int hd;         // head size (dk = dv)
-  float tau;
-  bool causal;
-  AttnDropout drop;
-  int L_pad;
-};
+// The launch arguments (shapes in cuda/attention.h); dk = dv here.
+using Params = ExactAttnParams;
 
 // Loads rows [0, nrows) x columns [0, dk) of a row-major global tile (stride ld) into a 64 x D shared
 // tile (stride D + 4), times `scale`; rows and columns beyond are zero.
@@ -257,7 +235,7 @@ __global__ void __launch_bounds__(kThreads) softmax_fwd(Params p) {
   const int t = threadIdx.x, ta = t >> 3, tb = t & 7;
   const int nq = min(kTile, L - q0);
   const int64_t rq0 = r0 + q0;
-  load_tile<D>(Qs, p.q + rq0 * p.ld_in + h * p.hd, p.ld_in, nq, p.hd, p.tau);
+  load_tile<D>(Qs, p.q + rq0 * p.ld_in + h * p.hk, p.ld_in, nq, p.hk, p.tau);
 
   float o[4][D / 8];
   float m[4], l[4];
@@ -272,8 +250,8 @@ __global__ void __launch_bounds__(kThreads) softmax_fwd(Params p) {
   for (int k0 = 0; k0 < kend; k0 += kTile) {
     const int nk = min(kTile, L - k0);
     __syncthreads();  // the previous tile's readers of Ks, Vs, Pt and the bits are done
-    load_tile<D>(Ks, p.k + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f);
-    load_tile<D>(Vs, p.v + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f);
+    load_tile<D>(Ks, p.k + (r0 + k0) * p.ld_in + h * p.hk, p.ld_in, nk, p.hk, 1.0f);
+    load_tile<D>(Vs, p.v + (r0 + k0) * p.ld_in + h * p.hv, p.ld_in, nk, p.hv, 1.0f);
     load_key_bits(kbits, p, r0, k0, nk);
     if (p.drop.on) load_keep_bits(keep, p, rq0, h, k0);
     __syncthreads();
@@ -336,7 +314,7 @@ __global__ void __launch_bounds__(kThreads) softmax_fwd(Params p) {
     const int q = ta + 16 * i;
     if (tb == 0 && q < nq) p.lse[(rq0 + q) * p.heads + h] = none ? INFINITY : m[i] + logf(l[i]);
   }
-  store_rows<D>(p.out + rq0 * p.ld_out + h * p.hd, p.ld_out, nq, p.hd, 1.0f, o, ta, tb);
+  store_rows<D>(p.out + rq0 * p.ld_out + h * p.hv, p.ld_out, nq, p.hv, 1.0f, o, ta, tb);
 }
 
 // D_i = dO_i . O_i for every (row, head), one warp each (lanes stride the head's columns).
@@ -346,9 +324,9 @@ __global__ void row_dot(Params p, int64_t items) {
   for (int64_t it = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; it < items; it += warps) {
     const int64_t r = it / p.heads;
     const int h = static_cast<int>(it % p.heads);
-    const float* dy = p.dout + r * p.ld_out + h * p.hd;
-    const float* y = p.out + r * p.ld_out + h * p.hd;
-    const float s = warp_dot(dy, y, p.hd);
+    const float* dy = p.dout + r * p.ld_out + h * p.hv;
+    const float* y = p.out + r * p.ld_out + h * p.hv;
+    const float s = warp_dot(dy, y, p.hv);
     if (lane == 0) p.dsum[it] = s;
   }
 }
@@ -385,8 +363,8 @@ __global__ void __launch_bounds__(kThreads) softmax_dkdv(Params p) {
 
   const int t = threadIdx.x, ta = t >> 3, tb = t & 7;
   const int nk = min(kTile, L - k0);
-  load_tile<D>(Ks, p.k + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f);
-  load_tile<D>(Vs, p.v + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f);
+  load_tile<D>(Ks, p.k + (r0 + k0) * p.ld_in + h * p.hk, p.ld_in, nk, p.hk, 1.0f);
+  load_tile<D>(Vs, p.v + (r0 + k0) * p.ld_in + h * p.hv, p.ld_in, nk, p.hv, 1.0f);
   load_key_bits(kbits, p, r0, k0, nk);
 
   float acc_k[4][D / 8], acc_v[4][D / 8];
@@ -402,8 +380,8 @@ __global__ void __launch_bounds__(kThreads) softmax_dkdv(Params p) {
     const int nq = min(kTile, L - q0);
     const int64_t rq0 = r0 + q0;
     __syncthreads();  // the previous tile's readers of Qs, dOs, Pt, dSt and the stats are done
-    load_tile<D>(Qs, p.q + rq0 * p.ld_in + h * p.hd, p.ld_in, nq, p.hd, p.tau);
-    load_tile<D>(dOs, p.dout + rq0 * p.ld_out + h * p.hd, p.ld_out, nq, p.hd, 1.0f);
+    load_tile<D>(Qs, p.q + rq0 * p.ld_in + h * p.hk, p.ld_in, nq, p.hk, p.tau);
+    load_tile<D>(dOs, p.dout + rq0 * p.ld_out + h * p.hv, p.ld_out, nq, p.hv, 1.0f);
     load_row_stats(lse_s, d_s, p, rq0, nq, h);
     if (p.drop.on) load_keep_bits(keep, p, rq0, h, k0);
     __syncthreads();
@@ -442,8 +420,8 @@ __global__ void __launch_bounds__(kThreads) softmax_dkdv(Params p) {
     mma_nn<D>(acc_v, Pt, dOs, ta, tb);
     mma_nn<D>(acc_k, dSt, Qs, ta, tb);
   }
-  store_rows<D>(p.dk + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f, acc_k, ta, tb);
-  store_rows<D>(p.dv + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f, acc_v, ta, tb);
+  store_rows<D>(p.dk + (r0 + k0) * p.ld_in + h * p.hk, p.ld_in, nk, p.hk, 1.0f, acc_k, ta, tb);
+  store_rows<D>(p.dv + (r0 + k0) * p.ld_in + h * p.hv, p.ld_in, nk, p.hv, 1.0f, acc_v, ta, tb);
 }
 
 template <int D>
@@ -467,8 +445,8 @@ __global__ void __launch_bounds__(kThreads) softmax_dq(Params p) {
   const int t = threadIdx.x, ta = t >> 3, tb = t & 7;
   const int nq = min(kTile, L - q0);
   const int64_t rq0 = r0 + q0;
-  load_tile<D>(Qs, p.q + rq0 * p.ld_in + h * p.hd, p.ld_in, nq, p.hd, p.tau);
-  load_tile<D>(dOs, p.dout + rq0 * p.ld_out + h * p.hd, p.ld_out, nq, p.hd, 1.0f);
+  load_tile<D>(Qs, p.q + rq0 * p.ld_in + h * p.hk, p.ld_in, nq, p.hk, p.tau);
+  load_tile<D>(dOs, p.dout + rq0 * p.ld_out + h * p.hv, p.ld_out, nq, p.hv, 1.0f);
   load_row_stats(lse_s, d_s, p, rq0, nq, h);
 
   float dq[4][D / 8];
@@ -480,8 +458,8 @@ __global__ void __launch_bounds__(kThreads) softmax_dq(Params p) {
   for (int k0 = 0; k0 < kend; k0 += kTile) {
     const int nk = min(kTile, L - k0);
     __syncthreads();  // the previous tile's readers of Ks, Vs, dSt and the bits are done
-    load_tile<D>(Ks, p.k + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f);
-    load_tile<D>(Vs, p.v + (r0 + k0) * p.ld_in + h * p.hd, p.ld_in, nk, p.hd, 1.0f);
+    load_tile<D>(Ks, p.k + (r0 + k0) * p.ld_in + h * p.hk, p.ld_in, nk, p.hk, 1.0f);
+    load_tile<D>(Vs, p.v + (r0 + k0) * p.ld_in + h * p.hv, p.ld_in, nk, p.hv, 1.0f);
     load_key_bits(kbits, p, r0, k0, nk);
     if (p.drop.on) load_keep_bits(keep, p, rq0, h, k0);
     __syncthreads();
@@ -522,7 +500,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dq(Params p) {
     __syncthreads();
     mma_nn<D>(dq, dSt, Ks, ta, tb);
   }
-  store_rows<D>(p.dq + rq0 * p.ld_in + h * p.hd, p.ld_in, nq, p.hd, p.tau, dq, ta, tb);
+  store_rows<D>(p.dq + rq0 * p.ld_in + h * p.hk, p.ld_in, nq, p.hk, p.tau, dq, ta, tb);
 }
 
 class SoftmaxAttentionGpu final : public Attention<float> {
@@ -554,8 +532,7 @@ class SoftmaxAttentionGpu final : public Attention<float> {
   void forward(const SeqBatch& seq, const AttnIO<float>& io, void* saved, void*, const AttnStep& step) override {
     const int tiles = prepare(seq);
     if (tiles == 0) return;
-    Params p = params(seq, io, step);
-    p.lse = static_cast<float*>(saved);
+    const Params p = exact_attn_forward(c_, causal_, seq, io, step, static_cast<float*>(saved));
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(c_.heads), static_cast<unsigned>(seq.B));
     switch (D_) {
       case 32: softmax_fwd<32><<<grid, kThreads, fwd_smem(32), ctx_.stream>>>(p); break;
@@ -569,13 +546,8 @@ class SoftmaxAttentionGpu final : public Attention<float> {
                 void* scratch, const AttnStep& step) override {
     const int tiles = prepare(seq);
     if (tiles == 0) return;
-    Params p = params(seq, io, step);
-    p.dout = g.dout;
-    p.dq = g.dq;
-    p.dk = g.dk;
-    p.dv = g.dv;
-    p.lse = const_cast<float*>(static_cast<const float*>(saved));
-    p.dsum = static_cast<float*>(scratch);
+    const Params p =
+        exact_attn_backward(c_, causal_, seq, io, g, step, static_cast<const float*>(saved), static_cast<float*>(scratch));
     const int64_t items = seq.rows() * c_.heads;
     row_dot<<<grid_for(items * 32, 256), 256, 0, ctx_.stream>>>(p, items);
     CUDA_CHECK_LAUNCH();
@@ -620,25 +592,6 @@ class SoftmaxAttentionGpu final : public Attention<float> {
     int longest = 0;
     for (int b = 0; b < seq.B; ++b) longest = std::max(longest, seq.length(b));
     return (longest + kTile - 1) / kTile;
-  }
-
-  Params params(const SeqBatch& seq, const AttnIO<float>& io, const AttnStep& step) const {
-    Params p{};
-    p.q = io.q;
-    p.k = io.k;
-    p.v = io.v;
-    p.ld_in = io.ld_in;
-    p.out = io.out;
-    p.ld_out = io.ld_out;
-    p.offsets = seq.dev_offsets;
-    p.mask = seq.key_mask != nullptr ? seq.dev_key_mask : nullptr;
-    p.heads = c_.heads;
-    p.hd = c_.dk;
-    p.tau = 1.0f / std::sqrt(static_cast<float>(c_.dk));
-    p.causal = causal_;
-    p.drop = attn_dropout(c_, step);
-    p.L_pad = seq.L_pad;
-    return p;
   }
 
   AttnConfig c_;
