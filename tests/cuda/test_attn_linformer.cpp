@@ -40,7 +40,7 @@ AttnCase linformer_case(int k, int head_dim, int mask_stride, std::vector<int> l
 
 }  // namespace
 
-TEST_CASE("cuda linformer: packed lengths, k, head sizes, key masks", "[cuda][linformer]") {
+TEST_CASE("cuda linformer: packed lengths, k, head sizes, key masks", "[cuda][attn][linformer]") {
   TestContext tc;
   for (int k : {16, 7, 200})
     for (int head_dim : {16, 32})
@@ -50,7 +50,7 @@ TEST_CASE("cuda linformer: packed lengths, k, head sizes, key masks", "[cuda][li
       }
 }
 
-TEST_CASE("cuda linformer: L_pad beyond the longest example, three heads", "[cuda][linformer]") {
+TEST_CASE("cuda linformer: L_pad beyond the longest example, three heads", "[cuda][attn][linformer]") {
   TestContext tc;
   for (int mask : {0, 5}) {
     INFO("mask_stride " << mask);
@@ -62,7 +62,7 @@ TEST_CASE("cuda linformer: L_pad beyond the longest example, three heads", "[cud
   }
 }
 
-TEST_CASE("cuda linformer: attention dropout", "[cuda][linformer]") {
+TEST_CASE("cuda linformer: attention dropout", "[cuda][attn][linformer]") {
   TestContext tc;
   for (int mask : {0, 5, 1}) {
     INFO("mask_stride " << mask);
@@ -81,7 +81,7 @@ TEST_CASE("cuda linformer: attention dropout", "[cuda][linformer]") {
   }
 }
 
-TEST_CASE("cuda linformer: an empty example in the batch", "[cuda][linformer]") {
+TEST_CASE("cuda linformer: an empty example in the batch", "[cuda][attn][linformer]") {
   TestContext tc;
   for (int mask : {0, 3}) {
     INFO("mask_stride " << mask);
@@ -89,14 +89,14 @@ TEST_CASE("cuda linformer: an empty example in the batch", "[cuda][linformer]") 
   }
 }
 
-TEST_CASE("cuda linformer: dE accumulates over backward calls", "[cuda][linformer]") {
+TEST_CASE("cuda linformer: dE accumulates over backward calls", "[cuda][attn][linformer]") {
   TestContext tc;
   AttnCase c = linformer_case(16, 16, 5);
   c.backward_passes = 2;
   require_close(c, tc, kTol);
 }
 
-TEST_CASE("cuda linformer: the same bits on every run", "[cuda][linformer]") {
+TEST_CASE("cuda linformer: the same bits on every run", "[cuda][attn][linformer]") {
   TestContext tc;
   AttnCase c = linformer_case(16, 32, 5);
   c.dropout = 0.1f;
@@ -104,7 +104,7 @@ TEST_CASE("cuda linformer: the same bits on every run", "[cuda][linformer]") {
   require_same_bits(c, tc);
 }
 
-TEST_CASE("cuda linformer: the GPU declares the CPU's learned weight", "[cuda][linformer]") {
+TEST_CASE("cuda linformer: the GPU declares the CPU's learned weight", "[cuda][attn][linformer]") {
   TestContext tc;
   AttnConfig ac;
   ac.heads = 2;

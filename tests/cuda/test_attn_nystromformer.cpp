@@ -63,19 +63,19 @@ void fill_nan(void* p, size_t bytes) { CUDA_CHECK(cudaMemset(p, 0xff, bytes)); }
 
 }  // namespace
 
-TEST_CASE("gpu nystromformer: landmarks and the fallback in one batch", "[cuda][nystromformer]") {
+TEST_CASE("gpu nystromformer: landmarks and the fallback in one batch", "[cuda][attn][nystromformer]") {
   TestContext tc;
   check_grid({{"landmarks", 16}, {"conv_kernel", 3}}, tc);
   check_grid({{"landmarks", 64}}, tc);  // the defaults otherwise: 6 iterations, 35 taps, pinv_init example
 }
 
-TEST_CASE("gpu nystromformer: pinv_init=batch", "[cuda][nystromformer]") {
+TEST_CASE("gpu nystromformer: pinv_init=batch", "[cuda][attn][nystromformer]") {
   TestContext tc;
   check_grid({{"landmarks", 16}, {"conv_kernel", 0}, {"pinv_init", "batch"}}, tc);
   check_grid({{"landmarks", 64}, {"pinv_init", "batch"}}, tc);
 }
 
-TEST_CASE("gpu nystromformer: iterations, filters and landmark counts", "[cuda][nystromformer]") {
+TEST_CASE("gpu nystromformer: iterations, filters and landmark counts", "[cuda][attn][nystromformer]") {
   TestContext tc;
   check_grid({{"landmarks", 7}, {"pinv_iters", 0}, {"conv_kernel", 5}}, tc);
   check_grid({{"landmarks", 32}, {"pinv_iters", 12}, {"conv_kernel", 1}}, tc);
@@ -83,7 +83,7 @@ TEST_CASE("gpu nystromformer: iterations, filters and landmark counts", "[cuda][
   check_grid({{"landmarks", 200}}, tc);  // more landmarks than max_len: the exact fallback everywhere
 }
 
-TEST_CASE("gpu nystromformer: four heads and an empty example", "[cuda][nystromformer]") {
+TEST_CASE("gpu nystromformer: four heads and an empty example", "[cuda][attn][nystromformer]") {
   TestContext tc;
   for (const char* init : {"example", "batch"})
     for (int mask : {0, 5}) {
@@ -94,7 +94,7 @@ TEST_CASE("gpu nystromformer: four heads and an empty example", "[cuda][nystromf
 }
 
 TEST_CASE("gpu nystromformer: NaN-filled memory, accumulated weight gradients and the same bits on a rerun",
-          "[cuda][nystromformer]") {
+          "[cuda][attn][nystromformer]") {
   TestContext tc;
   for (const char* init : {"example", "batch"}) {
     INFO("pinv_init " << init);
@@ -166,7 +166,7 @@ TEST_CASE("gpu nystromformer: NaN-filled memory, accumulated weight gradients an
   }
 }
 
-TEST_CASE("gpu nystromformer: hyperparameter errors are the CPU's", "[cuda][nystromformer]") {
+TEST_CASE("gpu nystromformer: hyperparameter errors are the CPU's", "[cuda][attn][nystromformer]") {
   TestContext tc;
   auto make = [&](const nlohmann::json& hp) {
     AttnConfig ac;

@@ -79,7 +79,7 @@ std::unique_ptr<AttnHarness<float>> harness(const nlohmann::json& hp, const std:
 
 }  // namespace
 
-TEST_CASE("gpu sinkhorn: every option, head size and key mask matches the CPU", "[cuda][sinkhorn]") {
+TEST_CASE("gpu sinkhorn: every option, head size and key mask matches the CPU", "[cuda][attn][sinkhorn]") {
   TestContext tc;
   for (const auto& hp : all_options())
     for (int head_dim : {16, 32})
@@ -89,7 +89,7 @@ TEST_CASE("gpu sinkhorn: every option, head size and key mask matches the CPU", 
       }
 }
 
-TEST_CASE("gpu sinkhorn: block sizes, iterations, max_blocks and head size 64", "[cuda][sinkhorn]") {
+TEST_CASE("gpu sinkhorn: block sizes, iterations, max_blocks and head size 64", "[cuda][attn][sinkhorn]") {
   TestContext tc;
   for (int block : {1, 7, 50})
     for (const char* combine : {"joint", "sum"})
@@ -109,7 +109,7 @@ TEST_CASE("gpu sinkhorn: block sizes, iterations, max_blocks and head size 64", 
   }
 }
 
-TEST_CASE("gpu sinkhorn: attention dropout in training mode", "[cuda][sinkhorn]") {
+TEST_CASE("gpu sinkhorn: attention dropout in training mode", "[cuda][attn][sinkhorn]") {
   TestContext tc;
   for (const char* net : {"mlp", "linear"})
     for (const char* combine : {"joint", "sum"})
@@ -124,13 +124,13 @@ TEST_CASE("gpu sinkhorn: attention dropout in training mode", "[cuda][sinkhorn]"
       }
 }
 
-TEST_CASE("gpu sinkhorn: an empty example in the batch", "[cuda][sinkhorn]") {
+TEST_CASE("gpu sinkhorn: an empty example in the batch", "[cuda][attn][sinkhorn]") {
   TestContext tc;
   const std::vector<int> lengths = {5, 0, 70, 0, 1};
   for (const auto& hp : all_options()) require_close(make_case(hp, 16, 3, lengths, 70), tc, kTol);
 }
 
-TEST_CASE("gpu sinkhorn: drawn sort-net weights (nonzero biases) match the CPU", "[cuda][sinkhorn]") {
+TEST_CASE("gpu sinkhorn: drawn sort-net weights (nonzero biases) match the CPU", "[cuda][attn][sinkhorn]") {
   TestContext tc;
   for (const auto& hp : all_options()) {
     INFO(hp.dump());
@@ -150,7 +150,7 @@ TEST_CASE("gpu sinkhorn: drawn sort-net weights (nonzero biases) match the CPU",
   }
 }
 
-TEST_CASE("gpu sinkhorn: the same bits on a rerun; weight gradients accumulate", "[cuda][sinkhorn]") {
+TEST_CASE("gpu sinkhorn: the same bits on a rerun; weight gradients accumulate", "[cuda][attn][sinkhorn]") {
   TestContext tc;
   for (const char* net : {"mlp", "linear"}) {
     INFO(net);
@@ -172,7 +172,7 @@ TEST_CASE("gpu sinkhorn: the same bits on a rerun; weight gradients accumulate",
   }
 }
 
-TEST_CASE("gpu sinkhorn: unsupported settings are errors at construction", "[cuda][sinkhorn]") {
+TEST_CASE("gpu sinkhorn: unsupported settings are errors at construction", "[cuda][attn][sinkhorn]") {
   TestContext tc;
   AttnConfig ac;
   ac.dk = ac.dv = 16;

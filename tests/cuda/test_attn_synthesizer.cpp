@@ -53,7 +53,7 @@ const char* const kModes[] = {"random", "factorized", "dense"};
 
 }  // namespace
 
-TEST_CASE("cuda synthesizer: every mode, dot product, causal, key masks, query chunks", "[cuda][synthesizer]") {
+TEST_CASE("cuda synthesizer: every mode, dot product, causal, key masks, query chunks", "[cuda][attn][synthesizer]") {
   TestContext tc;
   for (const char* mode : kModes)
     for (bool dot : {true, false})
@@ -66,7 +66,7 @@ TEST_CASE("cuda synthesizer: every mode, dot product, causal, key masks, query c
           }
 }
 
-TEST_CASE("cuda synthesizer: random weights, one-row chunks, ranks, heads, L_pad", "[cuda][synthesizer]") {
+TEST_CASE("cuda synthesizer: random weights, one-row chunks, ranks, heads, L_pad", "[cuda][attn][synthesizer]") {
   TestContext tc;
   for (const char* mode : kModes)
     for (bool dot : {true, false})
@@ -99,7 +99,7 @@ TEST_CASE("cuda synthesizer: random weights, one-row chunks, ranks, heads, L_pad
     }
 }
 
-TEST_CASE("cuda synthesizer: attention dropout", "[cuda][synthesizer]") {
+TEST_CASE("cuda synthesizer: attention dropout", "[cuda][attn][synthesizer]") {
   TestContext tc;
   for (const char* mode : kModes)
     for (bool causal : {false, true})
@@ -122,7 +122,7 @@ TEST_CASE("cuda synthesizer: attention dropout", "[cuda][synthesizer]") {
       }
 }
 
-TEST_CASE("cuda synthesizer: an empty example, a long example", "[cuda][synthesizer]") {
+TEST_CASE("cuda synthesizer: an empty example, a long example", "[cuda][attn][synthesizer]") {
   TestContext tc;
   for (const char* mode : kModes)
     for (bool causal : {false, true}) {
@@ -138,7 +138,7 @@ TEST_CASE("cuda synthesizer: an empty example, a long example", "[cuda][synthesi
     }
 }
 
-TEST_CASE("cuda synthesizer: the weights' gradients accumulate over backward calls", "[cuda][synthesizer]") {
+TEST_CASE("cuda synthesizer: the weights' gradients accumulate over backward calls", "[cuda][attn][synthesizer]") {
   TestContext tc;
   for (const char* mode : kModes)
     for (int chunk : {0, 50}) {
@@ -150,7 +150,7 @@ TEST_CASE("cuda synthesizer: the weights' gradients accumulate over backward cal
     }
 }
 
-TEST_CASE("cuda synthesizer: the same bits on every run", "[cuda][synthesizer]") {
+TEST_CASE("cuda synthesizer: the same bits on every run", "[cuda][attn][synthesizer]") {
   TestContext tc;
   for (const char* mode : kModes) {
     INFO(mode);
@@ -162,7 +162,7 @@ TEST_CASE("cuda synthesizer: the same bits on every run", "[cuda][synthesizer]")
   }
 }
 
-TEST_CASE("cuda synthesizer: the GPU declares the CPU's learned weights", "[cuda][synthesizer]") {
+TEST_CASE("cuda synthesizer: the GPU declares the CPU's learned weights", "[cuda][attn][synthesizer]") {
   TestContext tc;
   AttnConfig ac;
   ac.heads = 2;
