@@ -1,5 +1,5 @@
 """The lra encoder classifier written in plain PyTorch, from the formulas in
-shared/reference/attention-math.md: the reference that `lra` is checked against (parity fixtures,
+docs/attention.md: the reference that `lra` is checked against (parity fixtures,
 tests/fixtures/make_parity.py) and timed against (bench/torch_reference.py).
 
 Same parameters, same names, same order as lib/model/model.cpp:
@@ -81,7 +81,7 @@ def softmax_attention(q, k, v, key_mask, causal, attn_dropout, training):
 
 
 def kernelized_attention(phi_q, phi_k, v, key_mask, causal):
-    """The kernelized rule of attention-math.md section 2 on features phi_q (B, H, L, m), phi_k (B, H, L, m):
+    """The kernelized rule of docs/attention.md section 2 on features phi_q (B, H, L, m), phi_k (B, H, L, m):
     phi_k rows of masked keys are zeroed after the feature map, then N_i = sum_j (phi_q_i . phi_k_j) v_j and
     D_i = sum_j phi_q_i . phi_k_j, over every key in right-product order (phi_k^T v first) or, causal, over
     j <= i by the explicit masked quadratic form A = tril(phi_q phi_k^T), N = A v, D = rowsum(A).
@@ -130,7 +130,7 @@ def draw_features(m, d, orthogonal):
 
 
 def performer_attention(q, k, v, key_mask, causal, w, feature_eps, eps):
-    """Performer FAVOR+ (positive softmax-kernel features, attention-math.md 4.1) with W (m, d): for a row x,
+    """Performer FAVOR+ (positive softmax-kernel features, docs/attention.md 4.1) with W (m, d): for a row x,
     xh = d^-1/4 x, u = xh W^T, h = |xh|^2 / 2, phi(x)_r = m^-1/2 (exp(u_r - h - s) + feature_eps), where
     s = max_r u_r per query row and, for keys, one s per (b, h): the max of u over the real keys' (j, r)
     or, causal, over the first real key's r only (a max over all keys would let future keys change past
@@ -157,7 +157,7 @@ def performer_attention(q, k, v, key_mask, causal, w, feature_eps, eps):
 
 
 def performer_relu_attention(q, k, v, key_mask, causal, w, kernel_eps, eps):
-    """Performer generalized attention with the ReLU kernel (attention-math.md 4.4): phi(x) = relu(x) +
+    """Performer generalized attention with the ReLU kernel (docs/attention.md 4.4): phi(x) = relu(x) +
     kernel_eps when w is None (LRA's deterministic features, m = d), else phi(x) = relu(d^-1/4 x W^T) +
     kernel_eps with W (m, d). O = N / max(D, eps)."""
     if w is not None:
@@ -179,7 +179,7 @@ def nystromformer_conv(hp, heads):
 
 
 def nystromformer_attention(q, k, v, key_mask, conv, landmarks, pinv_iters, pinv_init):
-    """Nystromformer as the authors' LRA code computes it (attention-math.md section 6), one example at a time
+    """Nystromformer as the authors' LRA code computes it (docs/attention.md 6.5), one example at a time
     over its real length n = 1 + its last real key (the code splits the padded max_len and averages padding
     zeros into its landmarks; lra packs the examples, so a padded batch equals per-example runs). Rows of
     masked keys of q and k are zeroed, both scaled by d^-1/4, v's are zeroed. n <= m = landmarks: exact
@@ -242,7 +242,7 @@ def linformer_weights(hp, max_len):
 
 
 def linformer_attention(q, k, v, key_mask, proj, attn_dropout, training):
-    """Linformer (attention-math.md section 6): E = proj[:L], masked keys' rows of k and v zeroed,
+    """Linformer (docs/attention.md 6.2): E = proj[:L], masked keys' rows of k and v zeroed,
     K' = E^T k, V' = E^T v (B, H, k, d), then softmax(q K'^T / sqrt(d)) V' with dropout on the k-wide
     probabilities."""
     e = proj[: q.shape[2]]

@@ -1,5 +1,5 @@
 // Kernelised attention, the machinery shared by linear, performer, performer-relu and cosformer
-// (attention-math.md, section 2). A variant supplies a feature map phi: R^dk -> R^m; this engine does
+// (docs/attention.md, section 2). A variant supplies a feature map phi: R^dk -> R^m; this engine does
 // the rest, bidirectional or causal, in time and memory linear in L (no L x L matrix is ever formed).
 //
 // Per (example, head), mu = key mask, Ve = [V | 1]:

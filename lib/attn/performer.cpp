@@ -1,6 +1,6 @@
 // Performer (Choromanski et al., ICLR 2021): kernelised attention (kernelized.h) with random features.
 //
-// `performer`, FAVOR+ positive random features for the softmax kernel (attention-math.md, 4.1):
+// `performer`, FAVOR+ positive random features for the softmax kernel (docs/attention.md, 4.1):
 //   xh = dk^-1/4 x,  u = W xh (m values),  h = |xh|^2 / 2
 //   phi(x)_r = m^-1/2 (exp(u_r - h - s) + feature_eps)
 //   s = max_r u_r per query row; for keys one s per (example, head): the max over all real keys and r,

@@ -1,4 +1,4 @@
-// Random projections for Performer's feature maps (attention-math.md, section 4.2) and the policy that
+// Random projections for Performer's feature maps (docs/attention.md, 4.2-4.3) and the policy that
 // says when they are redrawn. A draw is a pure function of (run seed, layer, draw number), so a run is
 // reproducible and a resumed run sees exactly the features the uninterrupted one would have.
 #pragma once

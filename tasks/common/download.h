@@ -1,4 +1,4 @@
-// Fetching the official files of LRA's tasks (data-formats.md section 7): downloads through libcurl
+// Fetching the official files of LRA's tasks (docs/data-formats.md section 8): downloads through libcurl
 // (http, https, and file:// for local mirrors and tests), with a progress bar, resume of a partial
 // download, MD5 verification through OpenSSL's EVP where a checksum is published, and extraction of
 // the folders a task needs from LRA's release tarball.

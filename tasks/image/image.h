@@ -1,7 +1,7 @@
 // Image: LRA's grayscale CIFAR-10 (`image/input_pipeline.py`), and Fashion-MNIST as the default when
 // CIFAR-10 is not on the machine (Debian's dataset-fashion-mnist package installs it).
 //
-// Format facts relied on (data-formats.md sections 5 and 6):
+// Format facts relied on (docs/data-formats.md sections 5 and 6):
 // - CIFAR-10 binary: cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin (cifar-10-binary.tar.gz
 //   holds that folder); each record is 3073 bytes: a label byte 0..9, then the 32x32 R, G and B
 //   planes, row-major. The released files hold 10,000 records each; any whole number is read.

@@ -1,5 +1,5 @@
-// The Pathfinder image generator: snakes2.py's algorithm (data-formats.md 2.3) with the settings
-// of 2.4, drawn deterministically from one Philox stream per image.
+// The Pathfinder image generator: snakes2.py's algorithm (docs/data-formats.md 7.3) with the settings
+// of 7.4, drawn deterministically from one Philox stream per image.
 //
 // Facts relied on, beyond pathfinder.h:
 // - Coordinates are (y, x); a step of d in orientation t moves by (d sin t, d cos t) and is rounded

@@ -2,7 +2,7 @@
 // stand-in for machines without the AAN files. Each example is a pair of byte-level documents
 // (Split::docs = 2) that the model encodes with one shared encoder (ModelConfig::dual).
 //
-// Format facts relied on (data-formats.md section 4, lra-reference.md section 1):
+// Format facts relied on (docs/data-formats.md section 4, docs/lra-facts.md sections 1 and 2.4):
 // - new_aan_pairs.{train,eval,test}.tsv (lra_release/lra_release/tsv_data/ in the release): no header,
 //   fields split strictly on tabs with no quote handling, five columns: label (a number, 0 or 1, parsed
 //   as float and cast to int), id1, id2, text1, text2. 147,086 / 18,090 / 17,437 pairs.

@@ -1,7 +1,7 @@
 // Text: IMDB sentiment at the byte level, as LRA's `text_classification/input_pipeline.py` reads it
 // through TFDS `imdb_reviews`, and a generated stand-in for machines without IMDB.
 //
-// Format facts relied on (data-formats.md section 3):
+// Format facts relied on (docs/data-formats.md section 3):
 // - aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt, one review per file (UTF-8, one line, with
 //   literal `<br />` tags), 12,500 per folder; aclImdb/train/unsup holds unlabelled reviews, which
 //   LRA does not use. aclImdb_v1.tar.gz holds the same tree under `aclImdb/`.
