@@ -89,49 +89,7 @@ nlohmann::json lra_text_task_config(const nlohmann::json& task_keys) {
 }
 
 nlohmann::json resolve_task_params(const Task& task, const nlohmann::json& given) {
-  const auto params = task.params();
-  nlohmann::json out = nlohmann::json::object();
-  for (const HyperParam& p : params) out[p.name] = p.default_value;
-  std::vector<std::string> names;
-  for (const HyperParam& p : params) names.push_back(p.name);
-  for (auto it = given.begin(); it != given.end(); ++it) {
-    LRA_CHECK(out.contains(it.key()), "task '{}' has no option '{}'; its options: {}", task.name(), it.key(),
-              names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", ")));
-    const nlohmann::json& d = out[it.key()];
-    const bool same = (d.is_number() && it.value().is_number()) || d.type() == it.value().type();
-    LRA_CHECK(same, "task option '{}' expects a value like {}, got {}", it.key(), d.dump(), it.value().dump());
-    out[it.key()] = it.value();
-  }
-  return out;
-}
-
-Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_length) {
-  LRA_CHECK(split.docs >= 1 && split.num_docs() == split.size() * static_cast<size_t>(split.docs),
-            "a split of {} examples holds {} documents, not {} per example", split.size(), split.num_docs(),
-            split.docs);
-  Batch b;
-  b.B = static_cast<int>(idx.size());
-  b.docs = split.docs;
-  b.L_pad = max_length;
-  b.offsets.reserve(idx.size() * static_cast<size_t>(split.docs) + 1);
-  b.offsets.push_back(0);
-  b.labels.reserve(idx.size());
-  for (size_t i : idx) {
-    LRA_CHECK(i < split.size(), "example {} requested from a split of {}", i, split.size());
-    b.labels.push_back(split.labels[i]);
-  }
-  // All first documents, then all second ones (Batch's layout for pairs).
-  for (int k = 0; k < split.docs; ++k)
-    for (size_t i : idx) {
-      const size_t d = i * static_cast<size_t>(split.docs) + static_cast<size_t>(k);
-      const int len = std::min(split.length(d), max_length);
-      const uint16_t* t = split.tokens.data() + split.offsets[d];
-      b.tokens.insert(b.tokens.end(), t, t + len);
-      if (split.zero_is_padding)
-        for (int j = 0; j < len; ++j) b.key_mask.push_back(t[j] != 0 ? 1 : 0);
-      b.offsets.push_back(static_cast<int32_t>(b.tokens.size()));
-    }
-  return b;
+  return resolve_hyperparams(task.params(), given, fmt::format("task '{}'", task.name()), "option");
 }
 
 }  // namespace lra

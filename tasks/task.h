@@ -10,40 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "attn/attention.h"
 #include "core/check.h"
-#include "model/batch.h"
-#include "model/config.h"
+#include "core/hyperparams.h"
+#include "data/batch.h"
 
 namespace lra {
-
-// One split in memory: document d's tokens are tokens[offsets[d] .. offsets[d+1]), unpadded and
-// already truncated to max_length. An example is one document, or (docs = 2, retrieval) the pair of
-// documents 2i and 2i + 1.
-struct Split {
-  std::vector<uint16_t> tokens;
-  std::vector<uint64_t> offsets{0};
-  std::vector<int32_t> labels;
-  int docs = 1;  // documents per example
-  // Token 0 is padding (LRA's image models mask pixel value 0): make_batch hides those keys.
-  bool zero_is_padding = false;
-
-  size_t size() const { return labels.size(); }              // examples
-  size_t num_docs() const { return offsets.size() - 1; }     // documents
-  int length(size_t d) const { return static_cast<int>(offsets[d + 1] - offsets[d]); }  // of document d
-  void add(const std::vector<uint16_t>& toks, int32_t label) {
-    tokens.insert(tokens.end(), toks.begin(), toks.end());
-    offsets.push_back(tokens.size());
-    labels.push_back(label);
-  }
-  void add_pair(const std::vector<uint16_t>& first, const std::vector<uint16_t>& second, int32_t label) {
-    for (const auto* toks : {&first, &second}) {
-      tokens.insert(tokens.end(), toks->begin(), toks->end());
-      offsets.push_back(tokens.size());
-    }
-    labels.push_back(label);
-  }
-};
 
 // Where the data came from, for the run record (`dataset`).
 struct DatasetInfo {
@@ -99,22 +70,29 @@ inline void check_data_dir_exists(const DataOptions& opt) {
             opt.data_dir, opt.data_dir);
 }
 
+// What a model must be to take a task's examples. The length and the pooling a task expects are config
+// keys of its defaults() (`max_length`, `classifier_pool`), overridable like any other.
+struct TaskShape {
+  int vocab_size = 0;
+  int num_classes = 0;
+  bool pairs = false;       // an example is two documents, read by one encoder (a dual encoder)
+  std::string interaction;  // pairs: how the head combines the two pooled vectors u, v ("nli", "concat")
+};
+
 class Task {
  public:
   virtual ~Task() = default;
   virtual std::string name() const = 0;
   virtual std::string summary() const = 0;
-  virtual int vocab_size() const = 0;
-  virtual int num_classes() const = 0;
   // LRA's official config for this task (flat config keys, LRA names).
   virtual nlohmann::json defaults() const = 0;
   // Named overrides on top of defaults(); must contain "paper" and "cpu".
   virtual std::map<std::string, nlohmann::json> presets() const = 0;
   // The task's own options (`--set key=value`, recorded in config.task_params), none by default.
   virtual std::vector<HyperParam> params() const { return {}; }
-  // The model fields the task decides from its resolved options: retrieval makes the model a dual
-  // encoder and picks its interaction; single-document tasks leave the model as it is.
-  virtual void configure_model(ModelConfig& model, const nlohmann::json& task_params) const {}
+  // The shape of its examples under its resolved options (resolve_task_params); throws, naming the
+  // option, when an option's value is not one the task knows.
+  virtual TaskShape shape(const nlohmann::json& task_params) const = 0;
   virtual TaskData load(const DataOptions& opt) const = 0;
   // The source load(opt) would use and why, its location, examples per split and checksums, without
   // generating anything; a broken layout of official files throws as load() would.
@@ -140,9 +118,5 @@ std::vector<std::string> task_names();
 
 // The default cache folder: $LRA_CACHE_DIR, else $XDG_CACHE_HOME/lra, else ~/.cache/lra.
 std::string default_cache_dir();
-
-// Builds a model batch from examples idx of a split (packed, no padding; documents cut to max_length);
-// L_pad = max_length.
-Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_length);
 
 }  // namespace lra

@@ -125,8 +125,7 @@ class OptionTask final : public Task {
  public:
   std::string name() const override { return "option-task"; }
   std::string summary() const override { return "test"; }
-  int vocab_size() const override { return 2; }
-  int num_classes() const override { return 2; }
+  TaskShape shape(const nlohmann::json&) const override { return {2, 2, false, ""}; }
   nlohmann::json defaults() const override { return nlohmann::json::object(); }
   std::map<std::string, nlohmann::json> presets() const override { return {}; }
   std::vector<HyperParam> params() const override {

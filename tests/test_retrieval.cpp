@@ -11,6 +11,7 @@
 #include "tasks/retrieval/retrieval.h"
 #include "tasks/task.h"
 #include "test_util.h"
+#include "train/config.h"
 
 namespace fs = std::filesystem;
 using namespace lra;
@@ -248,8 +249,6 @@ TEST_CASE("retrieval: without AAN the task loads the stand-in and says so", "[re
 
 TEST_CASE("retrieval: the task's config, presets and dual-encoder options", "[retrieval]") {
   const Task& task = find_task("retrieval");
-  CHECK(task.vocab_size() == 257);
-  CHECK(task.num_classes() == 2);
   const nlohmann::json d = task.defaults();
   CHECK(d["max_length"] == 4000);
   CHECK(d["emb_dim"] == 128);
@@ -259,14 +258,21 @@ TEST_CASE("retrieval: the task's config, presets and dual-encoder options", "[re
   CHECK(d["warmup"] == 8000);
   CHECK(d["num_train_steps"] == 5000);
   CHECK(d["classifier_pool"] == "CLS");
-  ModelConfig m;
-  task.configure_model(m, resolve_task_params(task, nlohmann::json::object()));
-  CHECK(m.dual);
-  CHECK(m.interaction == Interaction::Nli);
-  task.configure_model(m, resolve_task_params(task, {{"interaction", "concat"}}));
-  CHECK(m.interaction == Interaction::Concat);
-  CHECK_THROWS_WITH(task.configure_model(m, {{"interaction", "cross"}}), Contains("nli") && Contains("concat"));
-  ModelConfig single;
-  find_task("listops").configure_model(single, nlohmann::json::object());
-  CHECK_FALSE(single.dual);
+  const nlohmann::json none = nlohmann::json::object();
+  const TaskShape shape = task.shape(resolve_task_params(task, none));
+  CHECK(shape.vocab_size == 257);
+  CHECK(shape.num_classes == 2);
+  CHECK(shape.pairs);
+  CHECK(shape.interaction == "nli");
+  CHECK(task.shape(resolve_task_params(task, {{"interaction", "concat"}})).interaction == "concat");
+  CHECK_THROWS_WITH(task.shape({{"interaction", "cross"}}), Contains("nli") && Contains("concat"));
+  CHECK_FALSE(find_task("listops").shape(none).pairs);
+  // The run config carries the task's shape into the model.
+  const RunConfig concat = resolve_config("retrieval", "softmax", "cpu", "", {"interaction=concat"});
+  CHECK(concat.model.dual);
+  CHECK(concat.model.interaction == Interaction::Concat);
+  CHECK(concat.model.vocab_size == 257);
+  CHECK(concat.model.num_classes == 2);
+  CHECK(resolve_config("retrieval", "softmax", "cpu", "", {}).model.interaction == Interaction::Nli);
+  CHECK_FALSE(resolve_config("listops", "softmax", "cpu", "", {}).model.dual);
 }

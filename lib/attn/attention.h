@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "core/hyperparams.h"
 #include "core/init.h"
 #include "core/rng.h"
 
@@ -160,12 +161,6 @@ struct AttnParamStore {
   }
 };
 
-struct HyperParam {
-  std::string name;
-  nlohmann::json default_value;
-  std::string help;
-};
-
 class SparsePattern;  // attn/block_sparse.h
 
 struct AttnInfo {
@@ -197,9 +192,9 @@ std::vector<std::string> attention_names();
 // The `causal` hyperparameter, the same for every variant that has a causal mode.
 HyperParam causal_param();
 // Whether the variant takes hyperparameter `key`.
-bool has_hyperparam(const AttnInfo& info, const std::string& key);
+inline bool has_hyperparam(const AttnInfo& info, const std::string& key) { return has_hyperparam(info.params, key); }
 // The names of a variant's hyperparameters, for messages ("none" when it has none).
-std::string hyperparam_list(const AttnInfo& info);
+inline std::string hyperparam_list(const AttnInfo& info) { return hyperparam_list(info.params); }
 // Resolves a variant's hyperparameters: defaults overridden by `given` (unknown keys throw).
 nlohmann::json resolve_attention_params(const AttnInfo& info, const nlohmann::json& given);
 

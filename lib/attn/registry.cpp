@@ -66,24 +66,11 @@ HyperParam causal_param() {
   return {"causal", false, "unidirectional: query i attends to keys j <= i only"};
 }
 
-bool has_hyperparam(const AttnInfo& info, const std::string& key) {
-  for (const auto& p : info.params)
-    if (p.name == key) return true;
-  return false;
-}
-
-std::string hyperparam_list(const AttnInfo& info) {
-  std::vector<std::string> names;
-  for (const auto& p : info.params) names.push_back(p.name);
-  return names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", "));
-}
-
 nlohmann::json resolve_attention_params(const AttnInfo& info, const nlohmann::json& given) {
   LRA_CHECK(given.is_object() || given.is_null(), "attn_params must be a JSON object, got {}", given.dump());
-  nlohmann::json out = nlohmann::json::object();
-  for (const auto& p : info.params) out[p.name] = p.default_value;
+  nlohmann::json rest = nlohmann::json::object();
   for (auto it = given.begin(); it != given.end(); ++it) {
-    if (it.key() == "causal" && !out.contains("causal")) {
+    if (it.key() == "causal" && !has_hyperparam(info, "causal")) {
       std::vector<std::string> causal;
       for (const auto& a : attention_registry())
         if (has_hyperparam(a, "causal")) causal.push_back(a.name);
@@ -92,15 +79,9 @@ nlohmann::json resolve_attention_params(const AttnInfo& info, const nlohmann::js
                 info.no_causal.empty() ? "" : ": ", info.no_causal, fmt::join(causal, ", "));
       continue;  // causal=false is what it does anyway
     }
-    LRA_CHECK(out.contains(it.key()), "attention '{}' has no hyperparameter '{}'; it takes: {}", info.name,
-              it.key(), hyperparam_list(info));
-    const auto& def = out[it.key()];
-    const bool same_kind = (def.is_number() && it.value().is_number()) || def.type() == it.value().type();
-    LRA_CHECK(same_kind, "attention '{}' hyperparameter '{}' expects a value like {}, got {}", info.name,
-              it.key(), def.dump(), it.value().dump());
-    out[it.key()] = it.value();
+    rest[it.key()] = it.value();
   }
-  return out;
+  return resolve_hyperparams(info.params, rest, fmt::format("attention '{}'", info.name), "hyperparameter");
 }
 
 template <>

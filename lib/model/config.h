@@ -25,7 +25,7 @@ struct ModelConfig {
   bool qkv_bias = false;      // LRA's attention has no q/k/v bias
   double layernorm_eps = 1e-6;
   GeluKind gelu = GeluKind::Tanh;
-  // Retrieval's dual encoder (set by the task, Task::configure_model): an example is two documents
+  // Retrieval's dual encoder (set from the task's shape, Task::shape): an example is two documents
   // encoded by the same weights with no cross-attention, and the head reads the pair_features of the
   // two pooled vectors through Dense(mlp) -> ReLU -> Dense(mlp/2) -> ReLU -> Dense(classes), as LRA's
   // dual head does.

@@ -17,7 +17,7 @@
 #include "backend/backend.h"
 #include "core/arena.h"
 #include "core/init.h"
-#include "model/batch.h"
+#include "data/batch.h"
 #include "model/config.h"
 
 namespace lra {

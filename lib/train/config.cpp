@@ -30,12 +30,6 @@ const char* const kTaskOwned[] = {"vocab_size", "num_classes"};
 // Keys that are run options rather than hyperparameters: the CLI has flags for them.
 const char* const kRunKeys[] = {"task", "attn", "preset", "device"};
 
-std::string task_option_list(const Task& task) {
-  std::vector<std::string> names;
-  for (const HyperParam& p : task.params()) names.push_back(p.name);
-  return names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", "));
-}
-
 bool same_kind(const nlohmann::json& a, const nlohmann::json& b) {
   if (a.is_number() && b.is_number()) return !(a.is_number_integer() && b.is_number_float());
   return a.type() == b.type();
@@ -138,7 +132,13 @@ RunConfig RunConfig::from_json(const nlohmann::json& j) {
   get("n_val", c.n_val);
   get("n_test", c.n_test);
   get("task_params", c.task_params);
-  find_task(c.task).configure_model(c.model, c.task_params);
+  // The task decides the model's input and output sizes (a config that states them, as records,
+  // checkpoints and test fixtures do, keeps its own) and whether an example is a pair of documents.
+  const TaskShape shape = find_task(c.task).shape(c.task_params);
+  if (c.model.vocab_size == 0) c.model.vocab_size = shape.vocab_size;
+  if (c.model.num_classes == 0) c.model.num_classes = shape.num_classes;
+  c.model.dual = shape.pairs;
+  if (shape.pairs) c.model.interaction = shape.interaction == "concat" ? Interaction::Concat : Interaction::Nli;
   return c;
 }
 
@@ -192,7 +192,7 @@ void merge_config(nlohmann::json& base, const nlohmann::json& overrides, const s
     // `causal` always belongs to the attention: resolving it explains a variant without a causal mode.
     LRA_CHECK(has_hyperparam(info, key) || key == "causal",
               "{}: unknown config key '{}'; valid keys: {}; task '{}' takes: {}; attention '{}' takes: {}", origin,
-              key, fmt::join(config_keys(), ", "), task.name(), task_option_list(task), info.name,
+              key, fmt::join(config_keys(), ", "), task.name(), hyperparam_list(task.params()), info.name,
               hyperparam_list(info));
     base["attn_params"][key] = it.value();
   }
@@ -215,8 +215,6 @@ RunConfig resolve_config(const std::string& task_name, const std::string& attn, 
   j["task"] = task.name();
   j["attn"] = attn;
   j["preset"] = preset;
-  j["vocab_size"] = task.vocab_size();
-  j["num_classes"] = task.num_classes();
   merge_config(j, task.defaults(), fmt::format("task '{}' defaults", task.name()));
   const auto presets = task.presets();
   const auto it = presets.find(preset);

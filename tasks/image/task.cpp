@@ -113,8 +113,7 @@ class ImageTask final : public Task {
     return "Image: grayscale CIFAR-10 as 1024 pixel tokens, 10 classes (LRA); Fashion-MNIST (784 tokens) when "
            "CIFAR-10 is not found (task option dataset)";
   }
-  int vocab_size() const override { return kVocabSize; }
-  int num_classes() const override { return kNumClasses; }
+  TaskShape shape(const nlohmann::json&) const override { return {kVocabSize, kNumClasses, false, ""}; }
   // LRA's base_cifar10_config.py with the model size of its transformer config (128 / 8 heads / 1
   // layer / qkv 64 / mlp 128, ee6649e; the base file's 32 / 1 / 1 / 32 / 64 is overridden by every
   // model LRA ran, and 1 head gave 36% instead of 42%, issues #16 and #33). max_length is

@@ -197,8 +197,7 @@ class ListOpsTask final : public Task {
   std::string summary() const override {
     return "ListOps: the value (0-9) of a nested MIN/MAX/MED/SM expression of up to 2000 tokens";
   }
-  int vocab_size() const override { return kVocabSize; }
-  int num_classes() const override { return kNumClasses; }
+  TaskShape shape(const nlohmann::json&) const override { return {kVocabSize, kNumClasses, false, ""}; }
   nlohmann::json defaults() const override {
     return lra_text_task_config({{"max_length", kDefaultMaxLength},
                                  {"emb_dim", 512},

@@ -1,7 +1,7 @@
 // The Pathfinder and Path-X tasks: LRA's configs (image/configs/pathfinder32 and pathfinder128), the
 // presets, the task options, and loading from the released folders or the generator's cache.
 //
-// Config facts (lra-reference.md section 2): Pathfinder = base_pathfinder32_config with the model
+// Config facts (docs/lra-facts.md 4.6, 4.7): Pathfinder = base_pathfinder32_config with the model
 // size of its `transformer` config (emb 32, 4 heads, 4 layers, qkv 16, mlp 32, dropout 0.2), batch
 // 512, lr 1e-3 with linear warmup (1 epoch = 312 steps) and cosine decay over 200 epochs (62,400
 // steps), no weight decay, MEAN pooling, sinusoidal positions. Path-X = base_pathfinder128_config,
@@ -199,8 +199,7 @@ class PathfinderTask final : public Task {
                  "(generated with LRA's settings, or the released pathfinder32 files)"
                : "Path-X: Pathfinder at 128x128 pixels = 16384 tokens, 2 classes (LRA's pathfinder128 hard)";
   }
-  int vocab_size() const override { return kVocabSize; }
-  int num_classes() const override { return kNumClasses; }
+  TaskShape shape(const nlohmann::json&) const override { return {kVocabSize, kNumClasses, false, ""}; }
   nlohmann::json defaults() const override {
     if (resolution_ == 32)
       return {{"max_length", 1024},

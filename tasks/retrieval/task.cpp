@@ -186,8 +186,6 @@ class RetrievalTask final : public Task {
     return "Retrieval: do two documents (AAN papers, 4000 bytes each) cite each other? A dual encoder with shared "
            "weights; a generated stand-in when no AAN files are found";
   }
-  int vocab_size() const override { return kVocabSize; }
-  int num_classes() const override { return kNumClasses; }
   // LRA's matching config (lra_benchmarks/matching/configs/base_match_config.py).
   nlohmann::json defaults() const override {
     return lra_text_task_config({{"max_length", kDefaultMaxLength},
@@ -209,14 +207,13 @@ class RetrievalTask final : public Task {
              "LRA paper states (A.1.3, Eq. 1); \"concat\" = [u, v], what LRA's code runs (no config passes its "
              "interaction option)"}};
   }
-  void configure_model(ModelConfig& model, const nlohmann::json& task_params) const override {
+  TaskShape shape(const nlohmann::json& task_params) const override {
     const std::string i = task_params.value("interaction", std::string("nli"));
     LRA_CHECK(i == "nli" || i == "concat",
               "retrieval: interaction must be \"nli\" ([u, v, u*v, u-v], the paper) or \"concat\" ([u, v], LRA's "
               "code), got \"{}\"",
               i);
-    model.dual = true;
-    model.interaction = i == "nli" ? Interaction::Nli : Interaction::Concat;
+    return {kVocabSize, kNumClasses, true, i};
   }
   TaskData load(const DataOptions& opt) const override { return retrieval::load(opt); }
   DataStatus data_status(const DataOptions& opt) const override {

@@ -262,8 +262,7 @@ class TextTask final : public Task {
     return "Text: IMDB sentiment (neg/pos) from the reviews' bytes, max_length 4000 as in the paper (LRA's "
            "released config used 1000: --set max_length=1000); a generated stand-in when no IMDB is found";
   }
-  int vocab_size() const override { return kVocabSize; }
-  int num_classes() const override { return kNumClasses; }
+  TaskShape shape(const nlohmann::json&) const override { return {kVocabSize, kNumClasses, false, ""}; }
   // LRA's base_tc_config.py with the paper's length (4000 instead of the config's 1000).
   nlohmann::json defaults() const override {
     return lra_text_task_config({{"max_length", kDefaultMaxLength},

@@ -1,0 +1,38 @@
+#include "data/batch.h"
+
+#include <algorithm>
+
+#include "core/check.h"
+
+namespace lra {
+
+Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_length) {
+  LRA_CHECK(split.docs >= 1 && split.num_docs() == split.size() * static_cast<size_t>(split.docs),
+            "a split of {} examples holds {} documents, not {} per example", split.size(), split.num_docs(),
+            split.docs);
+  Batch b;
+  b.B = static_cast<int>(idx.size());
+  b.docs = split.docs;
+  b.L_pad = max_length;
+  b.offsets.reserve(idx.size() * static_cast<size_t>(split.docs) + 1);
+  b.offsets.push_back(0);
+  b.labels.reserve(idx.size());
+  for (size_t i : idx) {
+    LRA_CHECK(i < split.size(), "example {} requested from a split of {}", i, split.size());
+    b.labels.push_back(split.labels[i]);
+  }
+  // All first documents, then all second ones (Batch's layout for pairs).
+  for (int k = 0; k < split.docs; ++k)
+    for (size_t i : idx) {
+      const size_t d = i * static_cast<size_t>(split.docs) + static_cast<size_t>(k);
+      const int len = std::min(split.length(d), max_length);
+      const uint16_t* t = split.tokens.data() + split.offsets[d];
+      b.tokens.insert(b.tokens.end(), t, t + len);
+      if (split.zero_is_padding)
+        for (int j = 0; j < len; ++j) b.key_mask.push_back(t[j] != 0 ? 1 : 0);
+      b.offsets.push_back(static_cast<int32_t>(b.tokens.size()));
+    }
+  return b;
+}
+
+}  // namespace lra

@@ -1,0 +1,58 @@
+// The data the tasks produce and the model consumes, and nothing else: a split of unpadded token
+// documents (what a task loads) and a packed batch of examples drawn from it (what the model takes).
+// Data knows no model: this layer sees only core.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace lra {
+
+// One split in memory: document d's tokens are tokens[offsets[d] .. offsets[d+1]), unpadded and
+// already truncated to max_length. An example is one document, or (docs = 2, retrieval) the pair of
+// documents 2i and 2i + 1.
+struct Split {
+  std::vector<uint16_t> tokens;
+  std::vector<uint64_t> offsets{0};
+  std::vector<int32_t> labels;
+  int docs = 1;  // documents per example
+  // Token 0 is padding (LRA's image models mask pixel value 0): make_batch hides those keys.
+  bool zero_is_padding = false;
+
+  size_t size() const { return labels.size(); }              // examples
+  size_t num_docs() const { return offsets.size() - 1; }     // documents
+  int length(size_t d) const { return static_cast<int>(offsets[d + 1] - offsets[d]); }  // of document d
+  void add(const std::vector<uint16_t>& toks, int32_t label) {
+    tokens.insert(tokens.end(), toks.begin(), toks.end());
+    offsets.push_back(tokens.size());
+    labels.push_back(label);
+  }
+  void add_pair(const std::vector<uint16_t>& first, const std::vector<uint16_t>& second, int32_t label) {
+    for (const auto* toks : {&first, &second}) {
+      tokens.insert(tokens.end(), toks->begin(), toks->end());
+      offsets.push_back(tokens.size());
+    }
+    labels.push_back(label);
+  }
+};
+
+// One batch as the model takes it: packed (no padding rows), host side.
+struct Batch {
+  int B = 0;
+  int docs = 1;                    // documents per example: 2 for the dual encoder's pairs
+  int L_pad = 0;                   // the padded length this batch stands for (the task's max_length)
+  std::vector<int32_t> tokens;     // the real tokens of all documents, back to back
+  // B * docs + 1: document s owns tokens[offsets[s] .. offsets[s+1]). With pairs, documents 0..B-1 are
+  // the examples' first documents and B..2B-1 their second ones, in the same order.
+  std::vector<int32_t> offsets;
+  std::vector<uint8_t> key_mask;   // per token, 1 = attend; empty = every token is real
+  std::vector<int32_t> labels;     // B
+  int64_t num_tokens() const { return offsets.empty() ? 0 : offsets.back(); }
+};
+
+// Builds a batch from examples idx of a split (packed, no padding; documents cut to max_length);
+// L_pad = max_length.
+Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_length);
+
+}  // namespace lra
