@@ -2,6 +2,7 @@
 // stopped and resumed ends with the numbers of the uninterrupted run; bad input fails clearly.
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdio>
@@ -204,6 +205,14 @@ TEST_CASE("cli: lra list and lra bench train", "[cli]") {
   CHECK(r.out.find("softmax") != std::string::npos);
   CHECK(r.out.find("cosformer") != std::string::npos);
   CHECK(r.out.find("--set eps=") != std::string::npos);
+  CHECK(r.out.find("runs on: cpu") != std::string::npos);
+  // Which devices each variant runs on comes from the device registry: every variant runs on the CPU.
+  r = run_lra("list attn --json");
+  REQUIRE(r.rc == 0);
+  for (const auto& a : nlohmann::json::parse(r.out)) {
+    const auto devices = a.at("devices").get<std::vector<std::string>>();
+    CHECK(std::find(devices.begin(), devices.end(), "cpu") != devices.end());
+  }
   r = run_lra("list tasks --json");
   CHECK(r.rc == 0);
   CHECK(nlohmann::json::parse(r.out)[0]["name"] == "listops");

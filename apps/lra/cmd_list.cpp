@@ -1,11 +1,13 @@
 #include "cmd_list.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "attn/attention.h"
+#include "backend/backend.h"
 #include "tasks/task.h"
 
 namespace lra {
@@ -24,10 +26,12 @@ int list_tasks(bool as_json) {
     for (const auto& [name, overrides] : t->presets()) presets[name] = overrides;
     nlohmann::json params = nlohmann::json::array();
     for (const auto& p : t->params()) params.push_back({{"name", p.name}, {"default", p.default_value}, {"help", p.help}});
+    const TaskShape shape = t->shape(resolve_task_params(*t, nlohmann::json::object()));
     out.push_back({{"name", t->name()},
                    {"summary", t->summary()},
-                   {"vocab_size", t->vocab_size()},
-                   {"num_classes", t->num_classes()},
+                   {"vocab_size", shape.vocab_size},
+                   {"num_classes", shape.num_classes},
+                   {"pairs", shape.pairs},
                    {"defaults", t->defaults()},
                    {"presets", presets},
                    {"params", params}});
@@ -55,11 +59,15 @@ int list_attn(bool as_json) {
   for (const auto& a : attention_registry()) {
     nlohmann::json params = nlohmann::json::array();
     for (const auto& p : a.params) params.push_back({{"name", p.name}, {"default", p.default_value}, {"help", p.help}});
+    nlohmann::json devices = nlohmann::json::array();
+    for (const DeviceEntry& d : device_registry())
+      if (d.has_attention(a.name)) devices.push_back(device_name(d.device));
     out.push_back({{"name", a.name},
                    {"summary", a.summary},
                    {"complexity", a.complexity},
                    {"attention_dropout", a.uses_attention_dropout},
                    {"causal", a.no_causal.empty() ? nlohmann::json(true) : nlohmann::json(a.no_causal)},
+                   {"devices", devices},
                    {"params", params}});
   }
   if (as_json) {
@@ -69,6 +77,8 @@ int list_attn(bool as_json) {
   for (const auto& a : out) {
     std::printf("%s\n  %s\n  %s\n", a["name"].get<std::string>().c_str(), a["summary"].get<std::string>().c_str(),
                 a["complexity"].get<std::string>().c_str());
+    std::vector<std::string> devices = a["devices"].get<std::vector<std::string>>();
+    std::printf("  runs on: %s\n", fmt::format("{}", fmt::join(devices, ", ")).c_str());
     if (!a["attention_dropout"].get<bool>()) std::printf("  attention_dropout_rate: not used by this variant\n");
     if (!a["causal"].is_boolean()) std::printf("  no causal mode: %s\n", a["causal"].get<std::string>().c_str());
     for (const auto& p : a["params"])

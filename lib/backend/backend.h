@@ -1,13 +1,15 @@
-// The op interface a device fills in (ggml-style backend). The model, trainer and tasks talk only to
-// Backend<T>; the CPU backend forwards to lib/ops (Eigen + OpenMP). A CUDA backend implements the
-// same methods with the same names and arguments (ARCHITECTURE.md, point 6); nothing above this
-// interface changes when it is added.
+// The op interface a device fills in (ggml-style backend), and the registry devices join. The model
+// and trainer talk only to Backend<T>; the CPU backend forwards to lib/ops (Eigen + OpenMP). The CUDA
+// backend (lib/cuda, its own library) implements the same methods with the same names and arguments
+// and registers itself with register_device; nothing at or above this layer knows it.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "attn/attention.h"
 #include "core/arena.h"
@@ -17,8 +19,10 @@ namespace lra {
 
 enum class Device { Cpu, Cuda };
 const char* device_name(Device d);
-Device parse_device(const std::string& s);  // throws for unknown names, and for cuda on a CPU-only build
-// Whether attention variant `attn` runs on `device` (every registered variant runs on the CPU).
+// Throws for unknown names, and for a device this build has no backend for (cuda on a CPU-only build).
+Device parse_device(const std::string& s);
+// Whether attention variant `attn` runs on `device` (every registered variant runs on the CPU); false
+// for a device this build lacks.
 bool has_device_path(const std::string& attn, Device device);
 
 template <class T>
@@ -82,7 +86,23 @@ class Backend {
   virtual void scale_inplace(T* x, int64_t n, T s) = 0;
 };
 
+// Throws, saying what is missing, when `device` is not in this build or cannot run in T.
 template <class T>
 std::unique_ptr<Backend<T>> make_backend(Device device);
+
+// One device of this build: how to make its backend and which attention variants it runs.
+struct DeviceEntry {
+  Device device = Device::Cpu;
+  std::function<std::unique_ptr<Backend<float>>()> make_f32;
+  std::function<std::unique_ptr<Backend<double>>()> make_f64;  // empty: the device runs in float only
+  std::function<bool(const std::string& attn)> has_attention;
+};
+
+// Adds a device to the registry (the CPU is always there). Returns true, so a device's library registers
+// itself with `static const bool registered = register_device(...)`; that library must then be linked
+// whole (CMake's WHOLE_ARCHIVE), or the linker drops the unreferenced registration.
+bool register_device(DeviceEntry entry);
+// The registered devices, the CPU first.
+const std::vector<DeviceEntry>& device_registry();
 
 }  // namespace lra

@@ -1,40 +1,11 @@
-// The CPU backend: lib/ops behind the Backend interface.
+// The CPU backend: lib/ops behind the Backend interface. devices.cpp puts it in the registry.
 #include <chrono>
 #include <cstring>
 #include <type_traits>
 
 #include "backend/backend.h"
-#include "core/check.h"
-#ifdef LRA_HAVE_CUDA
-#include "cuda/attention.h"
-#include "cuda/backend.h"
-#endif
 
 namespace lra {
-
-const char* device_name(Device d) { return d == Device::Cpu ? "cpu" : "cuda"; }
-
-Device parse_device(const std::string& s) {
-  if (s == "cpu") return Device::Cpu;
-  if (s == "cuda") {
-#ifdef LRA_HAVE_CUDA
-    return Device::Cuda;
-#else
-    LRA_FAIL("--device cuda: this build has no CUDA backend (it was configured without a CUDA toolkit or "
-             "with -DLRA_CUDA=OFF); rebuild with the toolkit under /usr/local/cuda, or use --device cpu");
-#endif
-  }
-  LRA_FAIL("unknown device '{}'; valid devices: cpu, cuda", s);
-}
-
-bool has_device_path(const std::string& attn, Device device) {
-  if (device == Device::Cpu) return true;
-#ifdef LRA_HAVE_CUDA
-  return cuda::has_attention(attn);
-#else
-  return false;
-#endif
-}
 
 namespace {
 
@@ -131,18 +102,13 @@ class CpuBackend final : public Backend<T> {
 
 }  // namespace
 
-template <class T>
-std::unique_ptr<Backend<T>> make_backend(Device device) {
-  if (device == Device::Cpu) return std::make_unique<CpuBackend<T>>();
-#ifdef LRA_HAVE_CUDA
-  if constexpr (std::is_same_v<T, float>) return cuda::make_backend();
-  LRA_FAIL("the CUDA backend runs in float only; double precision is for the CPU's gradient tests");
-#else
-  LRA_FAIL("device '{}' has no backend in this build; use --device cpu", device_name(device));
-#endif
+DeviceEntry cpu_device() {
+  DeviceEntry e;
+  e.device = Device::Cpu;
+  e.make_f32 = [] { return std::unique_ptr<Backend<float>>(new CpuBackend<float>()); };
+  e.make_f64 = [] { return std::unique_ptr<Backend<double>>(new CpuBackend<double>()); };
+  e.has_attention = [](const std::string&) { return true; };
+  return e;
 }
-
-template std::unique_ptr<Backend<float>> make_backend<float>(Device);
-template std::unique_ptr<Backend<double>> make_backend<double>(Device);
 
 }  // namespace lra

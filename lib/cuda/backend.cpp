@@ -201,6 +201,10 @@ class CudaBackend final : public Backend<float> {
 
 std::unique_ptr<Backend<float>> make_backend() { return std::make_unique<CudaBackend>(); }
 
+namespace {
+[[maybe_unused]] const bool registered = register_device({Device::Cuda, make_backend, nullptr, has_attention});
+}  // namespace
+
 nlohmann::json device_info(int device) {
   cudaDeviceProp p{};
   CUDA_CHECK(cudaGetDeviceProperties(&p, device));
