@@ -15,7 +15,8 @@
 #include "results/compare.h"
 #include "results/published.h"
 #include "results/record.h"
-#include "results/report.h"
+#include "results/report_formats.h"
+#include "results/report_html.h"
 #include "cli_util.h"
 #include "record_fixtures.h"
 #include "test_util.h"
@@ -637,8 +638,7 @@ TEST_CASE("report: lra report and lra compare on the command line", "[report]") 
 TEST_CASE("report: the HTML page renders in headless Chromium", "[report][chromium]") {
   const std::string chromium = "/usr/bin/chromium";
   if (!std::filesystem::exists(chromium)) {
-    WARN("no " << chromium << "; skipped (apt-get install chromium)");
-    return;
+    LRA_SKIP("no " << chromium << " (apt-get install chromium)");
   }
   TempDir d("report-chromium");
   write_fixture(d.path);

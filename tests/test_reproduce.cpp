@@ -10,7 +10,7 @@
 #include "core/sys.h"
 #include "tasks/task.h"
 #include "results/collection.h"
-#include "results/reproduce.h"
+#include "runner/reproduce.h"
 #include "train/config.h"
 #include "cli_util.h"
 #include "record_fixtures.h"

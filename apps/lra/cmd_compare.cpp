@@ -10,6 +10,7 @@
 #include "core/sys.h"
 #include "results/collection.h"
 #include "results/compare.h"
+#include "results/report_formats.h"
 #include "tasks/task.h"
 
 namespace lra {

@@ -9,7 +9,7 @@
 #include "core/check.h"
 #include "results/collection.h"
 #include "results/published.h"
-#include "results/report.h"
+#include "results/report_formats.h"
 #include "tasks/task.h"
 
 namespace lra {

@@ -16,8 +16,8 @@
 #include "results/collection.h"
 #include "results/published.h"
 #include "results/record.h"
-#include "results/report.h"
-#include "results/reproduce.h"
+#include "results/report_formats.h"
+#include "runner/reproduce.h"
 #include "tasks/task.h"
 #include "train/trainer.h"
 

@@ -1,7 +1,8 @@
 // `lra report`: the LRA paper's tables from a folder of records, with the published numbers beside ours.
 // build_report groups the records into tables (accuracy: one per preset, variants as rows and tasks as
-// columns; efficiency: one per bench setting, LRA Table 2's shape), and the writers render the same
-// tables as Markdown, CSV, LaTeX and a self-contained HTML page with plots (report_html.cpp).
+// columns; efficiency: one per bench setting, LRA Table 2's shape) and report_tables lays them out as
+// text; the writers render them as Markdown, CSV and LaTeX (report_formats.h) and as a self-contained
+// HTML page with plots (report_html.h).
 #pragma once
 
 #include <cstdint>
@@ -67,6 +68,8 @@ struct AccuracyTable {
   std::vector<std::string> builds;    // distinct "lra VERSION (git SHA)"
   std::vector<std::string> data;      // per task: what data its runs used
   std::vector<RunCurve> curves;
+  // The average is over every task of LRA's (so the paper's Avg is comparable).
+  bool avg_is_lra() const;
 };
 
 struct EfficiencyCell {
@@ -115,20 +118,6 @@ struct TableText {
 };
 
 std::vector<TableText> report_tables(const Report& report);
-// One table as Markdown (title, context, the table, notes), and as a plain CSV of its header and rows.
-std::string table_markdown(const TableText& table);
-std::string table_csv(const TableText& table);
-
-std::string report_markdown(const Report& report);
-std::string report_latex(const Report& report);
-std::string report_html(const Report& report);  // report_html.cpp
-// Long-form CSV, one line per cell: ("accuracy.csv", ...) and ("efficiency.csv", ...).
-std::vector<std::pair<std::string, std::string>> report_csv(const Report& report);
-
-// Writes the formats named by `format` (md, csv, latex, html or all) into `dir` (created if needed) and
-// returns the paths written.
-std::vector<std::string> write_report(const Report& report, const std::string& dir, const std::string& format);
-
 // Labels used in every format.
 std::string task_label(const std::string& task);  // "listops" -> "ListOps"
 std::string format_number(double v, int decimals);

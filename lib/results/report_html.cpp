@@ -8,7 +8,7 @@
 #include <cmath>
 #include <set>
 
-#include "results/report.h"
+#include "results/report_html.h"
 #include "results/svg.h"
 
 namespace lra {

@@ -1,4 +1,4 @@
-#include "results/reproduce.h"
+#include "runner/reproduce.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
