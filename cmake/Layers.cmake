@@ -1,0 +1,51 @@
+# The layers of lra, written once: each layer's folder and the layers it may include directly. The build
+# links each layer's library to these (CMakeLists.txt), and CheckLayers.cmake fails the build when a file
+# includes a header of a layer outside their closure. An include may only point down:
+#
+#   core <- ops <- attn <- backend <- {cuda, model}
+#   core <- data <- tasks                 (data: the batch types tasks and the model share; tasks see no model)
+#   {tasks, attn} <- results              (records, tables, plots: it reads records, it never sees the trainer)
+#   {model, tasks, results} <- train <- bench <- runner <- apps (+ cuda, linked in as a device)
+set(LRA_LAYERS core ops attn backend cuda data tasks model results train bench runner apps)
+
+set(LRA_LAYER_DIR_core lib/core)
+set(LRA_LAYER_DIR_ops lib/ops)
+set(LRA_LAYER_DIR_attn lib/attn)
+set(LRA_LAYER_DIR_backend lib/backend)
+set(LRA_LAYER_DIR_cuda lib/cuda)
+set(LRA_LAYER_DIR_data lib/data)
+set(LRA_LAYER_DIR_tasks tasks)
+set(LRA_LAYER_DIR_model lib/model)
+set(LRA_LAYER_DIR_results lib/results)
+set(LRA_LAYER_DIR_train lib/train)
+set(LRA_LAYER_DIR_bench lib/bench)
+set(LRA_LAYER_DIR_runner lib/runner)
+set(LRA_LAYER_DIR_apps apps/lra)
+
+set(LRA_LAYER_DEPS_core "")
+set(LRA_LAYER_DEPS_ops core)
+set(LRA_LAYER_DEPS_attn ops)
+set(LRA_LAYER_DEPS_backend attn)
+set(LRA_LAYER_DEPS_cuda backend)
+set(LRA_LAYER_DEPS_data core)
+set(LRA_LAYER_DEPS_tasks data)
+set(LRA_LAYER_DEPS_model backend data)
+set(LRA_LAYER_DEPS_results tasks attn)
+set(LRA_LAYER_DEPS_train model tasks results)
+set(LRA_LAYER_DEPS_bench train)
+set(LRA_LAYER_DEPS_runner bench)
+set(LRA_LAYER_DEPS_apps runner cuda)
+
+# The layers `layer` may include: itself and everything its direct layers may include.
+function(lra_layer_closure layer out)
+  set(seen ${layer})
+  set(todo ${LRA_LAYER_DEPS_${layer}})
+  while(todo)
+    list(POP_FRONT todo l)
+    if(NOT l IN_LIST seen)
+      list(APPEND seen ${l})
+      list(APPEND todo ${LRA_LAYER_DEPS_${l}})
+    endif()
+  endwhile()
+  set(${out} ${seen} PARENT_SCOPE)
+endfunction()
