@@ -13,6 +13,7 @@
 #include "backend/backend.h"
 #include "core/sys.h"
 #include "model/model.h"
+#include "test_util.h"
 #include "train/config.h"
 
 using namespace lra;
@@ -48,12 +49,11 @@ Batch fixture_batch(const nlohmann::json& f) {
   return b;
 }
 
+// max |got - want| / max |want|; infinity where either side holds a NaN.
 double rel_err(const std::vector<double>& got, const std::vector<double>& want) {
-  double diff = 0, scale = 1e-12;
-  for (size_t i = 0; i < want.size(); ++i) {
-    diff = std::max(diff, std::fabs(got[i] - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
+  const double diff = test::max_abs_diff(got, want);
+  double scale = 1e-12;
+  for (double w : want) scale = std::max(scale, std::fabs(w));
   return diff / scale;
 }
 

@@ -9,12 +9,28 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "core/rng.h"
 
 namespace lra::test {
+
+// The exit code ctest reads as "skipped" (SKIP_RETURN_CODE, set in tests/CMakeLists.txt).
+constexpr int kSkipExitCode = 77;
+// How many test cases of this run skipped (LRA_SKIP).
+inline int& skipped_cases() {
+  static int n = 0;
+  return n;
+}
+
+// Throws when two sequences cannot be compared element by element: a comparison over different sizes,
+// or over nothing, must fail rather than pass.
+inline void require_comparable(size_t got, size_t want, const char* what) {
+  if (got != want || want == 0)
+    throw std::runtime_error(fmt::format("{}: cannot compare {} values against {}", what, got, want));
+}
 
 // A fresh folder under the system temp folder, removed with everything in it at scope exit.
 struct TempDir {
@@ -86,9 +102,15 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
   return s;
 }
 
+// The largest |a - b|; infinity where either side holds a NaN.
 inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  require_comparable(a.size(), b.size(), "max_abs_diff");
   double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(a[i] - b[i]);
+    if (std::isnan(d)) return INFINITY;
+    m = std::max(m, d);
+  }
   return m;
 }
 
@@ -99,3 +121,12 @@ inline double max_abs(const std::vector<double>& a) {
 }
 
 }  // namespace lra::test
+
+// Ends the current test case as skipped, saying why (how to make it run). Only for what this machine
+// lacks, never for a failure.
+#define LRA_SKIP(reason)                                   \
+  do {                                                     \
+    WARN("skipped: " << reason);                           \
+    ++::lra::test::skipped_cases();                        \
+    return;                                                \
+  } while (0)

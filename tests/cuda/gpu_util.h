@@ -12,6 +12,7 @@
 
 #include "cuda/check.h"
 #include "cuda/context.h"
+#include "test_util.h"
 
 namespace lra::test {
 
@@ -61,15 +62,16 @@ struct TestContext {
   operator const cuda::Context&() const { return ctx; }
 };
 
-// sum (gpu - cpu)^2 / sum cpu^2 (plain squared error when the reference is all zeros).
+// sum (gpu - cpu)^2 / sum cpu^2 (plain squared error when the reference is all zeros); NaN where
+// either side holds one. Throws on different sizes or empty input (test_util.h, require_comparable).
 inline double nmse(const std::vector<float>& gpu, const std::vector<float>& cpu) {
+  test::require_comparable(gpu.size(), cpu.size(), "nmse");
   double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < cpu.size() && i < gpu.size(); ++i) {
+  for (size_t i = 0; i < cpu.size(); ++i) {
     const double d = static_cast<double>(gpu[i]) - cpu[i];
     num += d * d;
     den += static_cast<double>(cpu[i]) * cpu[i];
   }
-  if (gpu.size() != cpu.size()) return INFINITY;
   return den > 0.0 ? num / den : num;
 }
 
