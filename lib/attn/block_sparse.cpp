@@ -142,28 +142,22 @@ class BlockSparseAttention final : public Attention<T> {
   }
 
   Work thread_scratch(void* scratch) const {
-    char* base = static_cast<char*>(scratch) + per_thread_bytes() * omp_get_thread_num();
+    ScratchCarver sc(static_cast<char*>(scratch) + per_thread_bytes() * omp_get_thread_num());
     const size_t L = static_cast<size_t>(c_.max_len), R = static_cast<size_t>(rows_);
-    auto take = [&](size_t bytes) {
-      char* p = base;
-      base += align_up(bytes, Arena::kAlign);
-      return p;
-    };
-    auto take_t = [&](size_t n) { return reinterpret_cast<T*>(take(n * sizeof(T))); };
     Work w;
-    w.q = take_t(R * c_.dk);
-    w.s = take_t(R * L);
-    w.dp = take_t(R * L);
-    w.k = take_t(L * c_.dk);
-    w.v = take_t(L * c_.dv);
-    w.gk = take_t(L * c_.dk);
-    w.gv = take_t(L * c_.dv);
-    w.dk = take_t(L * c_.dk);
-    w.dv = take_t(L * c_.dv);
-    w.d = take_t(R);
-    w.hidden = reinterpret_cast<uint8_t*>(take(L));
-    w.pos = reinterpret_cast<int*>(take(L * sizeof(int)));
-    w.bits = reinterpret_cast<uint32_t*>(take(L * sizeof(uint32_t)));
+    w.q = sc.take<T>(R * c_.dk);
+    w.s = sc.take<T>(R * L);
+    w.dp = sc.take<T>(R * L);
+    w.k = sc.take<T>(L * c_.dk);
+    w.v = sc.take<T>(L * c_.dv);
+    w.gk = sc.take<T>(L * c_.dk);
+    w.gv = sc.take<T>(L * c_.dv);
+    w.dk = sc.take<T>(L * c_.dk);
+    w.dv = sc.take<T>(L * c_.dv);
+    w.d = sc.take<T>(R);
+    w.hidden = sc.take<uint8_t>(L);
+    w.pos = sc.take<int>(L);
+    w.bits = sc.take<uint32_t>(L);
     return w;
   }
 

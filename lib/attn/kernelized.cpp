@@ -58,27 +58,22 @@ size_t KernelizedAttention<T>::per_thread_bytes() const {
 
 template <class T>
 typename KernelizedAttention<T>::Work KernelizedAttention<T>::thread_scratch(void* scratch) const {
-  char* base = static_cast<char*>(scratch) + per_thread_bytes() * omp_get_thread_num();
+  ScratchCarver sc(static_cast<char*>(scratch) + per_thread_bytes() * omp_get_thread_num());
   const size_t L = static_cast<size_t>(c_.max_len), m = m_, e = c_.dv + 1, C = kChunk;
-  auto take = [&](size_t n) {
-    T* p = reinterpret_cast<T*>(base);
-    base += align_up(n * sizeof(T), Arena::kAlign);
-    return p;
-  };
   Work w;
-  w.phq = take(L * m);
-  w.phk = take(L * m);
-  w.ve = take(L * e);
-  w.g = take(L * e);
-  w.dphq = take(L * m);
-  w.dphk = take(L * m);
-  w.st = take(m * e);
-  w.u = take(m * e);
-  w.states = causal_ ? take((L + C - 1) / C * m * e) : nullptr;
-  w.a = causal_ ? take(C * C) : nullptr;
-  w.da = causal_ ? take(C * C) : nullptr;
-  w.fs = take(fm_->scratch_elems(c_.max_len));
-  w.auxq = reinterpret_cast<int64_t*>(base);
+  w.phq = sc.take<T>(L * m);
+  w.phk = sc.take<T>(L * m);
+  w.ve = sc.take<T>(L * e);
+  w.g = sc.take<T>(L * e);
+  w.dphq = sc.take<T>(L * m);
+  w.dphk = sc.take<T>(L * m);
+  w.st = sc.take<T>(m * e);
+  w.u = sc.take<T>(m * e);
+  w.states = causal_ ? sc.take<T>((L + C - 1) / C * m * e) : nullptr;
+  w.a = causal_ ? sc.take<T>(C * C) : nullptr;
+  w.da = causal_ ? sc.take<T>(C * C) : nullptr;
+  w.fs = sc.take<T>(fm_->scratch_elems(c_.max_len));
+  w.auxq = sc.take<int64_t>(2 * (L + 1));
   w.auxk = w.auxq + L + 1;
   return w;
 }

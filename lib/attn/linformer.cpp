@@ -108,23 +108,18 @@ class LinformerAttention final : public Attention<T> {
   }
 
   Work thread_scratch(void* scratch, int thread) const {
-    char* base = static_cast<char*>(scratch) + per_thread_bytes() * thread;
+    ScratchCarver sc(static_cast<char*>(scratch) + per_thread_bytes() * thread);
     const size_t L = static_cast<size_t>(c_.max_len), k = static_cast<size_t>(k_);
-    auto take = [&](size_t n) {
-      T* p = reinterpret_cast<T*>(base);
-      base += align_up(n * sizeof(T), Arena::kAlign);
-      return p;
-    };
     Work w;
-    w.e = take(L * k);
-    w.s = take(L * k);
-    w.dp = take(L * k);
-    w.g = take(L * k);
-    w.de = take(L * k);
-    w.dkp = take(k * c_.dk);
-    w.dvp = take(k * c_.dv);
-    w.d = take(L);
-    w.bits = reinterpret_cast<uint32_t*>(base);
+    w.e = sc.take<T>(L * k);
+    w.s = sc.take<T>(L * k);
+    w.dp = sc.take<T>(L * k);
+    w.g = sc.take<T>(L * k);
+    w.de = sc.take<T>(L * k);
+    w.dkp = sc.take<T>(k * c_.dk);
+    w.dvp = sc.take<T>(k * c_.dv);
+    w.d = sc.take<T>(L);
+    w.bits = sc.take<uint32_t>(k);
     return w;
   }
 

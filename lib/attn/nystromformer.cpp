@@ -199,32 +199,27 @@ class NystromAttention final : public Attention<T> {
   }
 
   Work thread_scratch(void* scratch) const {
-    char* base = static_cast<char*>(scratch) + per_thread_bytes() * omp_get_thread_num();
+    ScratchCarver sc(static_cast<char*>(scratch) + per_thread_bytes() * omp_get_thread_num());
     const size_t L = static_cast<size_t>(c_.max_len), m = static_cast<size_t>(mm());
     const size_t fb = std::min(L, static_cast<size_t>(m_));
     const size_t lm = std::max(L * m, fb * fb);
-    auto take = [&](size_t n) {
-      T* p = reinterpret_cast<T*>(base);
-      base += bytes(n);
-      return p;
-    };
     Work w;
-    w.qs = take(L * c_.dk);
-    w.ks = take(L * c_.dk);
-    w.vm = take(L * c_.dv);
-    w.dvm = take(L * c_.dv);
-    w.ql = take(m * c_.dk);
-    w.kl = take(m * c_.dk);
-    w.dql = take(m * c_.dk);
-    w.dkl = take(m * c_.dk);
-    w.f = take(lm);
-    w.df = take(lm);
-    w.bm = take(m * L);
-    w.dbm = take(m * L);
-    for (T** p : {&w.a, &w.da, &w.p, &w.u1, &w.u2, &w.u3, &w.gz, &w.gn, &w.dp, &w.t1}) *p = take(m * m);
-    w.y = take(m * c_.dv);
-    w.dy = take(m * c_.dv);
-    w.dw = take(m * c_.dv);
+    w.qs = sc.take<T>(L * c_.dk);
+    w.ks = sc.take<T>(L * c_.dk);
+    w.vm = sc.take<T>(L * c_.dv);
+    w.dvm = sc.take<T>(L * c_.dv);
+    w.ql = sc.take<T>(m * c_.dk);
+    w.kl = sc.take<T>(m * c_.dk);
+    w.dql = sc.take<T>(m * c_.dk);
+    w.dkl = sc.take<T>(m * c_.dk);
+    w.f = sc.take<T>(lm);
+    w.df = sc.take<T>(lm);
+    w.bm = sc.take<T>(m * L);
+    w.dbm = sc.take<T>(m * L);
+    for (T** p : {&w.a, &w.da, &w.p, &w.u1, &w.u2, &w.u3, &w.gz, &w.gn, &w.dp, &w.t1}) *p = sc.take<T>(m * m);
+    w.y = sc.take<T>(m * c_.dv);
+    w.dy = sc.take<T>(m * c_.dv);
+    w.dw = sc.take<T>(m * c_.dv);
     return w;
   }
 

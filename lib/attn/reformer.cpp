@@ -191,37 +191,32 @@ class ReformerAttention final : public Attention<T> {
 
   // Lays one thread's scratch out from `base` (nullptr: only counts); returns its bytes.
   size_t carve(char* base, Work* w) const {
-    size_t used = 0;
-    auto take = [&](auto*& p, size_t n) {
-      using E = std::remove_reference_t<decltype(*p)>;
-      p = base == nullptr ? nullptr : reinterpret_cast<E*>(base + used);
-      used += align_up(n * sizeof(E), Arena::kAlign);
-    };
+    ScratchCarver sc(base);
     const size_t L = static_cast<size_t>(c_.max_len), nq = static_cast<size_t>(query_block()),
                  nk = static_cast<size_t>(entries_max()), dk = static_cast<size_t>(c_.dk),
                  dv = static_cast<size_t>(c_.dv), nh = static_cast<size_t>(hashes_);
-    take(w->khat, L * dk);
-    take(w->inv_norm, L);
-    take(w->qs, nq * dk);
-    take(w->kset, nk * dk);
-    take(w->vset, nk * dv);
-    take(w->s, nq * nk);
-    take(w->dp, nq * nk);
-    take(w->o, nq * dv);
-    take(w->dkhat, L * dk);
-    take(w->dkset, nk * dk);
-    take(w->dvset, nk * dv);
-    take(w->dqb, nq * dk);
-    take(w->rowm, nq);
-    take(w->x, dk);
-    take(w->proj, static_cast<size_t>(buckets_ / 2));
-    take(w->kperm, nh * L);
-    take(w->qorder, nh * L);
-    take(w->qstart, nh * (L + 1));
-    take(w->srank, L);
-    take(w->count, 2 * static_cast<size_t>(buckets_));
-    take(w->kpos, nk);
-    return used;
+    sc.take(w->khat, L * dk);
+    sc.take(w->inv_norm, L);
+    sc.take(w->qs, nq * dk);
+    sc.take(w->kset, nk * dk);
+    sc.take(w->vset, nk * dv);
+    sc.take(w->s, nq * nk);
+    sc.take(w->dp, nq * nk);
+    sc.take(w->o, nq * dv);
+    sc.take(w->dkhat, L * dk);
+    sc.take(w->dkset, nk * dk);
+    sc.take(w->dvset, nk * dv);
+    sc.take(w->dqb, nq * dk);
+    sc.take(w->rowm, nq);
+    sc.take(w->x, dk);
+    sc.take(w->proj, static_cast<size_t>(buckets_ / 2));
+    sc.take(w->kperm, nh * L);
+    sc.take(w->qorder, nh * L);
+    sc.take(w->qstart, nh * (L + 1));
+    sc.take(w->srank, L);
+    sc.take(w->count, 2 * static_cast<size_t>(buckets_));
+    sc.take(w->kpos, nk);
+    return sc.used();
   }
   size_t per_thread_bytes() const {
     Work w;

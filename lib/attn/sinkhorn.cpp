@@ -189,42 +189,36 @@ class SinkhornAttention final : public Attention<T> {
 
   // Lays Work out from `base` (nullptr: only measures) and returns its size in bytes.
   size_t layout(char* base, Work& w) const {
-    size_t at = 0;
-    auto take = [&](size_t bytes) {
-      char* p = base == nullptr ? nullptr : base + at;
-      at += align_up(bytes, Arena::kAlign);
-      return p;
-    };
-    auto T_ = [&](size_t n) { return reinterpret_cast<T*>(take(n * sizeof(T))); };
+    ScratchCarver sc(base);
     const size_t Lb = static_cast<size_t>(nbm_) * blk_, nb = static_cast<size_t>(nbm_), w2 = 2 * blk_;
     const size_t dk = static_cast<size_t>(c_.dk), dv = static_cast<size_t>(c_.dv);
-    w.kt = T_(Lb * dk);
-    w.vt = T_(Lb * dv);
-    w.kh = T_(Lb * dk);
-    w.vh = T_(Lb * dv);
-    w.dkt = T_(Lb * dk);
-    w.dvt = T_(Lb * dv);
-    w.dkh = T_(Lb * dk);
-    w.dvh = T_(Lb * dv);
-    w.s = T_(nb * dk);
-    w.z1 = T_(nb * dk);
-    w.a1 = T_(nb * dk);
-    w.dz1 = T_(nb * dk);
-    w.z2 = T_(nb * nb);
-    w.dr = T_(nb * nb);
-    w.pi = T_(nb * nb);
-    w.dpi = T_(nb * nb);
-    w.logs = T_((steps_ + 1) * nb * nb);
-    w.dx = T_(nb * nb);
-    w.qs = T_(blk_ * dk);
-    w.sc = T_(blk_ * w2);
-    w.dp = T_(blk_ * w2);
-    w.d = T_(w2);
-    w.bits = reinterpret_cast<uint32_t*>(take(w2 * sizeof(uint32_t)));
-    w.colok = reinterpret_cast<uint8_t*>(take(w2));
-    w.vis = reinterpret_cast<uint8_t*>(take(blk_));
-    w.act = reinterpret_cast<int*>(take(nb * sizeof(int)));
-    return at;
+    w.kt = sc.take<T>(Lb * dk);
+    w.vt = sc.take<T>(Lb * dv);
+    w.kh = sc.take<T>(Lb * dk);
+    w.vh = sc.take<T>(Lb * dv);
+    w.dkt = sc.take<T>(Lb * dk);
+    w.dvt = sc.take<T>(Lb * dv);
+    w.dkh = sc.take<T>(Lb * dk);
+    w.dvh = sc.take<T>(Lb * dv);
+    w.s = sc.take<T>(nb * dk);
+    w.z1 = sc.take<T>(nb * dk);
+    w.a1 = sc.take<T>(nb * dk);
+    w.dz1 = sc.take<T>(nb * dk);
+    w.z2 = sc.take<T>(nb * nb);
+    w.dr = sc.take<T>(nb * nb);
+    w.pi = sc.take<T>(nb * nb);
+    w.dpi = sc.take<T>(nb * nb);
+    w.logs = sc.take<T>((steps_ + 1) * nb * nb);
+    w.dx = sc.take<T>(nb * nb);
+    w.qs = sc.take<T>(blk_ * dk);
+    w.sc = sc.take<T>(blk_ * w2);
+    w.dp = sc.take<T>(blk_ * w2);
+    w.d = sc.take<T>(w2);
+    w.bits = sc.take<uint32_t>(w2);
+    w.colok = sc.take<uint8_t>(w2);
+    w.vis = sc.take<uint8_t>(blk_);
+    w.act = sc.take<int>(nb);
+    return sc.used();
   }
 
   size_t per_thread_bytes() const {

@@ -85,21 +85,16 @@ class SoftmaxAttention final : public Attention<T> {
   }
 
   Work thread_scratch(void* scratch) const {
-    char* base = static_cast<char*>(scratch) + per_thread_bytes() * omp_get_thread_num();
+    ScratchCarver sc(static_cast<char*>(scratch) + per_thread_bytes() * omp_get_thread_num());
     const size_t L = static_cast<size_t>(c_.max_len);
-    auto take = [&](size_t n) {
-      T* p = reinterpret_cast<T*>(base);
-      base += align_up(n * sizeof(T), Arena::kAlign);
-      return p;
-    };
     Work w;
-    w.q = take(kBlock * c_.dk);
-    w.s = take(kBlock * L);
-    w.dp = take(kBlock * L);
-    w.dk = take(L * c_.dk);
-    w.dv = take(L * c_.dv);
-    w.d = take(kBlock);
-    w.bits = reinterpret_cast<uint32_t*>(base);
+    w.q = sc.take<T>(kBlock * c_.dk);
+    w.s = sc.take<T>(kBlock * L);
+    w.dp = sc.take<T>(kBlock * L);
+    w.dk = sc.take<T>(L * c_.dk);
+    w.dv = sc.take<T>(L * c_.dv);
+    w.d = sc.take<T>(kBlock);
+    w.bits = sc.take<uint32_t>(L);
     return w;
   }
 

@@ -157,24 +157,19 @@ class SynthesizerAttention final : public Attention<T> {
   }
 
   Work thread_scratch(void* scratch, int thread) const {
-    char* base = static_cast<char*>(scratch) + per_thread_bytes() * thread;
+    ScratchCarver sc(static_cast<char*>(scratch) + per_thread_bytes() * thread);
     const size_t L = static_cast<size_t>(c_.max_len), d = static_cast<size_t>(c_.dk);
-    auto take = [&](size_t n) {
-      T* p = reinterpret_cast<T*>(base);
-      base += align_up(n * sizeof(T), Arena::kAlign);
-      return p;
-    };
     Work w;
-    w.q = take(kBlock * d);
-    w.s = take(kBlock * L);
-    w.dp = take(kBlock * L);
-    w.h = take(kBlock * d);
-    w.hr = take(kBlock * d);
-    w.dk = take(L * d);
-    w.dv = take(L * c_.dv);
-    w.d = take(kBlock);
-    w.part = take(static_cast<size_t>(partial_));
-    w.bits = reinterpret_cast<uint32_t*>(base);
+    w.q = sc.take<T>(kBlock * d);
+    w.s = sc.take<T>(kBlock * L);
+    w.dp = sc.take<T>(kBlock * L);
+    w.h = sc.take<T>(kBlock * d);
+    w.hr = sc.take<T>(kBlock * d);
+    w.dk = sc.take<T>(L * d);
+    w.dv = sc.take<T>(L * c_.dv);
+    w.d = sc.take<T>(kBlock);
+    w.part = sc.take<T>(static_cast<size_t>(partial_));
+    w.bits = sc.take<uint32_t>(L);
     return w;
   }
 

@@ -62,4 +62,29 @@ class Arena {
 
 inline size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
+// Lays consecutive pieces out in one scratch buffer, each starting on an `align` boundary (Arena::kAlign
+// unless told). From a null base it only measures (every piece is nullptr), so the one function that
+// carves a buffer also sizes it: used() is then the bytes the pieces need.
+class ScratchCarver {
+ public:
+  explicit ScratchCarver(void* base, size_t align = Arena::kAlign) : base_(static_cast<char*>(base)), align_(align) {}
+  // n elements of E.
+  template <class E>
+  E* take(size_t n) {
+    E* p = base_ == nullptr ? nullptr : reinterpret_cast<E*>(base_ + used_);
+    used_ += align_up(n * sizeof(E), align_);
+    return p;
+  }
+  template <class E>
+  void take(E*& p, size_t n) {
+    p = take<E>(n);
+  }
+  size_t used() const { return used_; }
+
+ private:
+  char* base_;
+  size_t align_;
+  size_t used_ = 0;
+};
+
 }  // namespace lra

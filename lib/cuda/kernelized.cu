@@ -166,32 +166,25 @@ KernelizedGpu::KernelizedGpu(const std::string& name, const AttnConfig& c, const
 }
 
 KernelizedGpu::Work KernelizedGpu::carve(void* base, int B, int64_t rows, size_t* bytes) const {
-  char* p = static_cast<char*>(base);
-  size_t off = 0;
-  auto take = [&](size_t n) {
-    void* q = p != nullptr ? p + off : nullptr;
-    off += align_up(n, Arena::kAlign);
-    return q;
-  };
+  ScratchCarver sc(base);
   const size_t rh = static_cast<size_t>(rows) * c_.heads, bh = static_cast<size_t>(B) * c_.heads;
-  const size_t f = sizeof(float), i32 = sizeof(int32_t);
   Work w{};
-  w.phq = static_cast<float*>(take(f * rh * m_));
-  w.phk = static_cast<float*>(take(f * rh * m_));
-  w.dphi = static_cast<float*>(take(f * rh * m_));
-  w.nd = static_cast<float*>(take(f * rh * e_));
-  w.states = static_cast<float*>(take(f * bh * tiles_ * m_ * e_));
+  w.phq = sc.take<float>(rh * m_);
+  w.phk = sc.take<float>(rh * m_);
+  w.dphi = sc.take<float>(rh * m_);
+  w.nd = sc.take<float>(rh * e_);
+  w.states = sc.take<float>(bh * tiles_ * m_ * e_);
   if (fp_.kind == MapKind::Favor) {
-    w.aux.qarg = static_cast<int32_t*>(take(i32 * rh));
-    w.aux.rowmax = static_cast<float*>(take(f * rh));
-    w.aux.rowarg = static_cast<int32_t*>(take(i32 * rh));
-    w.aux.rowhalf = static_cast<float*>(take(f * rh));
-    w.aux.dh = static_cast<float*>(take(f * rh));
-    w.aux.kstab = static_cast<float*>(take(f * bh));
-    w.aux.karg = static_cast<int32_t*>(take(i32 * bh));
-    w.aux.ds = static_cast<float*>(take(f * bh));
+    w.aux.qarg = sc.take<int32_t>(rh);
+    w.aux.rowmax = sc.take<float>(rh);
+    w.aux.rowarg = sc.take<int32_t>(rh);
+    w.aux.rowhalf = sc.take<float>(rh);
+    w.aux.dh = sc.take<float>(rh);
+    w.aux.kstab = sc.take<float>(bh);
+    w.aux.karg = sc.take<int32_t>(bh);
+    w.aux.ds = sc.take<float>(bh);
   }
-  *bytes = off;
+  *bytes = sc.used();
   return w;
 }
 

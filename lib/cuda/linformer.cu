@@ -246,22 +246,16 @@ class LinformerGpu final : public Attention<float> {
 
   // The scratch layout for `rows` rows from `base` (nullptr: only its size, in *bytes).
   Work carve(void* base, int64_t rows, size_t* bytes) const {
-    char* p = static_cast<char*>(base);
-    size_t off = 0;
-    auto take = [&](size_t n) {
-      float* q = p != nullptr ? reinterpret_cast<float*>(p + off) : nullptr;
-      off += align_up(n * sizeof(float), Arena::kAlign);
-      return q;
-    };
+    ScratchCarver sc(base);
     const size_t R = static_cast<size_t>(rows), k = static_cast<size_t>(k_), H = static_cast<size_t>(c_.heads);
     Work w{};
-    w.en = take(R * k);
-    w.s = take(R * H * k);
-    w.dp = take(R * H * k);
-    w.g = take(R * k);
-    w.dkp = take(k * H * c_.dk);
-    w.dvp = take(k * H * c_.dv);
-    *bytes = off;
+    w.en = sc.take<float>(R * k);
+    w.s = sc.take<float>(R * H * k);
+    w.dp = sc.take<float>(R * H * k);
+    w.g = sc.take<float>(R * k);
+    w.dkp = sc.take<float>(k * H * c_.dk);
+    w.dvp = sc.take<float>(k * H * c_.dv);
+    *bytes = sc.used();
     return w;
   }
 

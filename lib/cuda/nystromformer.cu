@@ -607,31 +607,25 @@ class NystromGpu final : public Attention<float> {
 
   // The scratch layout for B examples and R rows from `base` (nullptr: only its size, in *bytes).
   Work carve(void* base, int B, int64_t R, size_t* bytes) const {
-    char* p = static_cast<char*>(base);
-    size_t off = 0;
-    auto take = [&](size_t n) {
-      void* q = p != nullptr ? p + off : nullptr;
-      off += align_up(n, Arena::kAlign);
-      return q;
-    };
-    const size_t f = sizeof(float), hr = static_cast<size_t>(c_.heads) * static_cast<size_t>(R);
+    ScratchCarver sc(base);
+    const size_t hr = static_cast<size_t>(c_.heads) * static_cast<size_t>(R);
     const size_t T = static_cast<size_t>(B) * c_.heads, m = static_cast<size_t>(mm_);
     const size_t dk = static_cast<size_t>(c_.dk), dv = static_cast<size_t>(c_.dv);
     Work w{};
-    w.nlen = static_cast<int32_t*>(take(sizeof(int32_t) * static_cast<size_t>(B)));
-    for (float** q : {&w.qs, &w.ks, &w.dqs, &w.dks}) *q = static_cast<float*>(take(f * hr * dk));
-    for (float** q : {&w.vm, &w.dvm}) *q = static_cast<float*>(take(f * hr * dv));
-    for (float** q : {&w.f, &w.df}) *q = static_cast<float*>(take(f * hr * static_cast<size_t>(fw_)));
-    for (float** q : {&w.bm, &w.dbm}) *q = static_cast<float*>(take(f * hr * m));
-    for (float** q : {&w.ql, &w.kl, &w.dql, &w.dkl}) *q = static_cast<float*>(take(f * T * m * dk));
+    w.nlen = sc.take<int32_t>(static_cast<size_t>(B));
+    for (float** q : {&w.qs, &w.ks, &w.dqs, &w.dks}) *q = sc.take<float>(hr * dk);
+    for (float** q : {&w.vm, &w.dvm}) *q = sc.take<float>(hr * dv);
+    for (float** q : {&w.f, &w.df}) *q = sc.take<float>(hr * static_cast<size_t>(fw_));
+    for (float** q : {&w.bm, &w.dbm}) *q = sc.take<float>(hr * m);
+    for (float** q : {&w.ql, &w.kl, &w.dql, &w.dkl}) *q = sc.take<float>(T * m * dk);
     for (float** q : {&w.a, &w.da, &w.p, &w.u1, &w.u2, &w.u3, &w.gz, &w.gn, &w.dp, &w.t1})
-      *q = static_cast<float*>(take(f * T * m * m));
-    for (float** q : {&w.y, &w.dy, &w.dw}) *q = static_cast<float*>(take(f * T * m * dv));
-    w.c = static_cast<float*>(take(f * T));
-    w.dc = static_cast<float*>(take(f * T));
-    w.col = static_cast<int32_t*>(take(sizeof(int32_t) * T));
-    w.dwt = static_cast<float*>(take(f * T * static_cast<size_t>(o_.conv_kernel)));
-    *bytes = off;
+      *q = sc.take<float>(T * m * m);
+    for (float** q : {&w.y, &w.dy, &w.dw}) *q = sc.take<float>(T * m * dv);
+    w.c = sc.take<float>(T);
+    w.dc = sc.take<float>(T);
+    w.col = sc.take<int32_t>(T);
+    w.dwt = sc.take<float>(T * static_cast<size_t>(o_.conv_kernel));
+    *bytes = sc.used();
     return w;
   }
 

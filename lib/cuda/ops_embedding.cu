@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "core/arena.h"
 #include "cuda/check.h"
 #include "cuda/device_util.cuh"
 #include "cuda/ops.h"
@@ -36,7 +37,7 @@ constexpr int kThreads = 256;
 constexpr int kChunkGroup = 8;   // chunks per block in the chunk-sum kernel (block (32, kChunkGroup))
 constexpr int kCombineGroups = 32;  // strided groups per crossing run in the combine kernel (block (32, 32))
 
-size_t align_up(size_t n) { return (n + 255) / 256 * 256; }
+constexpr size_t kWorkspaceAlign = 256;  // each part of the embedding workspace
 
 // The workspace's parts, carved in this order.
 struct EmbedWork {
@@ -61,23 +62,17 @@ size_t sort_temp_bytes(int64_t rows) {
 
 EmbedWork carve(void* base, int64_t rows) {
   EmbedWork w;
-  char* p = static_cast<char*>(base);
-  size_t off = 0;
-  auto take = [&](size_t bytes) {
-    char* q = p != nullptr ? p + off : nullptr;
-    off += align_up(bytes);
-    return q;
-  };
+  ScratchCarver sc(base, kWorkspaceAlign);
   const size_t n = static_cast<size_t>(rows);
-  w.keys_in = reinterpret_cast<uint32_t*>(take(n * sizeof(uint32_t)));
-  w.keys = reinterpret_cast<uint32_t*>(take(n * sizeof(uint32_t)));
-  w.rows_in = reinterpret_cast<int32_t*>(take(n * sizeof(int32_t)));
-  w.rows = reinterpret_cast<int32_t*>(take(n * sizeof(int32_t)));
-  w.partials = reinterpret_cast<float*>(take(4 * n * sizeof(float)));
-  w.max_len = reinterpret_cast<int32_t*>(take(sizeof(int32_t)));
+  w.keys_in = sc.take<uint32_t>(n);
+  w.keys = sc.take<uint32_t>(n);
+  w.rows_in = sc.take<int32_t>(n);
+  w.rows = sc.take<int32_t>(n);
+  w.partials = sc.take<float>(4 * n);
+  w.max_len = sc.take<int32_t>(1);
   w.sort_bytes = sort_temp_bytes(rows);
-  w.sort_temp = take(w.sort_bytes);
-  w.total = off;
+  w.sort_temp = sc.take<char>(w.sort_bytes);
+  w.total = sc.used();
   return w;
 }
 

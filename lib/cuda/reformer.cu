@@ -864,34 +864,28 @@ ReformerGpu::~ReformerGpu() {
 }
 
 ReformerGpu::Work ReformerGpu::carve(void* base, int B, int64_t rows, bool forward_pass, size_t* bytes) const {
-  char* p = static_cast<char*>(base);
-  size_t off = 0;
-  auto take = [&](auto*& ptr, size_t n) {
-    using E = std::remove_reference_t<decltype(*ptr)>;
-    ptr = p != nullptr ? reinterpret_cast<E*>(p + off) : nullptr;
-    off += align_up(n * sizeof(E), Arena::kAlign);
-  };
+  ScratchCarver sc(base);
   const size_t rh = static_cast<size_t>(rows) * c_.heads, nh = static_cast<size_t>(s_.hashes);
   const size_t dk = static_cast<size_t>(c_.dk), dv = static_cast<size_t>(c_.dv);
   Work w;
-  take(w.geom, static_cast<size_t>(B) * c_.heads);
-  take(w.kperm, rh * nh);
-  take(w.qorder, rh * nh);
-  take(w.qchunk, rh * nh);
-  take(w.qstart, (static_cast<size_t>(rows) + static_cast<size_t>(B)) * c_.heads * nh);
-  take(w.khat, rh * dk);
-  take(w.inv_norm, rh);
+  sc.take(w.geom, static_cast<size_t>(B) * c_.heads);
+  sc.take(w.kperm, rh * nh);
+  sc.take(w.qorder, rh * nh);
+  sc.take(w.qchunk, rh * nh);
+  sc.take(w.qstart, (static_cast<size_t>(rows) + static_cast<size_t>(B)) * c_.heads * nh);
+  sc.take(w.khat, rh * dk);
+  sc.take(w.inv_norm, rh);
   if (forward_pass) {
-    take(w.rot, rotation_count());
-    take(w.part_o, rh * nh * dv);
-    take(w.part_lse, rh * nh);
+    sc.take(w.rot, rotation_count());
+    sc.take(w.part_o, rh * nh * dv);
+    sc.take(w.part_lse, rh * nh);
   } else {
-    take(w.dsum, rh);
-    take(w.part_dq, rh * nh * dk);
-    take(w.part_dkh, rh * nh * dk);
-    take(w.part_dv, rh * nh * dv);
+    sc.take(w.dsum, rh);
+    sc.take(w.part_dq, rh * nh * dk);
+    sc.take(w.part_dkh, rh * nh * dk);
+    sc.take(w.part_dv, rh * nh * dv);
   }
-  *bytes = off;
+  *bytes = sc.used();
   return w;
 }
 

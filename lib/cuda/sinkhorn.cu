@@ -658,42 +658,35 @@ class SinkhornGpu final : public Attention<float> {
  private:
   // The scratch layout for B examples and `rows` rows from `base` (nullptr: only its size, in *bytes).
   Params carve(void* base, int B, int64_t rows, size_t* bytes) const {
-    char* at = static_cast<char*>(base);
-    size_t off = 0;
-    auto take = [&](size_t n) -> void* {
-      void* q = at != nullptr ? at + off : nullptr;
-      off += align_up(n, Arena::kAlign);
-      return q;
-    };
-    const size_t f = sizeof(float), i32 = sizeof(int32_t);
+    ScratchCarver sc(base);
     const size_t GB = static_cast<size_t>(sinkhorn_table_blocks(B, rows, o_.block)), H = c_.heads;
     const size_t T = static_cast<size_t>(B) * H, N = o_.blocks, nd = N * c_.dk, nn = N * N;
     const size_t mlp_nd = o_.mlp ? nd : 0;
-    const size_t kv = f * GB * H * fw_, tile = f * static_cast<size_t>(rows) * H * 2 * o_.block;
+    const size_t kv = GB * H * fw_, tile = static_cast<size_t>(rows) * H * 2 * o_.block;
     Params p;
-    p.pos = static_cast<int32_t*>(take(i32 * GB));
-    p.act = static_cast<int32_t*>(take(i32 * GB));
-    p.na = static_cast<int32_t*>(take(i32 * B));
-    p.vis = static_cast<uint8_t*>(take(static_cast<size_t>(B) * o_.block));
-    p.kvt = static_cast<float*>(take(kv));
-    p.kvh = static_cast<float*>(take(kv));
-    p.dkvt = static_cast<float*>(take(kv));
-    p.dkvh = static_cast<float*>(take(kv));
-    p.sc = static_cast<float*>(take(tile));
-    p.gt = static_cast<float*>(take(tile));
-    p.s = static_cast<float*>(take(f * T * nd));
-    p.z1 = static_cast<float*>(take(f * T * mlp_nd));
-    p.a1 = static_cast<float*>(take(f * T * mlp_nd));
-    p.dz1 = static_cast<float*>(take(f * T * mlp_nd));
-    p.ds = static_cast<float*>(take(f * T * nd));
-    p.z2 = static_cast<float*>(take(f * T * nn));
-    p.pi = static_cast<float*>(take(f * T * nn));
-    p.dpi = static_cast<float*>(take(f * T * nn));
-    p.dx = static_cast<float*>(take(f * T * nn));
-    p.dr = static_cast<float*>(take(f * T * nn));
-    p.logs = static_cast<float*>(take(f * T * static_cast<size_t>(o_.steps() + 1) * nn));
-    p.slots = static_cast<float*>(take(f * GB * H * static_cast<size_t>(sw_)));
-    *bytes = off;
+    p.pos = sc.take<int32_t>(GB);
+    p.act = sc.take<int32_t>(GB);
+    p.na = sc.take<int32_t>(B);
+    p.vis = sc.take<uint8_t>(static_cast<size_t>(B) * o_.block);
+    p.kvt = sc.take<float>(kv);
+    p.kvh = sc.take<float>(kv);
+    p.dkvt = sc.take<float>(kv);
+    p.dkvh = sc.take<float>(kv);
+    p.sc = sc.take<float>(tile);
+    p.gt = sc.take<float>(tile);
+    p.s = sc.take<float>(T * nd);
+    p.z1 = sc.take<float>(T * mlp_nd);
+    p.a1 = sc.take<float>(T * mlp_nd);
+    p.dz1 = sc.take<float>(T * mlp_nd);
+    p.ds = sc.take<float>(T * nd);
+    p.z2 = sc.take<float>(T * nn);
+    p.pi = sc.take<float>(T * nn);
+    p.dpi = sc.take<float>(T * nn);
+    p.dx = sc.take<float>(T * nn);
+    p.dr = sc.take<float>(T * nn);
+    p.logs = sc.take<float>(T * static_cast<size_t>(o_.steps() + 1) * nn);
+    p.slots = sc.take<float>(GB * H * static_cast<size_t>(sw_));
+    *bytes = sc.used();
     return p;
   }
 

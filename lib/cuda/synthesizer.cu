@@ -321,22 +321,16 @@ class SynthesizerGpu final : public Attention<float> {
   };
 
   Work carve(void* base, size_t* bytes) const {
-    char* p = static_cast<char*>(base);
-    size_t off = 0;
-    auto take = [&](size_t n) {
-      float* q = p != nullptr ? reinterpret_cast<float*>(p + off) : nullptr;
-      off += align_up(n * sizeof(float), Arena::kAlign);
-      return q;
-    };
+    ScratchCarver sc(base);
     const size_t ht = static_cast<size_t>(c_.heads) * tq_;
     Work w{};
-    w.s = take(ht * c_.max_len);
-    w.dp = take(ht * c_.max_len);
+    w.s = sc.take<float>(ht * c_.max_len);
+    w.dp = sc.take<float>(ht * c_.max_len);
     if (mode_ == Mode::Dense) {
-      w.h = take(ht * c_.dk);
-      w.hr = take(ht * c_.dk);
+      w.h = sc.take<float>(ht * c_.dk);
+      w.hr = sc.take<float>(ht * c_.dk);
     }
-    *bytes = off;
+    *bytes = sc.used();
     return w;
   }
 
