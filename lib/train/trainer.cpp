@@ -58,11 +58,36 @@ struct EvalResult {
 
 }  // namespace
 
+// Everything a run holds: its data, device, model and optimizer, and where the step loop stands (what a
+// checkpoint saves, and the counters the record's speed comes from).
 struct Trainer::State {
+  int threads = 0;
   TaskData data;
   std::unique_ptr<Backend<float>> be;
   std::unique_ptr<Model<float>> model;
   std::unique_ptr<AdamWOptimizer<float>> opt;
+  std::unique_ptr<LrSchedule> lr_at;
+  int64_t num_params = 0;
+
+  Timer wall;                  // this process's share of the run
+  double wall_before = 0.0;    // the run's wall time before a resume
+  int64_t step = 0;            // steps done
+  double best_val = -1.0;      // best validation accuracy so far (-1: none yet)
+  int64_t best_step = 0;
+  double last_val = -1.0;      // the latest validation accuracy (-1: none yet)
+  double interval_loss = 0.0;  // training loss summed since the last evaluation
+  int64_t interval_steps = 0;
+  nlohmann::json curve = nlohmann::json::array();
+  bool stopped_early = false;  // interrupted, or --stop-after reached
+
+  std::vector<double> step_ms;  // this process's steps
+  double train_seconds = 0.0;   // their time (evaluation excluded)
+  int64_t tokens_seen = 0, examples_seen = 0;
+
+  double wall_seconds() const { return wall_before + wall.seconds(); }
+  // A count per second of training time.
+  double per_second(double count) const { return train_seconds > 0 ? count / train_seconds : 0.0; }
+  double steps_per_sec() const { return per_second(static_cast<double>(step_ms.size())); }
 
   // last_step: the training step whose random attention features the evaluation uses.
   EvalResult evaluate(const Split& split, int batch_size, int max_length, uint64_t seed, int64_t last_step) {
@@ -137,178 +162,200 @@ std::string Trainer::write_record() const {
 }
 
 void Trainer::run() {
-  Timer wall;
-  double wall_before = 0.0;
-  set_threads(cfg_.threads);
-  const int threads = get_threads();
-  record_["env"] = env_json(threads);
   st_ = std::make_unique<State>();
-  State& s = *st_;
+  set_threads(cfg_.threads);
+  st_->threads = get_threads();
+  record_["env"] = env_json(st_->threads);
+  load_data();
+  build_model();
+  resume_or_init();
+  announce();
+  train_steps();
+  record_speed_and_memory();
+  if (st_->stopped_early)
+    finish_interrupted();
+  else
+    finish_with_test();
+}
 
-  // Data.
-  const Task& task = find_task(cfg_.task);
-  s.data = task.load(data_options(cfg_, opt_.data_dir, opt_.cache_dir, !opt_.progress));
+void Trainer::load_data() {
+  State& s = *st_;
+  s.data = find_task(cfg_.task).load(data_options(cfg_, opt_.data_dir, opt_.cache_dir, !opt_.progress));
   record_["dataset"] = s.data.info.to_json(s.data.train.size(), s.data.val.size(), s.data.test.size());
   LRA_CHECK(s.data.train.size() > 0, "task '{}' loaded no training examples", cfg_.task);
+}
 
-  // Model and optimizer.
+void Trainer::build_model() {
+  State& s = *st_;
   s.be = make_backend<float>(parse_device(cfg_.device));
   if (const nlohmann::json dev = s.be->device_info(); !dev.empty()) record_["env"]["device"] = dev;
-  s.model = std::make_unique<Model<float>>(cfg_.model, *s.be, cfg_.batch_size, threads);
+  s.model = std::make_unique<Model<float>>(cfg_.model, *s.be, cfg_.batch_size, s.threads);
   AdamW hp;
   hp.beta1 = cfg_.beta1;
   hp.beta2 = cfg_.beta2;
   hp.eps = cfg_.adam_eps;
   hp.weight_decay = cfg_.weight_decay;
-  s.opt = std::make_unique<AdamWOptimizer<float>>(*s.be, s.model->num_params(), hp);
-  record_["num_params"] = s.model->num_params();
-  const LrSchedule lr_at(cfg_.factors, cfg_.learning_rate, cfg_.warmup,
-                         cfg_.steps_per_cycle > 0 ? cfg_.steps_per_cycle
-                                                  : std::max<int64_t>(1, cfg_.num_train_steps - cfg_.warmup));
+  s.num_params = s.model->num_params();
+  s.opt = std::make_unique<AdamWOptimizer<float>>(*s.be, s.num_params, hp);
+  record_["num_params"] = s.num_params;
+  s.lr_at = std::make_unique<LrSchedule>(cfg_.factors, cfg_.learning_rate, cfg_.warmup,
+                                         cfg_.steps_per_cycle > 0
+                                             ? cfg_.steps_per_cycle
+                                             : std::max<int64_t>(1, cfg_.num_train_steps - cfg_.warmup));
+}
 
-  int64_t step = 0;
-  double best_val = -1.0;
-  int64_t best_step = 0;
-  double interval_loss = 0.0;  // training loss summed since the last evaluation
-  int64_t interval_steps = 0;
-  nlohmann::json curve = nlohmann::json::array();
-  const int64_t n = s.model->num_params();
-  if (!opt_.resume.empty()) {
-    const Checkpoint c = load_checkpoint(opt_.resume);
-    LRA_CHECK(static_cast<int64_t>(c.params.size()) == n,
-              "checkpoint '{}' holds {} parameters but this model has {}; it belongs to another config",
-              opt_.resume, c.params.size(), n);
-    s.be->upload(s.model->param_block(), c.params.data(), sizeof(float) * static_cast<size_t>(n));
-    s.be->upload(s.opt->m(), c.m.data(), sizeof(float) * static_cast<size_t>(n));
-    s.be->upload(s.opt->v(), c.v.data(), sizeof(float) * static_cast<size_t>(n));
-    step = c.meta.at("step").get<int64_t>();
-    curve = c.meta.at("curve");
-    best_val = c.meta.at("best_val_accuracy").get<double>();
-    best_step = c.meta.at("best_step").get<int64_t>();
-    interval_loss = c.meta.at("interval_loss").get<double>();
-    interval_steps = c.meta.at("interval_steps").get<int64_t>();
-    wall_before = c.meta.at("wall_seconds").get<double>();
-    record_["resumed_from_step"] = step;
-  } else {
+void Trainer::resume_or_init() {
+  State& s = *st_;
+  if (opt_.resume.empty()) {
     s.model->init_params(cfg_.seed);
+    return;
   }
+  const Checkpoint c = load_checkpoint(opt_.resume);
+  const int64_t n = s.num_params;
+  LRA_CHECK(static_cast<int64_t>(c.params.size()) == n,
+            "checkpoint '{}' holds {} parameters but this model has {}; it belongs to another config", opt_.resume,
+            c.params.size(), n);
+  s.be->upload(s.model->param_block(), c.params.data(), sizeof(float) * static_cast<size_t>(n));
+  s.be->upload(s.opt->m(), c.m.data(), sizeof(float) * static_cast<size_t>(n));
+  s.be->upload(s.opt->v(), c.v.data(), sizeof(float) * static_cast<size_t>(n));
+  s.step = c.meta.at("step").get<int64_t>();
+  s.curve = c.meta.at("curve");
+  s.best_val = c.meta.at("best_val_accuracy").get<double>();
+  s.best_step = c.meta.at("best_step").get<int64_t>();
+  s.interval_loss = c.meta.at("interval_loss").get<double>();
+  s.interval_steps = c.meta.at("interval_steps").get<int64_t>();
+  s.wall_before = c.meta.at("wall_seconds").get<double>();
+  s.last_val = s.curve.empty() ? -1.0 : s.curve.back().value("val_accuracy", -1.0);
+  record_["resumed_from_step"] = s.step;
+}
 
-  EpochSampler sampler(s.data.train.size(), cfg_.seed);
-  std::vector<double> step_ms;
-  double train_seconds = 0.0;
-  // A count per second of training time (evaluation excluded).
-  auto per_second = [&](double count) { return train_seconds > 0 ? count / train_seconds : 0.0; };
-  int64_t tokens_seen = 0, examples_seen = 0;
-  double last_val = curve.empty() ? -1.0 : curve.back().value("val_accuracy", -1.0);
-  const bool tty = opt_.progress && stderr_is_terminal();
-  Timer since_draw;
-  bool stopped_early = false;
-
-  auto save = [&](int64_t done) {
-    std::vector<float> p(static_cast<size_t>(n)), m(static_cast<size_t>(n)), v(static_cast<size_t>(n));
-    s.be->download(p.data(), s.model->param_block(), sizeof(float) * p.size());
-    s.be->download(m.data(), s.opt->m(), sizeof(float) * m.size());
-    s.be->download(v.data(), s.opt->v(), sizeof(float) * v.size());
-    const nlohmann::json meta = {{"run_id", run_id_},
-                                 {"started_at", record_["started_at"]},
-                                 {"config", cfg_.to_json()},
-                                 {"step", done},
-                                 {"curve", curve},
-                                 {"best_val_accuracy", best_val},
-                                 {"best_step", best_step},
-                                 {"interval_loss", interval_loss},
-                                 {"interval_steps", interval_steps},
-                                 {"wall_seconds", wall_before + wall.seconds()}};
-    save_checkpoint(checkpoint_path_, meta, p.data(), m.data(), v.data(), n);
-  };
-
-  auto draw_progress = [&](int64_t done, double loss, double lr) {
-    const double sps = per_second(static_cast<double>(step_ms.size()));
-    const double eta = sps > 0 ? static_cast<double>(cfg_.num_train_steps - done) / sps : -1.0;
-    const int width = 24;
-    const int filled = static_cast<int>(width * done / cfg_.num_train_steps);
-    std::fprintf(stderr, "\r[%s%s] %lld/%lld  loss %.4f  lr %.2e  val %s  %.2f step/s  ETA %s   ",
-                 std::string(static_cast<size_t>(filled), '#').c_str(),
-                 std::string(static_cast<size_t>(width - filled), '.').c_str(), static_cast<long long>(done),
-                 static_cast<long long>(cfg_.num_train_steps), loss, lr,
-                 last_val < 0 ? "  -  " : fmt::format("{:.2f}%", 100 * last_val).c_str(), sps,
-                 format_duration(eta).c_str());
-    std::fflush(stderr);
-  };
-
+void Trainer::announce() const {
+  const State& s = *st_;
   if (opt_.progress)
     std::fprintf(stderr, "lra run: %s / %s, preset %s, %lld parameters, %zu train / %zu val / %zu test (%s), %d threads\n",
-                 cfg_.task.c_str(), cfg_.model.attn.c_str(), cfg_.preset.c_str(), static_cast<long long>(n),
-                 s.data.train.size(), s.data.val.size(), s.data.test.size(), s.data.info.source.c_str(), threads);
+                 cfg_.task.c_str(), cfg_.model.attn.c_str(), cfg_.preset.c_str(), static_cast<long long>(s.num_params),
+                 s.data.train.size(), s.data.val.size(), s.data.test.size(), s.data.info.source.c_str(), s.threads);
+}
 
-  while (step < cfg_.num_train_steps) {
-    Timer t;
-    const Batch b = make_batch(s.data.train, sampler.batch(step, cfg_.batch_size), cfg_.model.max_length);
-    s.model->load_batch(b);
-    const double loss = s.model->forward(true, cfg_.seed, step);
-    const double lr = lr_at(step);
-    LRA_CHECK(std::isfinite(loss),
-              "the training loss became {} at step {} (learning rate {:.3g}); lower learning_rate (--lr), add "
-              "grad_clip_norm (--set grad_clip_norm=1.0) or check the data. The last checkpoint is '{}'",
-              loss, step, lr, checkpoint_path_);
-    s.model->zero_grads();
-    s.model->backward(cfg_.seed, step);
-    s.opt->step(s.model->param_block(), s.model->grad_block(), lr, step + 1, cfg_.grad_clip_norm);
-    s.be->synchronize();
-    const double ms = t.ms();
-    step_ms.push_back(ms);
-    train_seconds += ms / 1e3;
-    tokens_seen += b.num_tokens();
-    examples_seen += b.B;
-    interval_loss += loss;
-    ++interval_steps;
-    ++step;
+void Trainer::save_checkpoint_now() const {
+  const State& s = *st_;
+  const size_t n = static_cast<size_t>(s.num_params);
+  std::vector<float> p(n), m(n), v(n);
+  s.be->download(p.data(), s.model->param_block(), sizeof(float) * n);
+  s.be->download(m.data(), s.opt->m(), sizeof(float) * n);
+  s.be->download(v.data(), s.opt->v(), sizeof(float) * n);
+  const nlohmann::json meta = {{"run_id", run_id_},
+                               {"started_at", record_["started_at"]},
+                               {"config", cfg_.to_json()},
+                               {"step", s.step},
+                               {"curve", s.curve},
+                               {"best_val_accuracy", s.best_val},
+                               {"best_step", s.best_step},
+                               {"interval_loss", s.interval_loss},
+                               {"interval_steps", s.interval_steps},
+                               {"wall_seconds", s.wall_seconds()}};
+  save_checkpoint(checkpoint_path_, meta, p.data(), m.data(), v.data(), s.num_params);
+}
 
-    const bool eval_now = step % cfg_.eval_frequency == 0 || step == cfg_.num_train_steps;
+double Trainer::train_step(EpochSampler& sampler, double lr) {
+  State& s = *st_;
+  Timer t;
+  const Batch b = make_batch(s.data.train, sampler.batch(s.step, cfg_.batch_size), cfg_.model.max_length);
+  s.model->load_batch(b);
+  const double loss = s.model->forward(true, cfg_.seed, s.step);
+  LRA_CHECK(std::isfinite(loss),
+            "the training loss became {} at step {} (learning rate {:.3g}); lower learning_rate (--lr), add "
+            "grad_clip_norm (--set grad_clip_norm=1.0) or check the data. The last checkpoint is '{}'",
+            loss, s.step, lr, checkpoint_path_);
+  s.model->zero_grads();
+  s.model->backward(cfg_.seed, s.step);
+  s.opt->step(s.model->param_block(), s.model->grad_block(), lr, s.step + 1, cfg_.grad_clip_norm);
+  s.be->synchronize();
+  const double ms = t.ms();
+  s.step_ms.push_back(ms);
+  s.train_seconds += ms / 1e3;
+  s.tokens_seen += b.num_tokens();
+  s.examples_seen += b.B;
+  s.interval_loss += loss;
+  ++s.interval_steps;
+  ++s.step;
+  return loss;
+}
+
+void Trainer::evaluate_val(double lr) {
+  State& s = *st_;
+  const EvalResult val = s.evaluate(s.data.val, cfg_.batch_size, cfg_.model.max_length, cfg_.seed, s.step - 1);
+  s.last_val = val.accuracy;
+  if (val.accuracy > s.best_val) {
+    s.best_val = val.accuracy;
+    s.best_step = s.step;
+  }
+  const double mean_loss = s.interval_loss / static_cast<double>(s.interval_steps);
+  s.curve.push_back({{"step", s.step},
+                     {"loss", mean_loss},
+                     {"lr", lr},
+                     {"val_accuracy", val.accuracy},
+                     {"val_loss", val.loss},
+                     {"wall_seconds", s.wall_seconds()}});
+  record_["curve"] = s.curve;
+  if (opt_.progress && !stderr_is_terminal())
+    std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3e  val_accuracy %.4f  val_loss %.4f  %.2f step/s\n",
+                 static_cast<long long>(s.step), static_cast<long long>(cfg_.num_train_steps), mean_loss, lr,
+                 val.accuracy, val.loss, s.steps_per_sec());
+  s.interval_loss = 0.0;
+  s.interval_steps = 0;
+}
+
+void Trainer::draw_progress(double loss, double lr) const {
+  const State& s = *st_;
+  const double sps = s.steps_per_sec();
+  const double eta = sps > 0 ? static_cast<double>(cfg_.num_train_steps - s.step) / sps : -1.0;
+  const int width = 24;
+  const int filled = static_cast<int>(width * s.step / cfg_.num_train_steps);
+  std::fprintf(stderr, "\r[%s%s] %lld/%lld  loss %.4f  lr %.2e  val %s  %.2f step/s  ETA %s   ",
+               std::string(static_cast<size_t>(filled), '#').c_str(),
+               std::string(static_cast<size_t>(width - filled), '.').c_str(), static_cast<long long>(s.step),
+               static_cast<long long>(cfg_.num_train_steps), loss, lr,
+               s.last_val < 0 ? "  -  " : fmt::format("{:.2f}%", 100 * s.last_val).c_str(), sps,
+               format_duration(eta).c_str());
+  std::fflush(stderr);
+}
+
+void Trainer::train_steps() {
+  State& s = *st_;
+  EpochSampler sampler(s.data.train.size(), cfg_.seed);
+  const bool tty = opt_.progress && stderr_is_terminal();
+  Timer since_draw;
+  while (s.step < cfg_.num_train_steps) {
+    const double lr = (*s.lr_at)(s.step);
+    const double loss = train_step(sampler, lr);
+    const bool eval_now = s.step % cfg_.eval_frequency == 0 || s.step == cfg_.num_train_steps;
     if (eval_now) {
-      const EvalResult val = s.evaluate(s.data.val, cfg_.batch_size, cfg_.model.max_length, cfg_.seed, step - 1);
-      last_val = val.accuracy;
-      if (val.accuracy > best_val) {
-        best_val = val.accuracy;
-        best_step = step;
-      }
-      curve.push_back({{"step", step},
-                       {"loss", interval_loss / static_cast<double>(interval_steps)},
-                       {"lr", lr},
-                       {"val_accuracy", val.accuracy},
-                       {"val_loss", val.loss},
-                       {"wall_seconds", wall_before + wall.seconds()}});
-      record_["curve"] = curve;
-      if (opt_.progress && !tty)
-        std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3e  val_accuracy %.4f  val_loss %.4f  %.2f step/s\n",
-                     static_cast<long long>(step), static_cast<long long>(cfg_.num_train_steps),
-                     interval_loss / static_cast<double>(interval_steps), lr, val.accuracy, val.loss,
-                     per_second(static_cast<double>(step_ms.size())));
-      interval_loss = 0.0;
-      interval_steps = 0;
-      if (step < cfg_.num_train_steps) save(step);
+      evaluate_val(lr);
+      if (s.step < cfg_.num_train_steps) save_checkpoint_now();
     }
     if (tty && (eval_now || since_draw.seconds() > 0.2)) {
-      draw_progress(step, loss, lr);
+      draw_progress(loss, lr);
       since_draw.reset();
     }
-    if (step < cfg_.num_train_steps &&
-        (interrupt_requested() || (opt_.stop_after > 0 && step >= opt_.stop_after))) {
-      save(step);
-      stopped_early = true;
+    if (s.step < cfg_.num_train_steps &&
+        (interrupt_requested() || (opt_.stop_after > 0 && s.step >= opt_.stop_after))) {
+      save_checkpoint_now();
+      s.stopped_early = true;
       break;
     }
   }
   if (tty) std::fprintf(stderr, "\n");
+}
 
-  const double med = percentile(step_ms, 0.5);
-  const double sps = per_second(static_cast<double>(step_ms.size()));
-  record_["speed"] = {{"steps_per_sec", sps},
-                      {"examples_per_sec", per_second(static_cast<double>(examples_seen))},
-                      {"tokens_per_sec", per_second(static_cast<double>(tokens_seen))},
-                      {"ms_per_step_median", med},
-                      {"ms_per_step_p90", percentile(step_ms, 0.9)},
-                      {"steps_timed", step_ms.size()}};
+void Trainer::record_speed_and_memory() {
+  const State& s = *st_;
+  record_["speed"] = {{"steps_per_sec", s.steps_per_sec()},
+                      {"examples_per_sec", s.per_second(static_cast<double>(s.examples_seen))},
+                      {"tokens_per_sec", s.per_second(static_cast<double>(s.tokens_seen))},
+                      {"ms_per_step_median", percentile(s.step_ms, 0.5)},
+                      {"ms_per_step_p90", percentile(s.step_ms, 0.9)},
+                      {"steps_timed", s.step_ms.size()}};
   const MemoryReport mem = s.model->memory();
   record_["memory"] = {{"arena_memory", s.be->allocator().where()},
                        {"peak_arena_bytes", mem.total() + s.opt->bytes()},
@@ -318,34 +365,37 @@ void Trainer::run() {
                        {"activations_bytes", mem.activations},
                        {"scratch_bytes", mem.scratch},
                        {"peak_rss_bytes", peak_rss_bytes()}};
-  nlohmann::json metrics = {{"val_accuracy", std::max(last_val, 0.0)},
-                            {"test_accuracy", nullptr},
-                            {"test_loss", nullptr},
-                            {"best_val_accuracy", std::max(best_val, 0.0)},
-                            {"best_step", best_step},
-                            {"steps_done", step}};
-  if (stopped_early) {
-    record_["metrics"] = metrics;
-    record_["status"] = "interrupted";
-    record_["checkpoint"] = checkpoint_path_;
-    record_["wall_seconds"] = wall_before + wall.seconds();
-    if (opt_.progress)
-      std::fprintf(stderr, "stopped after step %lld; continue with: lra run --resume %s\n",
-                   static_cast<long long>(step), checkpoint_path_.c_str());
-    return;
-  }
+  record_["metrics"] = {{"val_accuracy", std::max(s.last_val, 0.0)},
+                        {"test_accuracy", nullptr},
+                        {"test_loss", nullptr},
+                        {"best_val_accuracy", std::max(s.best_val, 0.0)},
+                        {"best_step", s.best_step},
+                        {"steps_done", s.step}};
+}
+
+void Trainer::finish_interrupted() {
+  const State& s = *st_;
+  record_["status"] = "interrupted";
+  record_["checkpoint"] = checkpoint_path_;
+  record_["wall_seconds"] = s.wall_seconds();
+  if (opt_.progress)
+    std::fprintf(stderr, "stopped after step %lld; continue with: lra run --resume %s\n",
+                 static_cast<long long>(s.step), checkpoint_path_.c_str());
+}
+
+void Trainer::finish_with_test() {
+  State& s = *st_;
   const EvalResult test = s.evaluate(s.data.test, cfg_.batch_size, cfg_.model.max_length, cfg_.seed,
-                                     std::max<int64_t>(step - 1, 0));
-  metrics["test_accuracy"] = test.accuracy;
-  metrics["test_loss"] = test.loss;
-  record_["metrics"] = metrics;
+                                     std::max<int64_t>(s.step - 1, 0));
+  record_["metrics"]["test_accuracy"] = test.accuracy;
+  record_["metrics"]["test_loss"] = test.loss;
   record_["memory"]["peak_rss_bytes"] = peak_rss_bytes();
   record_["status"] = "ok";
-  record_["wall_seconds"] = wall_before + wall.seconds();
+  record_["wall_seconds"] = s.wall_seconds();
   if (opt_.progress)
     std::fprintf(stderr, "test accuracy %.2f%%  (val %.2f%%, best val %.2f%% at step %lld)  %.2f step/s  %s\n",
-                 100 * test.accuracy, 100 * std::max(last_val, 0.0), 100 * std::max(best_val, 0.0),
-                 static_cast<long long>(best_step), sps, format_duration(wall_before + wall.seconds()).c_str());
+                 100 * test.accuracy, 100 * std::max(s.last_val, 0.0), 100 * std::max(s.best_val, 0.0),
+                 static_cast<long long>(s.best_step), s.steps_per_sec(), format_duration(s.wall_seconds()).c_str());
   if (!opt_.keep_checkpoint) std::remove(checkpoint_path_.c_str());
 }
 

@@ -51,6 +51,21 @@ class Trainer {
   std::string write_record() const;
 
  private:
+  // The steps of run(), in order.
+  void load_data();
+  void build_model();
+  void resume_or_init();
+  void announce() const;
+  void train_steps();  // the step loop, with evaluations, checkpoints and the progress display
+  void record_speed_and_memory();
+  void finish_interrupted();
+  void finish_with_test();
+  // Parts of the loop.
+  double train_step(EpochSampler& sampler, double lr);  // one optimizer step; returns its loss
+  void evaluate_val(double lr);  // a point of the curve
+  void save_checkpoint_now() const;
+  void draw_progress(double loss, double lr) const;
+
   struct State;
   RunConfig cfg_;
   TrainOptions opt_;
