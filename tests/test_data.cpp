@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "core/sys.h"
+#include "archive_fixtures.h"
 #include "tasks/common/archive.h"
 #include "tasks/common/download.h"
 #include "tasks/image/image.h"
@@ -32,6 +33,7 @@ using Catch::Matchers::Contains;
 using lra::test::CliResult;
 using lra::test::run_lra;
 using lra::test::TempDir;
+using lra::test::write_tar_gz;
 namespace fs = std::filesystem;
 
 namespace {

@@ -418,10 +418,11 @@ TEST_CASE("listops: --data-dir finds the release layouts", "[listops]") {
   write_tsv((doubled / "basic_train.tsv").string(), d.train);
   write_tsv((doubled / "basic_val.tsv").string(), d.val);
   write_tsv((doubled / "basic_test.tsv").string(), d.test);
-  CHECK(find_data_dir(dir.path) == doubled.string());
-  CHECK(find_data_dir((fs::path(dir.path) / "lra_release").string()) == doubled.string());
-  CHECK(find_data_dir(doubled.parent_path().string()) == doubled.string());
-  CHECK(find_data_dir(doubled.string()) == doubled.string());
+  std::vector<std::string> tried;
+  CHECK(locate_data_dir(dir.path, tried) == doubled.string());
+  CHECK(locate_data_dir((fs::path(dir.path) / "lra_release").string(), tried) == doubled.string());
+  CHECK(locate_data_dir(doubled.parent_path().string(), tried) == doubled.string());
+  CHECK(locate_data_dir(doubled.string(), tried) == doubled.string());
 
   DataOptions opt;
   opt.data_dir = dir.path;
@@ -444,19 +445,20 @@ TEST_CASE("listops: --data-dir finds the release layouts", "[listops]") {
   CHECK(sub.info.generator.contains("subsample"));
 
   TempDir other("listops");
-  CHECK_THROWS_WITH(
-      find_data_dir(other.path),
-      Contains("tried") &&
-          Contains((fs::path(other.path) / "lra_release" / "lra_release" / "listops-1000").string()));
+  tried.clear();
+  CHECK(locate_data_dir(other.path, tried).empty());
+  CHECK(tried == std::vector<std::string>{other.path, (fs::path(other.path) / "listops-1000").string(),
+                                          (fs::path(other.path) / "lra_release" / "listops-1000").string(),
+                                          (fs::path(other.path) / "lra_release" / "lra_release" / "listops-1000").string()});
   write_tsv(other / "basic_train.tsv", d.train);
-  CHECK_THROWS_WITH(find_data_dir(other.path), Contains("no basic_val.tsv"));
+  CHECK_THROWS_WITH(locate_data_dir(other.path, tried), Contains("no basic_val.tsv"));
 }
 
 TEST_CASE("listops: the task's config and presets", "[listops]") {
   const Task& task = find_task("listops");
   CHECK(task.name() == "listops");
-  CHECK(task.vocab_size() == 17);
-  CHECK(task.num_classes() == 10);
+  CHECK(task.shape({}).vocab_size == 17);
+  CHECK(task.shape({}).num_classes == 10);
   const nlohmann::json d = task.defaults();
   CHECK(d["max_length"] == 2000);
   CHECK(d["emb_dim"] == 512);

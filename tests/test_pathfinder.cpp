@@ -298,8 +298,9 @@ TEST_CASE("pathfinder: the released layout round-trips through the writer and th
   CHECK(meta.rfind(fmt::format("imgs/1 sample_0.png 0 {} 1.0 14 4 2 0.5 1 1\n", d.val.labels[40]), 0) == 0);
   CHECK(std::count(meta.begin(), meta.end(), '\n') == 200);
 
-  CHECK(find_released(tmp.path, 32, 14) == dir);
-  CHECK(find_released(dir, 32, 14) == dir);
+  std::vector<std::string> tried;
+  CHECK(locate_released(tmp.path, 32, 14, tried) == dir);
+  CHECK(locate_released(dir, 32, 14, tried) == dir);
   std::vector<std::string> metadata;
   const Dataset back = read_released(dir, params_for(32, 14), 0, 0, 0, metadata);
   CHECK(same(back, d));
@@ -404,13 +405,14 @@ TEST_CASE("pathfinder: empty images are skipped, broken ones named", "[pathfinde
 
 TEST_CASE("pathfinder: finding the released folder", "[pathfinder]") {
   TempDir tmp("pathfinder-find");
-  CHECK_THROWS_WITH(find_released(tmp.path, 32, 14),
-                    Contains("no Pathfinder data for pathfinder32 curv_contour_length_14") &&
-                        Contains("lra_release/lra_release/pathfinder32/curv_contour_length_14"));
+  std::vector<std::string> tried;
+  CHECK(locate_released(tmp.path, 32, 14, tried).empty());
+  CHECK(std::find(tried.begin(), tried.end(), tmp / "lra_release/lra_release/pathfinder32/curv_contour_length_14") !=
+        tried.end());
   fs::create_directories(fs::path(tmp.path) / "lra_release/pathfinder128/curv_contour_length_14/metadata");
-  CHECK(find_released(tmp.path, 128, 14) == tmp / "lra_release/pathfinder128/curv_contour_length_14");
+  CHECK(locate_released(tmp.path, 128, 14, tried) == tmp / "lra_release/pathfinder128/curv_contour_length_14");
   fs::create_directories(fs::path(tmp.path) / "lra_release/lra_release/pathfinder128/curv_contour_length_14/metadata");
-  CHECK(find_released(tmp.path, 128, 14) == tmp / "lra_release/lra_release/pathfinder128/curv_contour_length_14");
+  CHECK(locate_released(tmp.path, 128, 14, tried) == tmp / "lra_release/lra_release/pathfinder128/curv_contour_length_14");
   fs::create_directories(fs::path(tmp.path) / "x/metadata");
   std::vector<std::string> metadata;
   CHECK_THROWS_WITH(read_released(tmp / "x", params_for(32, 14), 0, 0, 0, metadata), Contains("holds no .npy"));
@@ -429,8 +431,8 @@ TEST_CASE("pathfinder: the registered tasks", "[pathfinder]") {
   const Task& pf = find_task("pathfinder");
   const Task& px = find_task("pathx");
   for (const Task* t : {&pf, &px}) {
-    CHECK(t->vocab_size() == 256);
-    CHECK(t->num_classes() == 2);
+    CHECK(t->shape({}).vocab_size == 256);
+    CHECK(t->shape({}).num_classes == 2);
     CHECK(t->presets().count("paper") == 1);
     CHECK(t->presets().count("cpu") == 1);
     CHECK(t->defaults()["classifier_pool"] == "MEAN");

@@ -48,13 +48,8 @@ LRA_HD uint32_t philox_word(uint64_t seed, uint64_t stream, uint64_t i) {
   return philox_block(seed, stream, i >> 2).x[i & 3];
 }
 
-// Uniform [0,1) for element `i` of stream `stream`.
-LRA_HD float philox_uniform(uint64_t seed, uint64_t stream, uint64_t i) {
-  return u32_to_unit(philox_word(seed, stream, i));
-}
-
-// Dropout keeps element i when philox_uniform(seed, stream, i) >= p, i.e. when its 24 random bits are
-// >= this threshold (the same test in integers).
+// Dropout keeps element i when u32_to_unit(philox_word(seed, stream, i)) >= p, i.e. when its 24 random
+// bits are >= this threshold (the same test in integers).
 LRA_HD uint32_t dropout_threshold(float p) {
   return static_cast<uint32_t>(std::ceil(static_cast<double>(p) * 16777216.0));
 }

@@ -1,4 +1,4 @@
-// Inverted dropout with a regenerated mask.  z_i = [philox_uniform(seed, stream, i) >= p]
+// Inverted dropout with a regenerated mask.  z_i = [u32_to_unit(philox_word(seed, stream, i)) >= p]
 //   forward:  y = x z / (1-p)          backward: dx = dy z / (1-p)
 #include "core/rng.h"
 #include "ops/instantiate.h"

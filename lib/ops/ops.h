@@ -46,7 +46,7 @@ template <class T>
 void relu_backward(T* dx, const T* dy, const T* y, int64_t n);
 
 // dropout.cpp. Inverted dropout with a counter-based mask: element i is kept when
-// philox_uniform(seed, stream, i) >= p, and scaled by 1/(1-p). The backward regenerates the mask.
+// u32_to_unit(philox_word(seed, stream, i)) >= p, and scaled by 1/(1-p). The backward regenerates the mask.
 // y and x may alias.
 template <class T>
 void dropout_forward(T* y, const T* x, int64_t n, float p, uint64_t seed, uint64_t stream);

@@ -5,8 +5,6 @@
 #include <archive_entry.h>
 #include <zlib.h>
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -31,18 +29,6 @@ struct ArchiveCloser {
 std::string archive_message(struct archive* a) {
   const char* s = archive_error_string(a);
   return s != nullptr ? s : "unknown libarchive error";
-}
-
-std::string temp_name(const std::string& path) {
-  return path + ".tmp." + std::to_string(static_cast<long>(getpid()));
-}
-
-void rename_into_place(const std::string& tmp, const std::string& path) {
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    LRA_FAIL("could not rename '{}' to '{}': {}", tmp, path, std::strerror(err));
-  }
 }
 
 using ArchivePtr = std::unique_ptr<struct archive, ArchiveCloser>;
@@ -132,64 +118,6 @@ void for_each_archive_file(const std::string& path, const std::function<bool(con
               name, path, contents.size(), size);
     read(name, contents);
   });
-}
-
-std::vector<ArchiveMember> list_archive(const std::string& path) {
-  std::vector<ArchiveMember> members;
-  walk(path, [&](struct archive*, struct archive_entry* entry) {
-    members.push_back({archive_entry_pathname(entry), archive_entry_size(entry)});
-  });
-  return members;
-}
-
-void write_gzip(const std::string& path, const std::string& bytes) {
-  const std::string tmp = temp_name(path);
-  gzFile f = gzopen(tmp.c_str(), "wb");
-  LRA_CHECK(f != nullptr, "cannot open '{}' for writing: {}", tmp, std::strerror(errno));
-  size_t at = 0;
-  while (at < bytes.size()) {
-    const auto n = static_cast<unsigned>(std::min<size_t>(bytes.size() - at, size_t{1} << 30));
-    if (gzwrite(f, bytes.data() + at, n) != static_cast<int>(n)) {
-      gzclose_w(f);
-      std::remove(tmp.c_str());
-      LRA_FAIL("could not write '{}'", tmp);
-    }
-    at += n;
-  }
-  if (gzclose_w(f) != Z_OK) {
-    std::remove(tmp.c_str());
-    LRA_FAIL("could not finish writing '{}'", tmp);
-  }
-  rename_into_place(tmp, path);
-}
-
-void write_tar_gz(const std::string& path, const std::vector<std::pair<std::string, std::string>>& files) {
-  const std::string tmp = temp_name(path);
-  struct archive* a = archive_write_new();
-  LRA_CHECK(a != nullptr, "libarchive could not allocate a writer for '{}'", path);
-  auto fail = [&](const std::string& what) {
-    const std::string msg = archive_message(a);
-    archive_write_free(a);
-    std::remove(tmp.c_str());
-    LRA_FAIL("cannot write the archive '{}': {}: {}", path, what, msg);
-  };
-  if (archive_write_add_filter_gzip(a) != ARCHIVE_OK || archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
-      archive_write_open_filename(a, tmp.c_str()) != ARCHIVE_OK)
-    fail("cannot open it");
-  for (const auto& [name, contents] : files) {
-    struct archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, name.c_str());
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_perm(e, 0644);
-    archive_entry_set_size(e, static_cast<la_int64_t>(contents.size()));
-    const bool ok = archive_write_header(a, e) == ARCHIVE_OK &&
-                    archive_write_data(a, contents.data(), contents.size()) == static_cast<la_ssize_t>(contents.size());
-    archive_entry_free(e);
-    if (!ok) fail(name);
-  }
-  if (archive_write_close(a) != ARCHIVE_OK) fail("cannot finish it");
-  archive_write_free(a);
-  rename_into_place(tmp, path);
 }
 
 std::vector<std::string> path_components(const std::string& name) {

@@ -21,11 +21,6 @@ namespace lra {
 // compressed stream (a truncated download).
 std::string read_gzip(const std::string& path);
 
-struct ArchiveMember {
-  std::string name;  // the member's path inside the archive, as stored
-  int64_t size = 0;  // bytes
-};
-
 // Visits the regular files of the archive at `path` (tar, optionally gzip/bzip2/xz compressed) in
 // archive order. want(name) decides whether read(name, contents) is called with the member's
 // contents; the others are skipped. Throws lra::Error naming the archive (and the member, when one
@@ -33,15 +28,6 @@ struct ArchiveMember {
 void for_each_archive_file(const std::string& path,
                            const std::function<bool(const std::string& name)>& want,
                            const std::function<void(const std::string& name, std::string& contents)>& read);
-
-// The regular files of an archive, in archive order (their contents are skipped).
-std::vector<ArchiveMember> list_archive(const std::string& path);
-
-// Writers for the same formats, used to build fixtures in the released layouts: a gzip file holding
-// `bytes`, and a gzip-compressed tar (POSIX pax) of regular files, each (name, contents). Both are
-// written to a temporary file and renamed into place.
-void write_gzip(const std::string& path, const std::string& bytes);
-void write_tar_gz(const std::string& path, const std::vector<std::pair<std::string, std::string>>& files);
 
 // The components of a member name, without empty and "." components ("./aclImdb//train/x.txt" ->
 // {"aclImdb", "train", "x.txt"}).

@@ -101,8 +101,6 @@ int64_t count_tsv_examples(const std::string& path);
 // wins; "" when none has basic_train.tsv. `tried` receives the folders looked at. A folder with
 // basic_train.tsv but without the other two is a broken copy of the release and throws.
 std::string locate_data_dir(const std::string& data_dir, std::vector<std::string>& tried);
-// The same, throwing (listing the folders tried) when nothing is found.
-std::string find_data_dir(const std::string& data_dir);
 
 // The cache folder for generated data: <cache_dir>/listops/seed<S>-train<N>-val<N>-test<N>, with
 // the default sizes filled in and default_cache_dir() when opt.cache_dir is empty.

@@ -176,15 +176,4 @@ std::string locate_data_dir(const std::string& data_dir, std::vector<std::string
   return "";
 }
 
-std::string find_data_dir(const std::string& data_dir) {
-  std::vector<std::string> tried;
-  const std::string dir = locate_data_dir(data_dir, tried);
-  LRA_CHECK(!dir.empty(),
-            "no ListOps files (basic_train.tsv, basic_val.tsv, basic_test.tsv) under --data-dir "
-            "'{}'; tried '{}'. Point --data-dir at the extracted lra_release folder or at "
-            "listops-1000 itself, or leave it out to generate the data",
-            data_dir, fmt::join(tried, "', '"));
-  return dir;
-}
-
 }  // namespace lra::listops

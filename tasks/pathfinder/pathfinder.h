@@ -2,7 +2,7 @@
 // drewlinsley/pathfinder `snakes2.py`): a built-in generator, its on-disk cache, and the reader and
 // writer of the released layout.
 //
-// Format facts relied on (data-formats.md sections 2.1-2.4):
+// Format facts relied on (docs/data-formats.md sections 7.1-7.4):
 // - Released layout: pathfinder{R}/{curv_baseline, curv_contour_length_9, curv_contour_length_14}/
 //   metadata/<k>.npy (plain text despite the name: lines split on '\n', fields on single spaces;
 //   11 fields `subdir filename img_index label continuity contour_length distractor_length
@@ -27,7 +27,7 @@ namespace lra::pathfinder {
 constexpr int kVocabSize = 256;
 constexpr int kNumClasses = 2;
 
-// The generator's settings for one resolution and contour length (data-formats.md 2.4, from LRA's
+// The generator's settings for one resolution and contour length (docs/data-formats.md 7.4, from LRA's
 // builder docstrings and snakes2_wrapper.py's defaults).
 struct Params {
   int resolution = 32;      // the image is resolution x resolution
@@ -127,8 +127,6 @@ std::string write_released_layout(const Dataset& d, const std::string& root);
 // First match wins; "" when none matches. `tried` receives the folders looked at.
 std::string locate_released(const std::string& data_dir, int resolution, int contour_length,
                             std::vector<std::string>& tried);
-// The same, throwing (listing the folders tried) when none matches.
-std::string find_released(const std::string& data_dir, int resolution, int contour_length);
 
 // Reads a released difficulty folder of p.resolution-pixel images: the metadata files in numeric
 // order, their lines in order, empty PNGs skipped, split 80/10/10 (boundaries rounded to the

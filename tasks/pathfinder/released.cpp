@@ -1,4 +1,4 @@
-// The released Pathfinder layout (data-formats.md 2.1/2.2): finding a difficulty folder under
+// The released Pathfinder layout (docs/data-formats.md 7.1/7.2): finding a difficulty folder under
 // --data-dir, reading its metadata text files and grayscale PNGs (libpng), and writing generated
 // images in the same layout.
 //
@@ -209,18 +209,6 @@ std::string locate_released(const std::string& data_dir, int resolution, int con
     if (fs::is_directory(c / "metadata", ec)) return c.string();
   }
   return "";
-}
-
-std::string find_released(const std::string& data_dir, int resolution, int contour_length) {
-  std::vector<std::string> tried;
-  const std::string dir = locate_released(data_dir, resolution, contour_length, tried);
-  LRA_CHECK(!dir.empty(),
-            "no Pathfinder data for pathfinder{} {} under --data-dir '{}' (looked for a metadata/ folder in '{}'). "
-            "Point --data-dir at the extracted lra_release folder or at the {} folder itself, or leave it out to "
-            "generate the data",
-            resolution, difficulty_folder(contour_length), data_dir, fmt::join(tried, "', '"),
-            difficulty_folder(contour_length));
-  return dir;
 }
 
 namespace {
