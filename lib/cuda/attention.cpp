@@ -1,4 +1,4 @@
-// Which variants have a GPU path, and the factory that picks it.
+// The GPU paths the .cu files registered, and the factory that picks one.
 #include "cuda/attention.h"
 
 #include <fmt/format.h>
@@ -14,29 +14,36 @@
 namespace lra::cuda {
 
 namespace {
-bool kernelized(const std::string& n) {
-  return n == "linear" || n == "performer" || n == "performer-relu" || n == "cosformer";
+
+struct Registry {
+  std::vector<std::pair<std::string, AttentionFactory>> variants;
+  PatternFactory pattern_engine;
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
 }
 
-// The variants with a GPU file of their own.
-using Factory = std::unique_ptr<Attention<float>> (*)(const AttnConfig&, const Context&);
-const std::vector<std::pair<std::string, Factory>>& own_files() {
-  static const std::vector<std::pair<std::string, Factory>> f = {
-      {"linformer", make_linformer_attention},
-      {"synthesizer", [](const AttnConfig& c, const Context& ctx) { return make_synthesizer_attention(c, ctx); }},
-      {"sinkhorn", make_sinkhorn_attention},
-      {"nystromformer", make_nystromformer_attention},
-      {"reformer", make_reformer_attention},
-  };
-  return f;
-}
-
-Factory own_file(const std::string& n) {
-  for (const auto& [name, make] : own_files())
-    if (name == n) return make;
+const AttentionFactory* registered(const std::string& name) {
+  for (const auto& [n, make] : registry().variants)
+    if (n == name) return &make;
   return nullptr;
 }
+
 }  // namespace
+
+bool register_attention(const std::string& name, AttentionFactory make) {
+  LRA_CHECK(registered(name) == nullptr, "attention '{}' registered its GPU path twice", name);
+  registry().variants.emplace_back(name, std::move(make));
+  return true;
+}
+
+bool register_pattern_engine(PatternFactory make) {
+  LRA_CHECK(registry().pattern_engine == nullptr, "the GPU's sparse-pattern engine registered twice");
+  registry().pattern_engine = std::move(make);
+  return true;
+}
 
 void check_device_batch(const SeqBatch& seq, int max_len, const char* who, bool device_offsets) {
   check_sequence_lengths(seq, max_len);
@@ -58,7 +65,7 @@ void check_gemm_strides(const AttnIO<float>& io, const AttnConfig& cfg, const ch
 std::vector<std::string> attention_names() {
   std::vector<std::string> out;
   for (const std::string& n : lra::attention_names())
-    if (n == "softmax" || kernelized(n) || find_attention(n).sparse_pattern || own_file(n) != nullptr)
+    if (registered(n) != nullptr || (find_attention(n).sparse_pattern && registry().pattern_engine))
       out.push_back(n);
   return out;
 }
@@ -71,10 +78,9 @@ bool has_attention(const std::string& name) {
 
 std::unique_ptr<Attention<float>> make_attention(const std::string& name, const AttnConfig& cfg, const Context& ctx) {
   const AttnInfo& info = find_attention(name);  // an unknown name lists every registered variant
-  if (name == "softmax") return make_softmax_attention(cfg, ctx);
-  if (kernelized(name)) return make_kernelized_attention(name, cfg, ctx);
-  if (info.sparse_pattern) return make_block_sparse_attention(cfg, ctx, *info.sparse_pattern(cfg));
-  if (const Factory make = own_file(name)) return make(cfg, ctx);
+  if (const AttentionFactory* make = registered(name)) return (*make)(cfg, ctx);
+  if (info.sparse_pattern && registry().pattern_engine)
+    return registry().pattern_engine(cfg, ctx, *info.sparse_pattern(cfg));
   LRA_FAIL("attention '{}' has no GPU implementation yet; on --device cuda use one of: {} (or run it with "
            "--device cpu)",
            name, fmt::join(attention_names(), ", "));

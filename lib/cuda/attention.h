@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,7 +14,7 @@
 #include "attn/attention.h"
 #include "attn/block_sparse.h"
 #include "attn/row_softmax.h"
-#include "core/hd.h"
+#include "core/host_device.h"
 #include "core/rng.h"
 #include "cuda/context.h"
 
@@ -116,26 +117,25 @@ void check_device_batch(const SeqBatch& seq, int max_len, const char* who, bool 
 // within cuBLAS's 32-bit sizes.
 void check_gemm_strides(const AttnIO<float>& io, const AttnConfig& cfg, const char* who);
 
+// The GPU paths. Each .cu file registers its variants at start-up, so no list of names is kept here:
+//   [[maybe_unused]] const bool registered = register_attention("linformer", make_linformer);
+// and block_sparse.cu registers the engine that runs every variant with a sparse pattern
+// (AttnInfo::sparse_pattern). lra_cuda is linked whole, so every registration runs.
+using AttentionFactory = std::function<std::unique_ptr<Attention<float>>(const AttnConfig&, const Context&)>;
+using PatternFactory =
+    std::function<std::unique_ptr<Attention<float>>(const AttnConfig&, const Context&, const SparsePattern&)>;
+bool register_attention(const std::string& name, AttentionFactory make);
+bool register_pattern_engine(PatternFactory make);
+
 // The registered variants that have a GPU path, in registry order.
 std::vector<std::string> attention_names();
 bool has_attention(const std::string& name);
 // Throws for a variant without a GPU path, naming the ones with one.
 std::unique_ptr<Attention<float>> make_attention(const std::string& name, const AttnConfig& cfg, const Context& ctx);
 
-// One factory per implementation file.
-std::unique_ptr<Attention<float>> make_softmax_attention(const AttnConfig& cfg, const Context& ctx);
-// linear, performer, performer-relu, cosformer.
-std::unique_ptr<Attention<float>> make_kernelized_attention(const std::string& name, const AttnConfig& cfg,
-                                                            const Context& ctx);
-// local, sparse, longformer, bigbird: the variant's pattern (AttnInfo::sparse_pattern) on the GPU engine.
-std::unique_ptr<Attention<float>> make_block_sparse_attention(const AttnConfig& cfg, const Context& ctx,
-                                                              const SparsePattern& pattern);
-std::unique_ptr<Attention<float>> make_linformer_attention(const AttnConfig& cfg, const Context& ctx);
-// query_chunk: the most query rows of one materialised logit block (0: as many as fit its budget).
+// Synthesizer with an explicit query_chunk: the most query rows of one materialised logit block (0: as
+// many as fit its budget); the tests use it to cross chunk boundaries.
 std::unique_ptr<Attention<float>> make_synthesizer_attention(const AttnConfig& cfg, const Context& ctx,
                                                              int query_chunk = 0);
-std::unique_ptr<Attention<float>> make_sinkhorn_attention(const AttnConfig& cfg, const Context& ctx);
-std::unique_ptr<Attention<float>> make_nystromformer_attention(const AttnConfig& cfg, const Context& ctx);
-std::unique_ptr<Attention<float>> make_reformer_attention(const AttnConfig& cfg, const Context& ctx);
 
 }  // namespace lra::cuda

@@ -381,11 +381,11 @@ class BlockSparseGpu final : public Attention<float> {
   size_t fwd_smem_ = 0, dq_smem_ = 0, dkdv_smem_ = 0;
 };
 
-}  // namespace
+[[maybe_unused]] const bool registered =
+    register_pattern_engine([](const AttnConfig& cfg, const Context& ctx, const SparsePattern& pattern) {
+      return std::unique_ptr<Attention<float>>(std::make_unique<BlockSparseGpu>(cfg, ctx, pattern));
+    });
 
-std::unique_ptr<Attention<float>> make_block_sparse_attention(const AttnConfig& cfg, const Context& ctx,
-                                                              const SparsePattern& pattern) {
-  return std::make_unique<BlockSparseGpu>(cfg, ctx, pattern);
-}
+}  // namespace
 
 }  // namespace lra::cuda

@@ -38,17 +38,47 @@ namespace lra::cuda {
 
 namespace {
 
-using kern::FeatureAux;
-using kern::FeatureParams;
-using kern::Layout;
-using kern::MapKind;
-using kern::RowMat;
-using kern::RowsArgs;
-using kern::Scan;
+using kernelized::FeatureAux;
+using kernelized::FeatureParams;
+using kernelized::Layout;
+using kernelized::MapKind;
+using kernelized::RowMat;
+using kernelized::RowsArgs;
+using kernelized::Scan;
+
+// What one kernelised variant is on the GPU: its feature map and the normaliser's guard (the CPU's
+// lib/attn/<variant>.cpp chooses the same).
+struct FeatureMapSpec {
+  MapKind kind = MapKind::Elu;
+  int m = 0;                // features per head
+  Guard guard = Guard::Clamp;
+  bool projected = false;   // a random projection W (m x dk), drawn under a redraw policy
+  float feature_eps = 0.0f;  // performer
+  float kernel_eps = 0.0f;   // performer-relu
+};
+
+FeatureMapSpec linear_map(const AttnConfig& c) { return {MapKind::Elu, c.dk, Guard::Add, false, 0.0f, 0.0f}; }
+
+FeatureMapSpec cosformer_map(const AttnConfig& c) {
+  return {MapKind::Cos, 2 * c.dk, Guard::Clamp, false, 0.0f, 0.0f};
+}
+
+FeatureMapSpec performer_map(const AttnConfig& c) {
+  const int m = c.hp.at("features").get<int>();
+  LRA_CHECK(m > 0, "performer: features must be positive, got {}", m);
+  return {MapKind::Favor, m, Guard::Clamp, true, static_cast<float>(c.hp.at("feature_eps").get<double>()), 0.0f};
+}
+
+FeatureMapSpec performer_relu_map(const AttnConfig& c) {
+  const int m = c.hp.at("features").get<int>();
+  LRA_CHECK(m >= 0, "performer-relu: features must be 0 (no projection, as LRA's code) or positive, got {}", m);
+  return {m > 0 ? MapKind::ReluProj : MapKind::Relu, m > 0 ? m : c.dk, Guard::Clamp, m > 0, 0.0f,
+          static_cast<float>(c.hp.at("kernel_eps").get<double>())};
+}
 
 class KernelizedGpu final : public Attention<float> {
  public:
-  KernelizedGpu(const std::string& name, const AttnConfig& c, const Context& ctx);
+  KernelizedGpu(const std::string& name, const FeatureMapSpec& map, const AttnConfig& c, const Context& ctx);
   ~KernelizedGpu() override { cudaFree(w_dev_); }
   KernelizedGpu(const KernelizedGpu&) = delete;
   KernelizedGpu& operator=(const KernelizedGpu&) = delete;
@@ -110,42 +140,24 @@ class KernelizedGpu final : public Attention<float> {
   float* w_dev_ = nullptr;
 };
 
-KernelizedGpu::KernelizedGpu(const std::string& name, const AttnConfig& c, const Context& ctx)
+KernelizedGpu::KernelizedGpu(const std::string& name, const FeatureMapSpec& map, const AttnConfig& c,
+                             const Context& ctx)
     : name_(name),
       c_(c),
       ctx_(ctx),
-      guard_(name == "linear" ? Guard::Add : Guard::Clamp),
+      guard_(map.guard),
       causal_(c.hp.at("causal").get<bool>()),
       eps_(static_cast<float>(c.hp.at("eps").get<double>())),
       e_(c.dv + 1),
-      tiles_((c.max_len + kern::kTile - 1) / kern::kTile) {
+      tiles_((c.max_len + kernelized::kTile - 1) / kernelized::kTile),
+      projected_(map.projected) {
   LRA_CHECK(c.hp.at("eps").get<double>() > 0, "eps must be positive, got {}", c.hp.at("eps").dump());
   fp_.dk = c.dk;
   fp_.causal = causal_;
-  if (name == "linear") {
-    fp_.kind = MapKind::Elu;
-    fp_.m = c.dk;
-  } else if (name == "cosformer") {
-    fp_.kind = MapKind::Cos;
-    fp_.m = 2 * c.dk;
-  } else if (name == "performer") {
-    fp_.kind = MapKind::Favor;
-    fp_.m = c.hp.at("features").get<int>();
-    LRA_CHECK(fp_.m > 0, "performer: features must be positive, got {}", fp_.m);
-    fp_.feature_eps = static_cast<float>(c.hp.at("feature_eps").get<double>());
-    projected_ = true;
-  } else if (name == "performer-relu") {
-    const int m = c.hp.at("features").get<int>();
-    LRA_CHECK(m >= 0, "performer-relu: features must be 0 (no projection, as LRA's code) or positive, got {}", m);
-    fp_.kind = m > 0 ? MapKind::ReluProj : MapKind::Relu;
-    fp_.m = m > 0 ? m : c.dk;
-    fp_.kernel_eps = static_cast<float>(c.hp.at("kernel_eps").get<double>());
-    projected_ = m > 0;
-  } else {
-    LRA_FAIL("'{}' is not a kernelised attention variant; the GPU has linear, performer, performer-relu and "
-             "cosformer",
-             name);
-  }
+  fp_.kind = map.kind;
+  fp_.m = map.m;
+  fp_.feature_eps = map.feature_eps;
+  fp_.kernel_eps = map.kernel_eps;
   m_ = fp_.m;
   if (projected_) {
     orthogonal_ = c.hp.at("orthogonal").get<bool>();
@@ -154,7 +166,7 @@ KernelizedGpu::KernelizedGpu(const std::string& name, const AttnConfig& c, const
     fp_.scale = 1.0f / std::pow(static_cast<float>(c.dk), 0.25f);
     fp_.isq = 1.0f / std::sqrt(static_cast<float>(m_));
     fp_.sq = std::sqrt(static_cast<float>(m_));
-    LRA_CHECK(sizeof(float) * kern::kWarps * static_cast<size_t>(c.dk) <= 48 * 1024,
+    LRA_CHECK(sizeof(float) * kernelized::kWarps * static_cast<size_t>(c.dk) <= 48 * 1024,
               "{}: head size {} is too large for the GPU feature kernels (at most 1536)", name, c.dk);
     LRA_CHECK(static_cast<int64_t>(c.max_len) * m_ < (int64_t{1} << 31),
               "{}: max_len x features = {} x {} is too large for the GPU kernels", name, c.max_len, m_);
@@ -225,8 +237,8 @@ void KernelizedGpu::set_random_features(const std::vector<double>& w) {
 }
 
 void KernelizedGpu::features(const SeqBatch& seq, const AttnIO<float>& io, const Work& w, const Layout& lay) const {
-  kern::feature_map(fp_, io.q, io.ld_in, false, nullptr, seq.L_pad, w.phq, w.aux, lay, ctx_);
-  kern::feature_map(fp_, io.k, io.ld_in, true, seq.dev_key_mask, seq.L_pad, w.phk, w.aux, lay, ctx_);
+  kernelized::feature_map(fp_, io.q, io.ld_in, false, nullptr, seq.L_pad, w.phq, w.aux, lay, ctx_);
+  kernelized::feature_map(fp_, io.k, io.ld_in, true, seq.dev_key_mask, seq.L_pad, w.phk, w.aux, lay, ctx_);
 }
 
 RowsArgs KernelizedGpu::rows_args(const RowMat& y, const RowMat& z, const RowMat& w, const float* states,
@@ -254,16 +266,16 @@ void KernelizedGpu::forward(const SeqBatch& seq, const AttnIO<float>& io, void* 
   const Work w = carve(scratch, seq.B, lay.rows, &bytes);
   const int64_t me = static_cast<int64_t>(m_) * e_;
   features(seq, io, w, lay);
-  kern::chunk_states(phi(w.phk), ve(io), w.states, lay, ctx_);
-  kern::scan_states(w.states, me, causal_ ? Scan::Forward : Scan::Total, lay, ctx_);
+  kernelized::chunk_states(phi(w.phk), ve(io), w.states, lay, ctx_);
+  kernelized::scan_states(w.states, me, causal_ ? Scan::Forward : Scan::Total, lay, ctx_);
   // [N | D] = Phi_Q T + tril(Phi_Q Phi_K^T) Ve
   RowsArgs nd = rows_args(phi(w.phq), phi(w.phk), ve(io), w.states, false, true);
   nd.out = w.nd;
   nd.out_ld = static_cast<int64_t>(c_.heads) * e_;
   nd.out_hs = e_;
   nd.out_width = e_;
-  kern::chunk_rows(nd, lay, ctx_);
-  kern::normalise(io.out, io.ld_out, static_cast<float*>(saved), w.nd, c_.dv, eps_, guard_, lay, ctx_);
+  kernelized::chunk_rows(nd, lay, ctx_);
+  kernelized::normalise(io.out, io.ld_out, static_cast<float*>(saved), w.nd, c_.dv, eps_, guard_, lay, ctx_);
 }
 
 void KernelizedGpu::backward(const SeqBatch& seq, const AttnIO<float>& io, const AttnGrads<float>& g,
@@ -276,12 +288,12 @@ void KernelizedGpu::backward(const SeqBatch& seq, const AttnIO<float>& io, const
   const int64_t me = static_cast<int64_t>(m_) * e_;
   const int64_t ld_phi = static_cast<int64_t>(c_.heads) * m_;
   features(seq, io, w, lay);
-  kern::normaliser_grad(w.nd, g.dout, io.out, io.ld_out, static_cast<const float*>(saved), c_.dv, eps_, guard_,
+  kernelized::normaliser_grad(w.nd, g.dout, io.out, io.ld_out, static_cast<const float*>(saved), c_.dv, eps_, guard_,
                         lay, ctx_);
   const RowMat G = rows_e(w.nd);
   // U: the states Phi_Q,c^T G_c summed over later chunks (or all rows).
-  kern::chunk_states(phi(w.phq), G, w.states, lay, ctx_);
-  kern::scan_states(w.states, me, causal_ ? Scan::Reverse : Scan::Total, lay, ctx_);
+  kernelized::chunk_states(phi(w.phq), G, w.states, lay, ctx_);
+  kernelized::scan_states(w.states, me, causal_ ? Scan::Reverse : Scan::Total, lay, ctx_);
   // dPhi_K = mu (Ve U^T + tril(G Ve^T)^T Phi_Q)
   RowsArgs dk = rows_args(ve(io), G, phi(w.phq), w.states, true, false);
   dk.out = w.dphi;
@@ -289,34 +301,44 @@ void KernelizedGpu::backward(const SeqBatch& seq, const AttnIO<float>& io, const
   dk.out_hs = m_;
   dk.out_width = m_;
   dk.zero_rows = seq.dev_key_mask;
-  kern::chunk_rows(dk, lay, ctx_);
+  kernelized::chunk_rows(dk, lay, ctx_);
   // dV = Phi_K U_N + tril(Phi_Q Phi_K^T)^T dN
   RowsArgs dv = rows_args(phi(w.phk), phi(w.phq), G, w.states, false, false);
   dv.out = g.dv;
   dv.out_ld = io.ld_in;
   dv.out_hs = c_.dv;
   dv.out_width = c_.dv;
-  kern::chunk_rows(dv, lay, ctx_);
-  kern::feature_map_backward(fp_, io.k, io.ld_in, true, seq.L_pad, w.phk, w.dphi, g.dk, io.ld_in, w.aux, lay, ctx_);
+  kernelized::chunk_rows(dv, lay, ctx_);
+  kernelized::feature_map_backward(fp_, io.k, io.ld_in, true, seq.L_pad, w.phk, w.dphi, g.dk, io.ld_in, w.aux, lay, ctx_);
   // T: the states Phi_K,c^T Ve_c summed over earlier chunks (or all rows).
-  kern::chunk_states(phi(w.phk), ve(io), w.states, lay, ctx_);
-  kern::scan_states(w.states, me, causal_ ? Scan::Forward : Scan::Total, lay, ctx_);
+  kernelized::chunk_states(phi(w.phk), ve(io), w.states, lay, ctx_);
+  kernelized::scan_states(w.states, me, causal_ ? Scan::Forward : Scan::Total, lay, ctx_);
   // dPhi_Q = G T^T + tril(G Ve^T) Phi_K
   RowsArgs dq = rows_args(G, ve(io), phi(w.phk), w.states, true, true);
   dq.out = w.dphi;
   dq.out_ld = ld_phi;
   dq.out_hs = m_;
   dq.out_width = m_;
-  kern::chunk_rows(dq, lay, ctx_);
-  kern::feature_map_backward(fp_, io.q, io.ld_in, false, seq.L_pad, w.phq, w.dphi, g.dq, io.ld_in, w.aux, lay,
+  kernelized::chunk_rows(dq, lay, ctx_);
+  kernelized::feature_map_backward(fp_, io.q, io.ld_in, false, seq.L_pad, w.phq, w.dphi, g.dq, io.ld_in, w.aux, lay,
                              ctx_);
 }
 
 }  // namespace
 
-std::unique_ptr<Attention<float>> make_kernelized_attention(const std::string& name, const AttnConfig& cfg,
-                                                            const Context& ctx) {
-  return std::make_unique<KernelizedGpu>(name, cfg, ctx);
+namespace {
+
+bool register_kernelized(const char* name, FeatureMapSpec (*map)(const AttnConfig&)) {
+  return register_attention(name, [name, map](const AttnConfig& cfg, const Context& ctx) {
+    return std::unique_ptr<Attention<float>>(std::make_unique<KernelizedGpu>(name, map(cfg), cfg, ctx));
+  });
 }
+
+[[maybe_unused]] const bool registered = register_kernelized("linear", linear_map) &&
+                                         register_kernelized("performer", performer_map) &&
+                                         register_kernelized("performer-relu", performer_relu_map) &&
+                                         register_kernelized("cosformer", cosformer_map);
+
+}  // namespace
 
 }  // namespace lra::cuda

@@ -304,10 +304,12 @@ class LinformerGpu final : public Attention<float> {
   float tau_ = 1.0f;
 };
 
-}  // namespace
-
-std::unique_ptr<Attention<float>> make_linformer_attention(const AttnConfig& cfg, const Context& ctx) {
+std::unique_ptr<Attention<float>> make_linformer(const AttnConfig& cfg, const Context& ctx) {
   return std::make_unique<LinformerGpu>(cfg, ctx);
 }
+
+[[maybe_unused]] const bool registered = register_attention("linformer", make_linformer);
+
+}  // namespace
 
 }  // namespace lra::cuda

@@ -948,10 +948,12 @@ void NystromGpu::backward(const SeqBatch& seq, const AttnIO<float>& io, const At
   CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace
-
-std::unique_ptr<Attention<float>> make_nystromformer_attention(const AttnConfig& cfg, const Context& ctx) {
+std::unique_ptr<Attention<float>> make_nystromformer(const AttnConfig& cfg, const Context& ctx) {
   return std::make_unique<NystromGpu>(cfg, ctx);
 }
+
+[[maybe_unused]] const bool registered = register_attention("nystromformer", make_nystromformer);
+
+}  // namespace
 
 }  // namespace lra::cuda

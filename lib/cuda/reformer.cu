@@ -1030,10 +1030,12 @@ void ReformerGpu::backward(const SeqBatch& seq, const AttnIO<float>& io, const A
   CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace
-
-std::unique_ptr<Attention<float>> make_reformer_attention(const AttnConfig& cfg, const Context& ctx) {
+std::unique_ptr<Attention<float>> make_reformer(const AttnConfig& cfg, const Context& ctx) {
   return std::make_unique<ReformerGpu>(cfg, ctx);
 }
+
+[[maybe_unused]] const bool registered = register_attention("reformer", make_reformer);
+
+}  // namespace
 
 }  // namespace lra::cuda

@@ -792,10 +792,12 @@ class SinkhornGpu final : public Attention<float> {
   int fw_ = 0, sw_ = 0;
 };
 
-}  // namespace
-
-std::unique_ptr<Attention<float>> make_sinkhorn_attention(const AttnConfig& cfg, const Context& ctx) {
+std::unique_ptr<Attention<float>> make_sinkhorn(const AttnConfig& cfg, const Context& ctx) {
   return std::make_unique<SinkhornGpu>(cfg, ctx);
 }
+
+[[maybe_unused]] const bool registered = register_attention("sinkhorn", make_sinkhorn);
+
+}  // namespace
 
 }  // namespace lra::cuda

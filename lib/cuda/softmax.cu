@@ -600,14 +600,16 @@ class SoftmaxAttentionGpu final : public Attention<float> {
   int D_ = 32;
 };
 
-}  // namespace
-
-std::unique_ptr<Attention<float>> make_softmax_attention(const AttnConfig& cfg, const Context& ctx) {
+std::unique_ptr<Attention<float>> make_softmax(const AttnConfig& cfg, const Context& ctx) {
   LRA_CHECK(!cfg.hp.at("store_probs").get<bool>(),
             "softmax attention with store_probs=true has no GPU path: the GPU kernel never stores P (it recomputes "
             "it from the saved log-sum-exp in the backward, which is exact). Drop the store_probs setting (or "
             "run with --device cpu to measure the standard implementation)");
   return std::make_unique<SoftmaxAttentionGpu>(cfg, ctx);
 }
+
+[[maybe_unused]] const bool registered = register_attention("softmax", make_softmax);
+
+}  // namespace
 
 }  // namespace lra::cuda

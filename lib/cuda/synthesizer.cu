@@ -449,4 +449,9 @@ std::unique_ptr<Attention<float>> make_synthesizer_attention(const AttnConfig& c
   return std::make_unique<SynthesizerGpu>(cfg, ctx, query_chunk);
 }
 
+namespace {
+[[maybe_unused]] const bool registered = register_attention(
+    "synthesizer", [](const AttnConfig& cfg, const Context& ctx) { return make_synthesizer_attention(cfg, ctx); });
+}  // namespace
+
 }  // namespace lra::cuda
