@@ -2,8 +2,10 @@
 // padding masks, several examples of different lengths, tiles and causal chunks crossed), exactness
 // against explicit quadratic references, causality, padding against per-example runs, float against
 // double. Performer's error against softmax as the feature count grows is in test_performer.cpp.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <map>
 
 #include "attn_harness.h"
 
@@ -20,30 +22,41 @@ struct Variant {
   std::string label() const { return name + " " + hp.dump(); }
 };
 
-// Every registered variant, with the settings that exercise each code path (performer-relu with and
-// without a projection; block-sparse patterns with blocks small enough to cross several), bidirectional
-// or causal. Variants without a causal mode appear only in the bidirectional list.
+// Settings beyond a variant's defaults that exercise more of its code paths (performer-relu with and
+// without a projection; block-sparse patterns with blocks small enough to cross several; small shapes
+// for the rest). A registered variant missing here runs with its defaults, so a new one joins the table
+// by registering.
+const std::map<std::string, std::vector<nlohmann::json>>& settings() {
+  static const std::map<std::string, std::vector<nlohmann::json>> s = {
+      {"softmax", {{}, {{"store_probs", true}}}},
+      {"performer", {{{"features", 16}, {"redraw", "never"}}}},
+      {"performer-relu", {{}, {{"features", 12}, {"redraw", "never"}}}},
+      {"local", {{{"block", 16}}}},
+      {"sparse", {{{"block", 16}, {"summary", 3}}}},
+      {"longformer", {{{"window", 20}}}},
+      {"bigbird", {{{"block", 8}, {"random", 2}}}},
+      {"synthesizer", {{}, {{"mode", "factorized"}, {"k", 5}}, {{"mode", "dense"}, {"dot_product", false}}}},
+      {"reformer", {{{"buckets", 4}, {"chunk", 8}, {"hashes", 2}}}},
+      {"linformer", {{{"k", 6}}}},
+      {"nystromformer", {{{"landmarks", 8}, {"conv_kernel", 5}}}},
+      {"sinkhorn", {{{"block", 8}}}}};
+  return s;
+}
+
+// Every registered variant in registry order, under each of its settings, bidirectional or causal:
+// variants without a causal mode appear only in the bidirectional list.
 std::vector<Variant> variants(bool causal) {
-  std::vector<Variant> v = {{"softmax", {}},
-                            {"softmax", {{"store_probs", true}}},
-                            {"cosformer", {}},
-                            {"linear", {}},
-                            {"performer", {{"features", 16}, {"redraw", "never"}}},
-                            {"performer-relu", {}},
-                            {"performer-relu", {{"features", 12}, {"redraw", "never"}}},
-                            {"local", {{"block", 16}}},
-                            {"sparse", {{"block", 16}, {"summary", 3}}},
-                            {"longformer", {{"window", 20}}},
-                            {"bigbird", {{"block", 8}, {"random", 2}}},
-                            {"synthesizer", {}},
-                            {"synthesizer", {{"mode", "factorized"}, {"k", 5}}},
-                            {"synthesizer", {{"mode", "dense"}, {"dot_product", false}}},
-                            {"reformer", {{"buckets", 4}, {"chunk", 8}, {"hashes", 2}}}};
-  for (auto& x : v) x.hp["causal"] = causal;
-  if (!causal)  // no causal mode
-    for (Variant x : {Variant{"linformer", {{"k", 6}}}, Variant{"nystromformer", {{"landmarks", 8}, {"conv_kernel", 5}}},
-                      Variant{"sinkhorn", {{"block", 8}}}})
-      v.push_back(x);
+  std::vector<Variant> v;
+  for (const AttnInfo& info : attention_registry()) {
+    const bool has_causal = has_hyperparam(info, "causal");
+    if (causal && !has_causal) continue;
+    const auto it = settings().find(info.name);
+    for (nlohmann::json hp : it != settings().end() ? it->second : std::vector<nlohmann::json>{nlohmann::json::object()}) {
+      if (hp.is_null()) hp = nlohmann::json::object();
+      if (has_causal) hp["causal"] = causal;
+      v.push_back({info.name, hp});
+    }
+  }
   return v;
 }
 
@@ -61,12 +74,11 @@ bool has_reference_here(const std::string& name) {
   return false;
 }
 
-TEST_CASE("the variant list covers the registry", "[attn]") {
-  for (const auto& name : attention_names()) {
-    bool found = false;
-    for (const auto& v : variants(false)) found = found || v.name == name;
+TEST_CASE("the settings table names registered variants only", "[attn]") {
+  const std::vector<std::string> names = attention_names();
+  for (const auto& [name, _] : settings()) {
     INFO(name);
-    CHECK(found);
+    CHECK(std::find(names.begin(), names.end(), name) != names.end());
   }
 }
 
