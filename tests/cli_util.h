@@ -11,7 +11,7 @@
 #include <string>
 #include <utility>
 
-#include "core/sys.h"
+#include "core/files.h"
 
 namespace lra::test {
 

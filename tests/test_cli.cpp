@@ -12,7 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "attn/attention.h"
-#include "core/sys.h"
+#include "core/files.h"
+#include "core/system.h"
 #include "results/record.h"
 #include "cli_util.h"
 #include "test_util.h"

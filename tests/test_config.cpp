@@ -6,7 +6,7 @@
 #include <set>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "tasks/task.h"
 #include "train/checkpoint.h"
 #include "train/config.h"

@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "core/sys.h"
+#include "core/files.h"
 #include "archive_fixtures.h"
 #include "tasks/common/archive.h"
 #include "tasks/common/download.h"

@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "archive_fixtures.h"
 #include "tasks/common/archive.h"
 #include "tasks/common/cache.h"

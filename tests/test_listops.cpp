@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "tasks/listops/listops.h"
 #include "tasks/task.h"
 #include "test_util.h"

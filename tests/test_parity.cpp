@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "model/model.h"
 #include "test_util.h"
 #include "train/config.h"

@@ -13,7 +13,7 @@
 #include <fstream>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "tasks/pathfinder/pathfinder.h"
 #include "tasks/task.h"
 #include "test_util.h"

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "core/sys.h"
+#include "core/files.h"
 #include "results/collection.h"
 #include "results/compare.h"
 #include "results/published.h"

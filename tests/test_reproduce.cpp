@@ -7,7 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "attn/attention.h"
-#include "core/sys.h"
+#include "core/files.h"
+#include "core/system.h"
 #include "tasks/task.h"
 #include "results/collection.h"
 #include "runner/reproduce.h"

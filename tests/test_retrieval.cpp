@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "tasks/retrieval/retrieval.h"
 #include "tasks/task.h"
 #include "test_util.h"

@@ -12,7 +12,7 @@
 #include <sstream>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "archive_fixtures.h"
 #include "tasks/common/archive.h"
 #include "tasks/text/text.h"

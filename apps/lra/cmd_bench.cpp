@@ -17,7 +17,7 @@
 #include "bench/attn_bench.h"
 #include "core/check.h"
 #include "core/rng.h"
-#include "core/sys.h"
+#include "core/system.h"
 #include "model/model.h"
 #include "results/record.h"
 #include "train/config.h"

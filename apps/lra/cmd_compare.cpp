@@ -7,7 +7,7 @@
 
 #include "attn/attention.h"
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "results/collection.h"
 #include "results/compare.h"
 #include "results/report_formats.h"

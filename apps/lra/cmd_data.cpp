@@ -10,7 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
+#include "core/system.h"
 #include "tasks/common/download.h"
 #include "tasks/listops/listops.h"
 #include "tasks/pathfinder/pathfinder.h"

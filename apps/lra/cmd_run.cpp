@@ -9,7 +9,7 @@
 #include "attn/attention.h"
 #include "backend/backend.h"
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/system.h"
 #include "tasks/task.h"
 #include "train/config.h"
 #include "train/trainer.h"

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "attn/attention.h"
-#include "core/hd.h"
+#include "core/host_device.h"
 
 namespace lra {
 

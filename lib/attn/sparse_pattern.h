@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "core/hd.h"
+#include "core/host_device.h"
 #include "core/rng.h"
 
 namespace lra {

@@ -15,7 +15,7 @@
 #include "core/check.h"
 #include "core/init.h"
 #include "core/rng.h"
-#include "core/sys.h"
+#include "core/system.h"
 #include "results/record.h"
 #include "train/config.h"
 

@@ -10,7 +10,7 @@
 #include "attn/kernelized.h"
 #include "cuda/context.h"
 
-namespace lra::cuda::kern {
+namespace lra::cuda::kernelized {
 
 constexpr int kTile = KernelizedAttention<float>::kChunk;  // 64 rows: tile, causal chunk, column tile
 constexpr int kThreads = 256;                              // threads of every engine and feature block
@@ -116,4 +116,4 @@ void feature_map_backward(const FeatureParams& fp, const float* x, int64_t ld, b
                           const float* phi, float* dphi, float* dx, int64_t ld_dx, const FeatureAux& aux,
                           const Layout& lay, const Context& ctx);
 
-}  // namespace lra::cuda::kern
+}  // namespace lra::cuda::kernelized

@@ -26,7 +26,7 @@
 #include "cuda/check.h"
 #include "cuda/kernelized.h"
 
-namespace lra::cuda::kern {
+namespace lra::cuda::kernelized {
 
 namespace {
 
@@ -361,4 +361,4 @@ void normaliser_grad(float* g, const float* dout, const float* out, int64_t ld_o
   CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace lra::cuda::kern
+}  // namespace lra::cuda::kernelized

@@ -34,7 +34,7 @@
 #include "cuda/kernelized.h"
 #include "ops/math.h"
 
-namespace lra::cuda::kern {
+namespace lra::cuda::kernelized {
 
 namespace {
 
@@ -442,4 +442,4 @@ void feature_map_backward(const FeatureParams& fp, const float* x, int64_t ld, b
   CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace lra::cuda::kern
+}  // namespace lra::cuda::kernelized

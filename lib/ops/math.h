@@ -1,10 +1,10 @@
-// Element-wise maths shared by the CPU ops and (later) the CUDA kernels: one expression, tested on
+// Element-wise maths shared by the CPU ops and the CUDA kernels (lib/cuda/ops.cu): one expression, tested on
 // every machine by the main test suite.
 #pragma once
 
 #include <cmath>
 
-#include "core/hd.h"
+#include "core/host_device.h"
 
 namespace lra {
 

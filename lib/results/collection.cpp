@@ -9,7 +9,7 @@
 
 #include "attn/attention.h"
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "results/record.h"
 
 namespace lra {

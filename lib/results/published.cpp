@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 
 namespace lra {
 

@@ -3,7 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/sys.h"
+#include "core/files.h"
+#include "core/system.h"
 #include "lra_git_sha.h"
 
 namespace lra {

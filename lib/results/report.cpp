@@ -9,7 +9,6 @@
 #include <set>
 
 #include "core/check.h"
-#include "core/sys.h"
 #include "tasks/task.h"
 
 namespace lra {

@@ -6,7 +6,7 @@
 #include <optional>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "results/report_html.h"
 
 namespace lra {

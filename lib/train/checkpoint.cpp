@@ -4,7 +4,7 @@
 #include <fstream>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 
 namespace lra {
 

@@ -5,7 +5,7 @@
 
 #include "attn/attention.h"
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "tasks/task.h"
 
 namespace lra {

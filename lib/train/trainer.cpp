@@ -11,7 +11,7 @@
 #include "backend/backend.h"
 #include "core/check.h"
 #include "core/rng.h"
-#include "core/sys.h"
+#include "core/system.h"
 #include "model/model.h"
 #include "results/record.h"
 #include "tasks/task.h"

@@ -13,7 +13,8 @@
 #include <memory>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
+#include "core/system.h"
 
 namespace lra::cache {
 

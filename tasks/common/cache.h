@@ -42,7 +42,7 @@ class Digest {
   // A string followed by a 0 byte, so that ("ab", "c") and ("a", "bc") differ.
   void add_field(std::string_view s);
   uint64_t value() const { return h_; }
-  // "fnv1a64:" and 16 hex digits, the spelling of core/sys.h's file_checksum.
+  // "fnv1a64:" and 16 hex digits, the spelling of core/files.h's file_checksum.
   std::string hex() const;
 
  private:

@@ -21,7 +21,8 @@
 #include <set>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
+#include "core/system.h"
 #include "tasks/common/archive.h"
 
 namespace lra {

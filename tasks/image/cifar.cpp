@@ -4,7 +4,7 @@
 #include <filesystem>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "tasks/common/archive.h"
 #include "tasks/image/image.h"
 

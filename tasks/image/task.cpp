@@ -10,7 +10,7 @@
 #include <filesystem>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "tasks/common/cache.h"
 #include "tasks/image/image.h"
 

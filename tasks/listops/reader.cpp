@@ -10,7 +10,7 @@
 #include <fstream>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "tasks/listops/listops.h"
 
 namespace lra::listops {

@@ -8,7 +8,8 @@
 #include <filesystem>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
+#include "core/system.h"
 #include "tasks/listops/listops.h"
 
 namespace lra::listops {

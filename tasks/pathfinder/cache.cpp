@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "tasks/pathfinder/pathfinder.h"
 
 namespace lra::pathfinder {

@@ -44,7 +44,7 @@
 #include <unordered_map>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/system.h"
 #include "tasks/pathfinder/pathfinder.h"
 
 namespace lra::pathfinder {

@@ -106,11 +106,11 @@ Dataset generate(uint64_t seed, const Params& p, const SplitSizes& sizes, bool p
 //   u32 generator version, u64 seed, u64 n_train, u64 n_val, u64 n_test,
 //   then per split (train, val, test): u8 labels[n], u8 margins[n], u8 pixels[n * R * R],
 //   and u64 FNV-1a-64 over every byte before it.
-// Written through a temporary file renamed into place; returns the file's core/sys.h file_checksum.
+// Written through a temporary file renamed into place; returns the file's core/files.h file_checksum.
 std::string write_cache(const std::string& path, uint64_t seed, const Dataset& d);
 // Reads a cache file written for exactly (seed, params, sizes). Returns false with `reason` set
 // when the file is missing, damaged, short or was written for something else. `checksum` receives
-// the file's core/sys.h file_checksum (computed while reading).
+// the file's core/files.h file_checksum (computed while reading).
 bool read_cache(const std::string& path, uint64_t seed, const Params& p, const SplitSizes& sizes, Dataset& d,
                 std::string& reason, std::string& checksum);
 

@@ -13,7 +13,8 @@
 #include <filesystem>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
+#include "core/system.h"
 #include "tasks/pathfinder/pathfinder.h"
 
 namespace lra::pathfinder {

@@ -7,7 +7,8 @@
 #include <filesystem>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
+#include "core/system.h"
 #include "tasks/common/cache.h"
 #include "tasks/retrieval/retrieval.h"
 

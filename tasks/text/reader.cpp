@@ -7,7 +7,7 @@
 #include <tuple>
 
 #include "core/check.h"
-#include "core/sys.h"
+#include "core/files.h"
 #include "tasks/common/archive.h"
 #include "tasks/common/cache.h"
 #include "tasks/text/text.h"

@@ -15,7 +15,8 @@
 
 #include "core/check.h"
 #include "core/rng.h"
-#include "core/sys.h"
+#include "core/files.h"
+#include "core/system.h"
 #include "tasks/common/cache.h"
 #include "tasks/text/text.h"
 

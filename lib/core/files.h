@@ -1,0 +1,36 @@
+// Files: written atomically (a temporary in the same folder, renamed into place), read whole, checksummed.
+#pragma once
+
+#include <cstddef>
+#include <cstdio>
+#include <string>
+
+namespace lra {
+
+// A file written through a temporary in the same folder and renamed into place by commit(), so a
+// reader never sees a half-written file and an existing file survives a failed write (full disk,
+// interruption): without commit() the temporary is removed and `path` is left as it was.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  void write(const void* data, size_t bytes);
+  void commit();
+
+ private:
+  [[noreturn]] void fail(int err);
+  std::string path_, tmp_;
+  FILE* f_ = nullptr;
+};
+
+void write_file_atomic(const std::string& path, const std::string& content);
+std::string read_file(const std::string& path);
+// Creates a folder and its parents; throws with the path and the reason on failure.
+void make_dirs(const std::string& path);
+
+// FNV-1a 64-bit over a file's bytes, as 16 hex digits (a fast, dependency-free checksum for records).
+std::string file_checksum(const std::string& path);
+
+}  // namespace lra
