@@ -2,9 +2,12 @@
 //
 // An attention variant maps packed per-head Q, K, V to an output of the same packing, with a
 // hand-written backward. Adding a variant = one file that defines its AttnInfo + one line in
-// registry.cpp + its tests. Variants never see the model: they get row pointers, strides and the
-// sequence layout, and declare up front how much memory they keep between forward and backward
-// (`saved_bytes`) and how much scratch they need (`scratch_bytes`), so the model plans it.
+// registry.cpp: it then appears in `lra list attn`, the CLI's choices, `lra bench attn` and the attention
+// test table (tests/test_attention.cpp, under its defaults), and the parity test asks for its PyTorch
+// fixture. Its GPU path is one .cu file that registers itself (lib/cuda/attention.h). Variants never
+// see the model: they get row pointers, strides and the sequence layout, and declare up front how much
+// memory they keep between forward and backward (`saved_bytes`) and how much scratch they need
+// (`scratch_bytes`), so the model plans it.
 #pragma once
 
 #include <algorithm>
@@ -71,6 +74,17 @@ struct AttnStep {
   uint64_t seed = 0;
   uint64_t stream = 0;
   int64_t step = 0;
+};
+
+// A call's attention dropout on the CPU: the rate p (0 outside training), the scale 1/(1-p) of kept
+// weights and the threshold an element's Philox word must reach to be kept (dropout_threshold).
+template <class T>
+struct DropoutDraw {
+  float p;
+  T scale;
+  uint32_t thr;
+  DropoutDraw(float rate, bool training)
+      : p(training ? rate : 0.0f), scale(T(1) / (T(1) - T(p))), thr(dropout_threshold(p)) {}
 };
 
 struct AttnConfig {

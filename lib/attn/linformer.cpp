@@ -17,7 +17,7 @@
 
 #include <cmath>
 
-#include "attn/attention.h"
+#include "attn/linformer.h"
 #include "attn/row_softmax.h"
 #include "core/arena.h"
 #include "core/rng.h"
@@ -25,25 +25,27 @@
 
 namespace lra {
 
+LinformerOptions LinformerOptions::parse(const AttnConfig& c) {
+  const auto& k = c.hp.at("k");
+  LRA_CHECK(k.is_number_integer() && k.get<int64_t>() >= 1 && k.get<int64_t>() <= (1 << 20),
+            "linformer: k (the projected length) must be a positive integer, got {}; LRA's code uses 16, the "
+            "paper 128 or 256",
+            k.dump());
+  return {k.get<int>()};
+}
+
+std::vector<AttnParamSpec> linformer_param_specs(const AttnConfig& c, const LinformerOptions& o) {
+  return {AttnParamSpec{"proj", {c.max_len, o.k}, Init::XavierUniform, static_cast<double>(c.max_len + o.k)}};
+}
+
 namespace {
 
 template <class T>
 class LinformerAttention final : public Attention<T> {
  public:
-  explicit LinformerAttention(const AttnConfig& c) : c_(c) {
-    const auto& k = c.hp.at("k");
-    LRA_CHECK(k.is_number_integer() && k.get<int64_t>() >= 1 && k.get<int64_t>() <= (1 << 20),
-              "linformer: k (the projected length) must be a positive integer, got {}; LRA's code uses 16, the "
-              "paper 128 or 256",
-              k.dump());
-    k_ = k.get<int>();
-  }
+  explicit LinformerAttention(const AttnConfig& c) : c_(c), k_(LinformerOptions::parse(c).k) {}
 
-  // E: max_len x k, LRA's xavier_uniform (U(+-sqrt(6 / (max_len + k)))): K' = E[:n]^T K sums n rows of
-  // variance 2 / (max_len + k), so K' keeps about the magnitude of K.
-  std::vector<AttnParamSpec> param_specs() const override {
-    return {AttnParamSpec{"proj", {c_.max_len, k_}, Init::XavierUniform, static_cast<double>(c_.max_len + k_)}};
-  }
+  std::vector<AttnParamSpec> param_specs() const override { return linformer_param_specs(c_, {k_}); }
 
   // LSE per (row, head), then K' and V' per (example, head).
   size_t saved_bytes(int B, int64_t rows) const override {
@@ -130,15 +132,6 @@ class LinformerAttention final : public Attention<T> {
   }
   int64_t kv_offset(int b, int h) const { return (static_cast<int64_t>(b) * c_.heads + h) * k_ * (c_.dk + c_.dv); }
 
-  struct Drop {
-    float p;
-    T scale;
-    uint32_t thr;
-  };
-  Drop dropout(const AttnStep& step) const {
-    const float p = step.training ? c_.attention_dropout : 0.0f;
-    return Drop{p, T(1) / (T(1) - T(p)), dropout_threshold(p)};
-  }
   // Element index of the dropout draw for query row r, head h, projected key 0.
   uint64_t drop_index(int64_t r, int h) const {
     return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(k_);
@@ -173,7 +166,7 @@ class LinformerAttention final : public Attention<T> {
     const int64_t r0 = seq.offsets[b];
     const int n = seq.length(b);
     if (n == 0) return;
-    const Drop drop = dropout(step);
+    const DropoutDraw<T> drop(c_.attention_dropout, step.training);
     const CMapR<T> En = projection(seq, r0, n, w);
     CMapR<T> K(io.k + r0 * io.ld_in + h * c_.dk, n, c_.dk, Eigen::OuterStride<>(io.ld_in));
     CMapR<T> V(io.v + r0 * io.ld_in + h * c_.dv, n, c_.dv, Eigen::OuterStride<>(io.ld_in));
@@ -205,7 +198,7 @@ class LinformerAttention final : public Attention<T> {
     const int64_t r0 = seq.offsets[b];
     const int n = seq.length(b);
     if (n == 0) return;
-    const Drop drop = dropout(step);
+    const DropoutDraw<T> drop(c_.attention_dropout, step.training);
     const T tau = T(1) / std::sqrt(static_cast<T>(c_.dk));
     const CMapR<T> En = projection(seq, r0, n, w);
     const T* kp = kv + kv_offset(b, h);

@@ -48,7 +48,7 @@ int int_param(const AttnConfig& c, const char* name) {
 
 }  // namespace
 
-NystromOptions nystrom_options(const AttnConfig& c) {
+NystromOptions NystromOptions::parse(const AttnConfig& c) {
   NystromOptions o;
   o.landmarks = int_param(c, "landmarks");
   o.pinv_iters = int_param(c, "pinv_iters");
@@ -77,7 +77,7 @@ template <class T>
 class NystromAttention final : public Attention<T> {
  public:
   explicit NystromAttention(const AttnConfig& c) : c_(c) {
-    const NystromOptions o = nystrom_options(c);
+    const NystromOptions o = NystromOptions::parse(c);
     m_ = o.landmarks;
     iters_ = o.pinv_iters;
     kernel_ = o.conv_kernel;

@@ -17,8 +17,8 @@ struct NystromOptions {
   int pinv_iters = 6;
   int conv_kernel = 35;
   bool batch_init = false;  // pinv_init=batch
+  static NystromOptions parse(const AttnConfig& c);
 };
-NystromOptions nystrom_options(const AttnConfig& c);
 // The learned weights: the depthwise convolution's filters "conv" (heads x conv_kernel), none without it.
 std::vector<AttnParamSpec> nystrom_param_specs(const AttnConfig& c, const NystromOptions& o);
 

@@ -57,8 +57,8 @@ int integer(const AttnConfig& c, const char* key) {
 }
 }  // namespace
 
-Settings parse_settings(const AttnConfig& c) {
-  Settings s;
+ReformerOptions ReformerOptions::parse(const AttnConfig& c) {
+  ReformerOptions s;
   s.hashes = integer(c, "hashes");
   s.buckets = integer(c, "buckets");
   s.causal = c.hp.at("causal").get<bool>();
@@ -85,7 +85,7 @@ Settings parse_settings(const AttnConfig& c) {
   return s;
 }
 
-void draw_rotations(const Settings& s, int dk, int layer, uint64_t seed, int64_t step, double* rot) {
+void draw_rotations(const ReformerOptions& s, int dk, int layer, uint64_t seed, int64_t step, double* rot) {
   const int64_t per_round = static_cast<int64_t>(dk) * (s.buckets / 2);
   for (int r = 0; r < s.hashes; ++r) {
     Rng rng(seed, rotation_stream(layer, r, step));
@@ -107,7 +107,7 @@ class ReformerAttention final : public Attention<T> {
  public:
   explicit ReformerAttention(const AttnConfig& c)
       : c_(c),
-        s_(reformer::parse_settings(c)),
+        s_(reformer::ReformerOptions::parse(c)),
         hashes_(s_.hashes),
         buckets_(s_.buckets),
         causal_(s_.causal),
@@ -501,7 +501,7 @@ class ReformerAttention final : public Attention<T> {
   }
 
   AttnConfig c_;
-  reformer::Settings s_;
+  reformer::ReformerOptions s_;
   int hashes_, buckets_;
   bool causal_, self_mask_, norm_keys_;
   T tau_;

@@ -15,12 +15,12 @@ namespace lra::reformer {
 
 // The resolved hyperparameters, checked: chunk is clamped to max_len (a chunk longer than every example is
 // one chunk) and chunks_before to hashes * max_len (more than G - 1 chunks before is all of them).
-struct Settings {
+struct ReformerOptions {
   int hashes = 1, buckets = 2, chunk = 0, before = 0;
   bool causal = false, self_mask = true, norm_keys = true, code_logit_scale = false;
+  // Throws, naming the setting and its valid range, for a bad value.
+  static ReformerOptions parse(const AttnConfig& c);
 };
-// Throws, naming the setting and its valid range, for a bad value.
-Settings parse_settings(const AttnConfig& c);
 
 // The counter-RNG stream of round r's rotations at training step t in layer l: this file's own tag 0x52
 // in the top byte (core/rng.h's streams use 1, 2, 3, 5, 6 and 7 there), l in bits 40-55, r in bits 32-39
@@ -32,7 +32,7 @@ inline uint64_t rotation_stream(int layer, int round, int64_t step) {
 
 // Round r's rotations R_r (dk x buckets/2, row-major, standard normals) for every round, into
 // rot[r * dk * half + f * half + k], drawn from Rng(seed, rotation_stream(layer, r, step)).
-void draw_rotations(const Settings& s, int dk, int layer, uint64_t seed, int64_t step, double* rot);
+void draw_rotations(const ReformerOptions& s, int dk, int layer, uint64_t seed, int64_t step, double* rot);
 
 // The chunk layout of one (example, head) with m visible keys (all zero when m = 0).
 struct Chunks {

@@ -26,7 +26,7 @@
 #include <cmath>
 #include <limits>
 
-#include "attn/attention.h"
+#include "attn/synthesizer.h"
 #include "attn/row_softmax.h"
 #include "core/arena.h"
 #include "core/rng.h"
@@ -34,55 +34,63 @@
 
 namespace lra {
 
+SynthesizerOptions SynthesizerOptions::parse(const AttnConfig& c) {
+  SynthesizerOptions o;
+  const std::string m = c.hp.at("mode").get<std::string>();
+  if (m == "random")
+    o.mode = SynthesizerMode::Random;
+  else if (m == "factorized")
+    o.mode = SynthesizerMode::Factorized;
+  else if (m == "dense")
+    o.mode = SynthesizerMode::Dense;
+  else
+    LRA_FAIL("synthesizer: mode must be random, factorized or dense, got '{}'", m);
+  o.causal = c.hp.at("causal").get<bool>();
+  o.dot_product = c.hp.at("dot_product").get<bool>();
+  const auto& k = c.hp.at("k");
+  LRA_CHECK(k.is_number_integer() && k.get<int64_t>() >= 1 && k.get<int64_t>() <= (1 << 20),
+            "synthesizer: k (the rank of the factorized mode) must be a positive integer, got {}; LRA uses 32",
+            k.dump());
+  o.k = k.get<int>();
+  return o;
+}
+
+std::vector<AttnParamSpec> synthesizer_param_specs(const AttnConfig& c, const SynthesizerOptions& o) {
+  const int H = c.heads, L = c.max_len, d = c.dk;
+  switch (o.mode) {
+    case SynthesizerMode::Random:
+      return {{"random", {H, L, L}, Init::XavierUniform, 2.0 * H * L}};
+    case SynthesizerMode::Factorized:
+      return {{"random_a", {H, L, o.k}, Init::XavierUniform, static_cast<double>(H) * (L + o.k)},
+              {"random_b", {H, L, o.k}, Init::XavierUniform, static_cast<double>(H) * (L + o.k)}};
+    case SynthesizerMode::Dense:
+      break;
+  }
+  return {{"w1", {H, d, d}, Init::XavierUniform, 2.0 * d},
+          {"b1", {H, d}, Init::Zeros, 0.0},
+          {"w2", {H, L, d}, Init::XavierUniform, static_cast<double>(L + d)},
+          {"b2", {H, L}, Init::Zeros, 0.0}};
+}
+
 namespace {
 
 constexpr int kBlock = 64;
 
-enum class Mode { Random, Factorized, Dense };
-
-Mode parse_mode(const std::string& m) {
-  if (m == "random") return Mode::Random;
-  if (m == "factorized") return Mode::Factorized;
-  if (m == "dense") return Mode::Dense;
-  LRA_FAIL("synthesizer: mode must be random, factorized or dense, got '{}'", m);
-}
+using Mode = SynthesizerMode;
 
 template <class T>
 class SynthesizerAttention final : public Attention<T> {
  public:
-  explicit SynthesizerAttention(const AttnConfig& c)
-      : c_(c),
-        mode_(parse_mode(c.hp.at("mode").get<std::string>())),
-        causal_(c.hp.at("causal").get<bool>()),
-        dot_(c.hp.at("dot_product").get<bool>()) {
-    const auto& k = c.hp.at("k");
-    LRA_CHECK(k.is_number_integer() && k.get<int64_t>() >= 1 && k.get<int64_t>() <= (1 << 20),
-              "synthesizer: k (the rank of the factorized mode) must be a positive integer, got {}; LRA uses 32",
-              k.dump());
-    k_ = k.get<int>();
+  explicit SynthesizerAttention(const AttnConfig& c) : SynthesizerAttention(c, SynthesizerOptions::parse(c)) {}
+  SynthesizerAttention(const AttnConfig& c, const SynthesizerOptions& o)
+      : c_(c), o_(o) {
     for (const auto& s : param_specs()) param_sizes_.push_back(s.size());
-    if (mode_ != Mode::Random)
+    if (o_.mode != Mode::Random)
       for (int64_t n : param_sizes_) partial_ += n;
   }
 
-  // Initialised as LRA's synthesizer block does (xavier_uniform, with JAX's fans of a 3-d shape: the head
-  // axis multiplies both); its dense layers there have no bias, here the biases start at zero.
-  std::vector<AttnParamSpec> param_specs() const override {
-    const int H = c_.heads, L = c_.max_len, d = c_.dk;
-    switch (mode_) {
-      case Mode::Random:
-        return {{"random", {H, L, L}, Init::XavierUniform, 2.0 * H * L}};
-      case Mode::Factorized:
-        return {{"random_a", {H, L, k_}, Init::XavierUniform, static_cast<double>(H) * (L + k_)},
-                {"random_b", {H, L, k_}, Init::XavierUniform, static_cast<double>(H) * (L + k_)}};
-      case Mode::Dense:
-        break;
-    }
-    return {{"w1", {H, d, d}, Init::XavierUniform, 2.0 * d},
-            {"b1", {H, d}, Init::Zeros, 0.0},
-            {"w2", {H, L, d}, Init::XavierUniform, static_cast<double>(L + d)},
-            {"b2", {H, L}, Init::Zeros, 0.0}};
-  }
+  std::vector<AttnParamSpec> param_specs() const override { return synthesizer_param_specs(c_, o_); }
+
 
   size_t saved_bytes(int, int64_t rows) const override { return sizeof(T) * rows * c_.heads; }
   size_t scratch_bytes(int, int64_t) const override { return per_thread_bytes() * c_.threads; }
@@ -112,7 +120,7 @@ class SynthesizerAttention final : public Attention<T> {
       backward_one(seq, io, g, static_cast<int>(t / c_.heads), static_cast<int>(t % c_.heads), lse,
                    thread_scratch(scratch, omp_get_thread_num()), step);
     }
-    if (mode_ == Mode::Random) {
+    if (o_.mode == Mode::Random) {
       int longest = 0;
       for (int b = 0; b < seq.B; ++b) longest = std::max(longest, seq.length(b));
       const int blocks = (longest + kBlock - 1) / kBlock;
@@ -173,21 +181,12 @@ class SynthesizerAttention final : public Attention<T> {
     return w;
   }
 
-  struct Drop {
-    float p;
-    T scale;
-    uint32_t thr;
-  };
-  Drop dropout(const AttnStep& step) const {
-    const float p = step.training ? c_.attention_dropout : 0.0f;
-    return Drop{p, T(1) / (T(1) - T(p)), dropout_threshold(p)};
-  }
   // Element index of the dropout draw for query row r, head h, key j (softmax's formula).
   uint64_t drop_index(const SeqBatch& seq, int64_t r, int h, int j) const {
     return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(seq.L_pad) + j;
   }
 
-  int visible_keys(int n, int i0, int br) const { return causal_ ? std::min(n, i0 + br) : n; }
+  int visible_keys(int n, int i0, int br) const { return o_.causal ? std::min(n, i0 + br) : n; }
 
   // S <- the logits of queries [i0, i0 + br) over the nk visible keys, hidden keys at -inf. Dense mode
   // leaves H and relu(H) of the block in w.h and w.hr.
@@ -196,7 +195,7 @@ class SynthesizerAttention final : public Attention<T> {
     const int L = c_.max_len, d = c_.dk;
     MapR<T> S(w.s, br, nk, Eigen::OuterStride<>(nk));
     CMapR<T> Q(io.q + (r0 + i0) * io.ld_in + h * d, br, d, Eigen::OuterStride<>(io.ld_in));
-    if (dot_) {
+    if (o_.dot_product) {
       const T tau = T(1) / std::sqrt(static_cast<T>(d));
       CMapR<T> K(io.k + r0 * io.ld_in + h * d, nk, d, Eigen::OuterStride<>(io.ld_in));
       MapR<T> Qs(w.q, br, d, Eigen::OuterStride<>(d));
@@ -205,13 +204,13 @@ class SynthesizerAttention final : public Attention<T> {
     } else {
       S.setZero();
     }
-    switch (mode_) {
+    switch (o_.mode) {
       case Mode::Random:
         S += CMapR<T>(this->param(0) + (static_cast<int64_t>(h) * L + i0) * L, br, nk, Eigen::OuterStride<>(L));
         break;
       case Mode::Factorized: {
-        CMapR<T> A(this->param(0) + (static_cast<int64_t>(h) * L + i0) * k_, br, k_, Eigen::OuterStride<>(k_));
-        CMapR<T> B(this->param(1) + static_cast<int64_t>(h) * L * k_, nk, k_, Eigen::OuterStride<>(k_));
+        CMapR<T> A(this->param(0) + (static_cast<int64_t>(h) * L + i0) * o_.k, br, o_.k, Eigen::OuterStride<>(o_.k));
+        CMapR<T> B(this->param(1) + static_cast<int64_t>(h) * L * o_.k, nk, o_.k, Eigen::OuterStride<>(o_.k));
         S.noalias() += A * B.transpose();
         break;
       }
@@ -236,7 +235,7 @@ class SynthesizerAttention final : public Attention<T> {
       for (int j = 0; j < nk; ++j)
         if (mu[j] == 0) S.col(j).setConstant(ninf);
     }
-    if (causal_)
+    if (o_.causal)
       for (int i = 0; i < br; ++i)
         if (i0 + i + 1 < nk) S.row(i).tail(nk - (i0 + i + 1)).setConstant(ninf);
   }
@@ -249,7 +248,7 @@ class SynthesizerAttention final : public Attention<T> {
       for (int j = 0; j < nk; ++j)
         if (mu[j] == 0) P.col(j).setZero();
     }
-    if (causal_)
+    if (o_.causal)
       for (int i = 0; i < br; ++i)
         if (i0 + i + 1 < nk) P.row(i).tail(nk - (i0 + i + 1)).setZero();
   }
@@ -257,7 +256,7 @@ class SynthesizerAttention final : public Attention<T> {
   // P of the block from the saved LSE, then dS = P (dP z s - D) into w.dp and P' = P z s into w.s.
   void probs_and_dlogits(const SeqBatch& seq, const AttnIO<T>& io, const AttnGrads<T>& g, int64_t r0, int h, int i0,
                          int br, int nk, const T* lse, const Work& w, const AttnStep& step) const {
-    const Drop drop = dropout(step);
+    const DropoutDraw<T> drop(c_.attention_dropout, step.training);
     MapR<T> S(w.s, br, nk, Eigen::OuterStride<>(nk));
     MapR<T> dP(w.dp, br, nk, Eigen::OuterStride<>(nk));
     CMapR<T> V(io.v + r0 * io.ld_in + h * c_.dv, nk, c_.dv, Eigen::OuterStride<>(io.ld_in));
@@ -287,7 +286,7 @@ class SynthesizerAttention final : public Attention<T> {
                    const AttnStep& step) const {
     const int64_t r0 = seq.offsets[b];
     const int n = seq.length(b);
-    const Drop drop = dropout(step);
+    const DropoutDraw<T> drop(c_.attention_dropout, step.training);
     const T ninf = -std::numeric_limits<T>::infinity();
     for (int i0 = 0; i0 < n; i0 += kBlock) {
       const int br = std::min(kBlock, n - i0), nk = visible_keys(n, i0, br);
@@ -343,21 +342,21 @@ class SynthesizerAttention final : public Attention<T> {
       CMapR<T> dO(g.dout + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
       dV.topRows(nk).noalias() += S.transpose() * dO;
       MapR<T> dQ(g.dq + (r0 + i0) * io.ld_in + h * d, br, d, Eigen::OuterStride<>(io.ld_in));
-      if (dot_) {
+      if (o_.dot_product) {
         dQ.noalias() = (dS * K.topRows(nk)) * tau;
         dK.topRows(nk).noalias() += dS.transpose() * MapR<T>(w.q, br, d, Eigen::OuterStride<>(d));
       } else {
         dQ.setZero();
       }
-      if (mode_ == Mode::Factorized) {
-        MapR<T> dA(w.part + (static_cast<int64_t>(h) * L + i0) * k_, br, k_, Eigen::OuterStride<>(k_));
-        MapR<T> dB(w.part + (static_cast<int64_t>(c_.heads) * L + static_cast<int64_t>(h) * L) * k_, nk, k_,
-                   Eigen::OuterStride<>(k_));
-        CMapR<T> A(this->param(0) + (static_cast<int64_t>(h) * L + i0) * k_, br, k_, Eigen::OuterStride<>(k_));
-        CMapR<T> B(this->param(1) + static_cast<int64_t>(h) * L * k_, nk, k_, Eigen::OuterStride<>(k_));
+      if (o_.mode == Mode::Factorized) {
+        MapR<T> dA(w.part + (static_cast<int64_t>(h) * L + i0) * o_.k, br, o_.k, Eigen::OuterStride<>(o_.k));
+        MapR<T> dB(w.part + (static_cast<int64_t>(c_.heads) * L + static_cast<int64_t>(h) * L) * o_.k, nk, o_.k,
+                   Eigen::OuterStride<>(o_.k));
+        CMapR<T> A(this->param(0) + (static_cast<int64_t>(h) * L + i0) * o_.k, br, o_.k, Eigen::OuterStride<>(o_.k));
+        CMapR<T> B(this->param(1) + static_cast<int64_t>(h) * L * o_.k, nk, o_.k, Eigen::OuterStride<>(o_.k));
         dA.noalias() += dS * B;
         dB.noalias() += dS.transpose() * A;
-      } else if (mode_ == Mode::Dense) {
+      } else if (o_.mode == Mode::Dense) {
         dense_grads(io, r0, h, i0, br, nk, w, dQ);
       }
     }
@@ -408,9 +407,7 @@ class SynthesizerAttention final : public Attention<T> {
   }
 
   AttnConfig c_;
-  Mode mode_;
-  bool causal_, dot_;
-  int k_ = 0;
+  SynthesizerOptions o_;
   std::vector<int64_t> param_sizes_;  // elements of each learned weight
   int64_t partial_ = 0;               // elements of a thread's partial gradient sums: every weight except random's R
 };

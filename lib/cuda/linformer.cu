@@ -38,6 +38,7 @@
 #include <memory>
 #include <vector>
 
+#include "attn/linformer.h"
 #include "core/arena.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
@@ -113,9 +114,7 @@ __global__ void projection_grad(float* __restrict__ dE, const float* __restrict_
 class LinformerGpu final : public Attention<float> {
  public:
   LinformerGpu(const AttnConfig& c, const Context& ctx)
-      : c_(c), ctx_(ctx), specs_(lra::make_attention<float>("linformer", c)->param_specs()) {
-    // The CPU variant's constructor has checked k; its param_specs are the model's weights.
-    k_ = c.hp.at("k").get<int>();
+      : c_(c), ctx_(ctx), k_(LinformerOptions::parse(c).k) {
     const int64_t hk = static_cast<int64_t>(c.heads) * k_;
     const int64_t hkv = static_cast<int64_t>(c.heads) * std::max(c.dk, c.dv);
     LRA_CHECK(hk <= INT_MAX && hkv <= INT_MAX,
@@ -125,7 +124,7 @@ class LinformerGpu final : public Attention<float> {
     tau_ = 1.0f / std::sqrt(static_cast<float>(c.dk));
   }
 
-  std::vector<AttnParamSpec> param_specs() const override { return specs_; }
+  std::vector<AttnParamSpec> param_specs() const override { return linformer_param_specs(c_, {k_}); }
 
   size_t saved_bytes(int B, int64_t rows) const override {
     return lse_bytes(rows) + sizeof(float) * static_cast<size_t>(B) * kv_elems();
@@ -299,7 +298,6 @@ class LinformerGpu final : public Attention<float> {
 
   AttnConfig c_;
   Context ctx_;
-  std::vector<AttnParamSpec> specs_;
   int k_ = 0;
   float tau_ = 1.0f;
 };

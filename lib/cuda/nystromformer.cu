@@ -562,7 +562,7 @@ struct Operand {
 
 class NystromGpu final : public Attention<float> {
  public:
-  NystromGpu(const AttnConfig& c, const Context& ctx) : c_(c), ctx_(ctx), o_(nystrom_options(c)) {
+  NystromGpu(const AttnConfig& c, const Context& ctx) : c_(c), ctx_(ctx), o_(NystromOptions::parse(c)) {
     m_ = o_.landmarks;
     mm_ = c.max_len > m_ ? m_ : 0;
     fw_ = std::min(c.max_len, m_);

@@ -808,7 +808,7 @@ class ReformerGpu final : public Attention<float> {
 
   AttnConfig c_;
   Context ctx_;
-  reformer::Settings s_;
+  reformer::ReformerOptions s_;
   float tau_;
 
   struct Slot {
@@ -827,7 +827,7 @@ class ReformerGpu final : public Attention<float> {
 ReformerGpu::ReformerGpu(const AttnConfig& c, const Context& ctx)
     : c_(c),
       ctx_(ctx),
-      s_(reformer::parse_settings(c)),
+      s_(reformer::ReformerOptions::parse(c)),
       tau_(s_.code_logit_scale ? std::sqrt(static_cast<float>(c.dk)) : 1.0f / std::sqrt(static_cast<float>(c.dk))) {
   LRA_CHECK(s_.buckets <= kMaxBuckets,
             "reformer on the GPU supports at most {} buckets (the sort keeps its histograms in shared memory), got "

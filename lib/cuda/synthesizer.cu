@@ -51,6 +51,7 @@
 #include <string>
 #include <vector>
 
+#include "attn/synthesizer.h"
 #include "core/arena.h"
 #include "cuda/attention.h"
 #include "cuda/check.h"
@@ -66,7 +67,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kLogitElems = int64_t{1} << 25;  // floats of one logit block when max_len must be chunked
 
-enum class Mode { Random, Factorized, Dense };
+using Mode = SynthesizerMode;
 
 // One query chunk of one example: queries i0 .. i0 + tq - 1 (rows r0 + i0 ..) over keys 0 .. nk - 1.
 struct Chunk {
@@ -191,22 +192,18 @@ __global__ void chunk_softmax_grad(float* __restrict__ s, float* __restrict__ dp
   }
 }
 
-Mode parse_mode(const std::string& m) {
-  if (m == "random") return Mode::Random;
-  if (m == "factorized") return Mode::Factorized;
-  return Mode::Dense;  // the CPU variant's constructor has rejected anything else
-}
-
 class SynthesizerGpu final : public Attention<float> {
  public:
   SynthesizerGpu(const AttnConfig& c, const Context& ctx, int query_chunk)
+      : SynthesizerGpu(c, ctx, query_chunk, SynthesizerOptions::parse(c)) {}
+  SynthesizerGpu(const AttnConfig& c, const Context& ctx, int query_chunk, const SynthesizerOptions& o)
       : c_(c),
         ctx_(ctx),
-        specs_(lra::make_attention<float>("synthesizer", c)->param_specs()),
-        mode_(parse_mode(c.hp.at("mode").get<std::string>())),
-        causal_(c.hp.at("causal").get<bool>()),
-        dot_(c.hp.at("dot_product").get<bool>()),
-        k_(c.hp.at("k").get<int>()),
+        specs_(synthesizer_param_specs(c, o)),
+        mode_(o.mode),
+        causal_(o.causal),
+        dot_(o.dot_product),
+        k_(o.k),
         tau_(1.0f / std::sqrt(static_cast<float>(c.dk))) {
     LRA_CHECK(query_chunk >= 0, "synthesizer on the GPU: the query chunk must be positive (or 0: automatic), got {}",
               query_chunk);
