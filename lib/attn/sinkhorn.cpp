@@ -242,16 +242,6 @@ class SinkhornAttention final : public Attention<T> {
     return slots + ((sinkhorn_block_base(seq.offsets[b], blk_, b) + m) * c_.heads + h) * sw_;
   }
 
-  // Attention dropout of one call: rate, the scale of kept weights and the integer keep threshold.
-  struct Drop {
-    float p;
-    T scale;
-    uint32_t thr;
-  };
-  Drop dropout(const AttnStep& step) const {
-    const float p = step.training ? c_.attention_dropout : 0.0f;
-    return Drop{p, T(1) / (T(1) - T(p)), dropout_threshold(p)};
-  }
   // Element index of the dropout draw for query row r, head h, score column 0.
   uint64_t drop_index(int64_t r, int h) const { return sinkhorn_drop_index(r, h, c_.heads, blk_); }
 
@@ -377,7 +367,7 @@ class SinkhornAttention final : public Attention<T> {
     if (n == 0) return;
     const int nb = (n + blk_ - 1) / blk_;
     const int na = prepare(seq, io, b, h, nb, w);
-    const Drop drop = dropout(step);
+    const DropoutDraw<T> drop(c_.attention_dropout, step.training);
     const T inf = std::numeric_limits<T>::infinity();
     int next = 0;  // the next active block
     for (int l = 0; l < nb; ++l) {
@@ -426,7 +416,7 @@ class SinkhornAttention final : public Attention<T> {
       dVout.setZero();
       return;
     }
-    const Drop drop = dropout(step);
+    const DropoutDraw<T> drop(c_.attention_dropout, step.training);
     const T tau = T(1) / std::sqrt(static_cast<T>(dk));
     MapR<T> dKt(w.dkt, Lb, dk, Eigen::OuterStride<>(dk)), dVt(w.dvt, Lb, dv, Eigen::OuterStride<>(dv));
     MapR<T> dKh(w.dkh, Lb, dk, Eigen::OuterStride<>(dk)), dVh(w.dvh, Lb, dv, Eigen::OuterStride<>(dv));

@@ -98,17 +98,6 @@ class SoftmaxAttention final : public Attention<T> {
     return w;
   }
 
-  // Attention dropout of one call: rate, the scale of kept weights and the integer keep threshold.
-  struct Drop {
-    float p;
-    T scale;
-    uint32_t thr;
-  };
-  Drop dropout(const AttnStep& step) const {
-    const float p = step.training ? c_.attention_dropout : 0.0f;
-    return Drop{p, T(1) / (T(1) - T(p)), dropout_threshold(p)};
-  }
-
   // Element index of the dropout draw for query row r, head h, key j (same formula on every device).
   uint64_t drop_index(const SeqBatch& seq, int64_t r, int h, int j) const {
     return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(seq.L_pad) + j;
@@ -167,7 +156,7 @@ class SoftmaxAttention final : public Attention<T> {
     const int64_t r0 = seq.offsets[b];
     const int L = seq.length(b);
     if (L == 0) return;
-    const Drop drop = dropout(step);
+    const DropoutDraw<T> drop(c_.attention_dropout, step.training);
     for (int i0 = 0; i0 < L; i0 += kBlock) {
       const int br = std::min(kBlock, L - i0), nk = visible_keys(L, i0, br);
       scores(seq, io, r0, nk, h, i0, br, w);
@@ -208,7 +197,7 @@ class SoftmaxAttention final : public Attention<T> {
     const int64_t r0 = seq.offsets[b];
     const int L = seq.length(b);
     if (L == 0) return;
-    const Drop drop = dropout(step);
+    const DropoutDraw<T> drop(c_.attention_dropout, step.training);
     const T tau = T(1) / std::sqrt(static_cast<T>(c_.dk));
     CMapR<T> K(io.k + r0 * io.ld_in + h * c_.dk, L, c_.dk, Eigen::OuterStride<>(io.ld_in));
     CMapR<T> V(io.v + r0 * io.ld_in + h * c_.dv, L, c_.dv, Eigen::OuterStride<>(io.ld_in));
