@@ -132,9 +132,12 @@ RunConfig RunConfig::from_json(const nlohmann::json& j) {
   get("n_val", c.n_val);
   get("n_test", c.n_test);
   get("task_params", c.task_params);
-  // The task decides the model's input and output sizes (a config that states them, as records,
-  // checkpoints and test fixtures do, keeps its own) and whether an example is a pair of documents.
-  const TaskShape shape = find_task(c.task).shape(c.task_params);
+  // The task's options, resolved (unknown keys and values of the wrong kind throw); then the task decides
+  // the model's input and output sizes (a config that states them, as records, checkpoints and test
+  // fixtures do, keeps its own) and whether an example is a pair of documents.
+  const Task& task_def = find_task(c.task);
+  c.task_params = resolve_task_params(task_def, c.task_params);
+  const TaskShape shape = task_def.shape(c.task_params);
   if (c.model.vocab_size == 0) c.model.vocab_size = shape.vocab_size;
   if (c.model.num_classes == 0) c.model.num_classes = shape.num_classes;
   c.model.dual = shape.pairs;
@@ -240,7 +243,6 @@ RunConfig resolve_config(const std::string& task_name, const std::string& attn, 
   }
   RunConfig c = RunConfig::from_json(j);
   c.model.attn_params = resolve_attention_params(find_attention(attn), c.model.attn_params);
-  c.task_params = resolve_task_params(task, c.task_params);
   c.model.validate();
   LRA_CHECK(c.batch_size > 0, "batch_size must be positive, got {}", c.batch_size);
   LRA_CHECK(c.num_train_steps > 0, "num_train_steps must be positive, got {}", c.num_train_steps);
