@@ -412,139 +412,160 @@ AttnBenchPlan plan_attn_bench(const AttnBenchRequest& o) {
   return plan;
 }
 
-AttnBenchResult run_attn_bench(const AttnBenchPlan& plan, const std::function<void(const std::string&)>& progress,
-                               const std::function<void(const nlohmann::json&)>& on_row) {
-  const AttnBenchRequest& o = plan.req;
-  const std::vector<std::string>& names = plan.names;
-  const bool with_grads = o.mode == "fwdbwd";
-  const AttnInfo& ref_info = find_attention("softmax");
-  const nlohmann::json ref_hp =
-      resolve_attention_params(ref_info, plan.causal ? nlohmann::json{{"causal", true}} : nlohmann::json::object());
+namespace {
 
-  AttnBenchResult result;
-  set_threads(o.threads);
-  const int threads = get_threads();
-  result.threads = threads;
-  result.env = env_json(threads);
-  const int H = o.heads, D = o.dim;
-  auto be = make_backend<float>(parse_device(o.device));
-  if (const nlohmann::json dev = be->device_info(); !dev.empty()) result.env["device"] = dev;
-  const auto softmax_at = std::find(names.begin(), names.end(), "softmax");
-  const bool has_softmax = softmax_at != names.end();
-  const size_t softmax_index = static_cast<size_t>(softmax_at - names.begin());
-  auto note = [&](const std::string& s) {
-    if (progress) progress(s);
-  };
-  if (o.roofline) {
-    note("the device's GEMM and streaming ceilings");
-    result.roofline = measure_roofline(*be, o.warmup, o.steps);
-    result.has_roofline = true;
-  }
+// What every measurement of one run_attn_bench shares.
+struct BenchContext {
+  const AttnBenchPlan& plan;
+  Backend<float>& be;
+  int threads;
+  bool with_grads;
+  const Roofline* roofline;  // nullptr: no roofline columns
 
-  auto attn_config = [&](const nlohmann::json& hp, int L) {
+  AttnConfig config(const nlohmann::json& hp, int L) const {
     AttnConfig ac;
-    ac.heads = H;
-    ac.dk = ac.dv = D / H;
+    ac.heads = plan.req.heads;
+    ac.dk = ac.dv = plan.req.dim / plan.req.heads;
     ac.max_len = L;
     ac.threads = threads;
     ac.layer = 0;
     ac.attention_dropout = 0.0f;
     ac.hp = hp;
     return ac;
+  }
+};
+
+// The exact-softmax output on `in`, from its own arenas (freed before anything is timed).
+std::vector<float> softmax_reference(const BenchContext& cx, const nlohmann::json& hp, const AttnInputs& in, int L) {
+  const AttnBenchRequest& o = cx.plan.req;
+  AttnLayerBench ref(cx.be, "softmax", cx.config(hp, L), o.batch, L, o.dim, /*grads=*/false);
+  ref.load(in);
+  ref.forward(AttnStep{false, o.seed, streams::kBench, 0});
+  ref.synchronize();
+  return ref.attention_output();
+}
+
+// Variant v of the plan at length L: the layer's time, memory and error against `ao_ref`, and with the
+// roofline the attention alone against the ceilings. Its arenas are freed on return.
+AttnBenchRow measure_variant(const BenchContext& cx, size_t v, const AttnInputs& in, const std::vector<float>& ao_ref,
+                             int L) {
+  const AttnBenchRequest& o = cx.plan.req;
+  AttnBenchRow row;
+  row.attn = cx.plan.names[v];
+  row.len = L;
+  row.hp = cx.plan.hps[v];
+  AttnLayerBench layer(cx.be, row.attn, cx.config(row.hp, L), o.batch, L, o.dim, cx.with_grads);
+  layer.load(in);
+  const AttnStep st{cx.with_grads, o.seed, streams::kBench, 0};
+  row.ms = time_runs(cx.be, o.warmup, o.steps, [&] {
+    layer.forward(st);
+    if (cx.with_grads) layer.backward(st);
+  });
+  row.median = percentile(row.ms, 0.5);
+  row.lo = *std::min_element(row.ms.begin(), row.ms.end());
+  row.hi = *std::max_element(row.ms.begin(), row.ms.end());
+  if (cx.roofline != nullptr) {
+    row.attn_ms = time_runs(cx.be, o.warmup, o.steps, [&] {
+      layer.attention_forward(st);
+      if (cx.with_grads) layer.attention_backward(st);
+    });
+    row.attn_median = percentile(row.attn_ms, 0.5);
+    row.gemm_bound_ms =
+        attention_flops(o.batch, L, o.dim, cx.plan.causal, cx.with_grads) / cx.roofline->gemm_flops_per_s * 1e3;
+    row.bandwidth_bound_ms = attention_bytes(o.batch, L, o.dim, cx.with_grads) / cx.roofline->stream_bytes_per_s * 1e3;
+  }
+  row.peak = layer.peak_bytes();
+  row.memory = layer.memory_json();
+  std::tie(row.max_err, row.mean_err) = relative_errors(layer.attention_output(), ao_ref, o.dim);
+  return row;
+}
+
+// One row of the bench record; `softmax` (nullptr when softmax was not measured) gives the ratios.
+nlohmann::json row_json(const BenchContext& cx, const AttnBenchRow& row, const AttnBenchRow* softmax) {
+  const AttnBenchRequest& o = cx.plan.req;
+  nlohmann::json j = {{"bench", "attn"},
+                      {"attn", row.attn},
+                      {"len", row.len},
+                      {"batch", o.batch},
+                      {"heads", o.heads},
+                      {"dim", o.dim},
+                      {"head_dim", o.dim / o.heads},
+                      {"mode", o.mode},
+                      {"device", o.device},
+                      {"causal", cx.plan.causal},
+                      {"threads", cx.threads},
+                      {"steps", o.steps},
+                      {"warmup", o.warmup},
+                      {"seed", o.seed},
+                      {"ms_median", row.median},
+                      {"ms_min", row.lo},
+                      {"ms_max", row.hi},
+                      {"ms", row.ms},
+                      {"peak_arena_bytes", row.peak},
+                      {"memory", row.memory},
+                      {"max_rel_err", row.max_err},
+                      {"mean_rel_err", row.mean_err},
+                      {"attn_params", row.hp},
+                      {"speed_vs_softmax", nullptr},
+                      {"memory_vs_softmax", nullptr},
+                      {"attn_ms_median", nullptr},
+                      {"attn_ms", nullptr},
+                      {"gemm_bound_ms", nullptr},
+                      {"bandwidth_bound_ms", nullptr},
+                      {"attn_vs_gemm_bound", nullptr},
+                      {"attn_vs_bandwidth_bound", nullptr}};
+  if (cx.roofline != nullptr) {
+    j["attn_ms_median"] = row.attn_median;
+    j["attn_ms"] = row.attn_ms;
+    j["gemm_bound_ms"] = row.gemm_bound_ms;
+    j["bandwidth_bound_ms"] = row.bandwidth_bound_ms;
+    j["attn_vs_gemm_bound"] = row.attn_median / row.gemm_bound_ms;
+    j["attn_vs_bandwidth_bound"] = row.attn_median / row.bandwidth_bound_ms;
+  }
+  if (softmax != nullptr) {
+    j["speed_vs_softmax"] = softmax->median / row.median;
+    j["memory_vs_softmax"] = static_cast<double>(softmax->peak) / static_cast<double>(row.peak);
+  }
+  return j;
+}
+
+}  // namespace
+
+AttnBenchResult run_attn_bench(const AttnBenchPlan& plan, const std::function<void(const std::string&)>& progress,
+                               const std::function<void(const nlohmann::json&)>& on_row) {
+  const AttnBenchRequest& o = plan.req;
+  auto note = [&](const std::string& s) {
+    if (progress) progress(s);
   };
+  AttnBenchResult result;
+  set_threads(o.threads);
+  result.threads = get_threads();
+  result.env = env_json(result.threads);
+  auto be = make_backend<float>(parse_device(o.device));
+  if (const nlohmann::json dev = be->device_info(); !dev.empty()) result.env["device"] = dev;
+  if (o.roofline) {
+    note("the device's GEMM and streaming ceilings");
+    result.roofline = measure_roofline(*be, o.warmup, o.steps);
+    result.has_roofline = true;
+  }
+  const BenchContext cx{plan, *be, result.threads, o.mode == "fwdbwd", result.has_roofline ? &result.roofline : nullptr};
+  const nlohmann::json ref_hp = resolve_attention_params(
+      find_attention("softmax"), plan.causal ? nlohmann::json{{"causal", true}} : nlohmann::json::object());
+  const auto softmax_at = std::find(plan.names.begin(), plan.names.end(), "softmax");
 
   for (int L : plan.lengths) {
-    const int64_t R = static_cast<int64_t>(o.batch) * L;
-    const AttnInputs in = make_attn_inputs(o.seed, R, D);
-    // The exact-softmax reference output on these inputs, from its own arenas (freed before timing).
-    std::vector<float> ao_ref;
-    {
-      note(fmt::format("L={}: softmax reference", L));
-      AttnLayerBench ref(*be, ref_info.name, attn_config(ref_hp, L), o.batch, L, D, /*grads=*/false);
-      ref.load(in);
-      ref.forward(AttnStep{false, o.seed, streams::kBench, 0});
-      ref.synchronize();
-      ao_ref = ref.attention_output();
-    }
+    const AttnInputs in = make_attn_inputs(o.seed, static_cast<int64_t>(o.batch) * L, o.dim);
+    note(fmt::format("L={}: softmax reference", L));
+    const std::vector<float> ao_ref = softmax_reference(cx, ref_hp, in, L);
     std::vector<AttnBenchRow> rows;
-    for (size_t v = 0; v < names.size(); ++v) {
-      note(fmt::format("L={}: {}", L, names[v]));
-      AttnBenchRow row;
-      row.attn = names[v];
-      row.len = L;
-      row.hp = plan.hps[v];
-      {
-        AttnLayerBench layer(*be, names[v], attn_config(plan.hps[v], L), o.batch, L, D, with_grads);
-        layer.load(in);
-        const AttnStep st{with_grads, o.seed, streams::kBench, 0};
-        row.ms = time_runs(*be, o.warmup, o.steps, [&] {
-          layer.forward(st);
-          if (with_grads) layer.backward(st);
-        });
-        row.median = percentile(row.ms, 0.5);
-        row.lo = *std::min_element(row.ms.begin(), row.ms.end());
-        row.hi = *std::max_element(row.ms.begin(), row.ms.end());
-        if (result.has_roofline) {
-          row.attn_ms = time_runs(*be, o.warmup, o.steps, [&] {
-            layer.attention_forward(st);
-            if (with_grads) layer.attention_backward(st);
-          });
-          row.attn_median = percentile(row.attn_ms, 0.5);
-          const Roofline& rf = result.roofline;
-          row.gemm_bound_ms = attention_flops(o.batch, L, D, plan.causal, with_grads) / rf.gemm_flops_per_s * 1e3;
-          row.bandwidth_bound_ms = attention_bytes(o.batch, L, D, with_grads) / rf.stream_bytes_per_s * 1e3;
-        }
-        row.peak = layer.peak_bytes();
-        row.memory = layer.memory_json();
-        std::tie(row.max_err, row.mean_err) = relative_errors(layer.attention_output(), ao_ref, D);
-      }  // this variant's arenas are freed here, before the next one is planned
-      rows.push_back(std::move(row));
+    for (size_t v = 0; v < plan.names.size(); ++v) {
+      note(fmt::format("L={}: {}", L, plan.names[v]));
+      rows.push_back(measure_variant(cx, v, in, ao_ref, L));
     }
+    const AttnBenchRow* softmax =
+        softmax_at != plan.names.end() ? &rows[static_cast<size_t>(softmax_at - plan.names.begin())] : nullptr;
     for (const auto& row : rows) {
-      nlohmann::json j = {{"bench", "attn"},
-                          {"attn", row.attn},
-                          {"len", row.len},
-                          {"batch", o.batch},
-                          {"heads", H},
-                          {"dim", D},
-                          {"head_dim", D / H},
-                          {"mode", o.mode},
-                          {"device", o.device},
-                          {"causal", plan.causal},
-                          {"threads", threads},
-                          {"steps", o.steps},
-                          {"warmup", o.warmup},
-                          {"seed", o.seed},
-                          {"ms_median", row.median},
-                          {"ms_min", row.lo},
-                          {"ms_max", row.hi},
-                          {"ms", row.ms},
-                          {"peak_arena_bytes", row.peak},
-                          {"memory", row.memory},
-                          {"max_rel_err", row.max_err},
-                          {"mean_rel_err", row.mean_err},
-                          {"attn_params", row.hp},
-                          {"speed_vs_softmax", nullptr},
-                          {"memory_vs_softmax", nullptr},
-                          {"attn_ms_median", nullptr},
-                          {"attn_ms", nullptr},
-                          {"gemm_bound_ms", nullptr},
-                          {"bandwidth_bound_ms", nullptr},
-                          {"attn_vs_gemm_bound", nullptr},
-                          {"attn_vs_bandwidth_bound", nullptr}};
-      if (result.has_roofline) {
-        j["attn_ms_median"] = row.attn_median;
-        j["attn_ms"] = row.attn_ms;
-        j["gemm_bound_ms"] = row.gemm_bound_ms;
-        j["bandwidth_bound_ms"] = row.bandwidth_bound_ms;
-        j["attn_vs_gemm_bound"] = row.attn_median / row.gemm_bound_ms;
-        j["attn_vs_bandwidth_bound"] = row.attn_median / row.bandwidth_bound_ms;
-      }
-      if (has_softmax) {
-        const AttnBenchRow& sm = rows[softmax_index];
-        j["speed_vs_softmax"] = sm.median / row.median;
-        j["memory_vs_softmax"] = static_cast<double>(sm.peak) / static_cast<double>(row.peak);
-      }
+      nlohmann::json j = row_json(cx, row, softmax);
       if (on_row) on_row(j);
       result.rows.push_back(std::move(j));
     }
