@@ -35,7 +35,6 @@
 
 #include <cmath>
 #include <limits>
-#include <type_traits>
 
 #include "attn/attention.h"
 #include "attn/reformer.h"

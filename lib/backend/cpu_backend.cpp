@@ -1,7 +1,6 @@
 // The CPU backend: lib/ops behind the Backend interface. devices.cpp puts it in the registry.
 #include <chrono>
 #include <cstring>
-#include <type_traits>
 
 #include "backend/backend.h"
 

@@ -64,7 +64,6 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
-#include <type_traits>
 
 #include "attn/reformer.h"
 #include "core/arena.h"
