@@ -7,6 +7,7 @@
 //   backward: dx_i = [x_i > 0] (sin(theta_i) dphi_sin + cos(theta_i) dphi_cos)
 #include <cmath>
 
+#include "attn/feature_maps.h"
 #include "attn/kernelized.h"
 #include "ops/math.h"
 
@@ -47,9 +48,8 @@ class CosformerFeatures final : public FeatureMap<T> {
   }
 
  private:
-  // theta_i = pi/2 (i + 1)/M for 0-based row i.
   static void angles(int i, int M, T* sn, T* cs) {
-    const double theta = 1.5707963267948966 * (i + 1) / static_cast<double>(M);
+    const double theta = cosformer_angle(i, M);
     *sn = static_cast<T>(std::sin(theta));
     *cs = static_cast<T>(std::cos(theta));
   }

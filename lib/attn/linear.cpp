@@ -20,13 +20,13 @@ class EluFeatures final : public FeatureMap<T> {
   void map(const FeatureRows<T>& in, T* phi, T*, int64_t*) const override {
     CMapR<T> X(in.x, in.L, dk_, Eigen::OuterStride<>(in.ld));
     MapR<T> P(phi, in.L, dk_, Eigen::OuterStride<>(dk_));
-    // exp(min(x, 0)) + max(x, 0): branch-free, so Eigen vectorises it.
+    // elu_feature (attn/feature_maps.h) on the whole array, so that Eigen vectorises it.
     P = (X.array().min(T(0)).exp() + X.array().max(T(0))).matrix();
   }
 
   void map_backward(const FeatureRows<T>& in, const T* phi, T* dphi, T* dx, int64_t ld_dx, T*,
                     const int64_t*) const override {
-    // phi'(x) = min(phi(x), 1): exp(x) <= 1 for x <= 0, and x + 1 > 1 for x > 0.
+    // elu_feature_grad on the whole array.
     CMapR<T> P(phi, in.L, dk_, Eigen::OuterStride<>(dk_));
     CMapR<T> dP(dphi, in.L, dk_, Eigen::OuterStride<>(dk_));
     MapR<T> dX(dx, in.L, dk_, Eigen::OuterStride<>(ld_dx));

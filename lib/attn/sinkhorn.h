@@ -48,13 +48,6 @@ struct SinkhornOptions {
 LRA_HD int64_t sinkhorn_block_base(int64_t offset, int w, int b) { return offset / w + b; }
 LRA_HD int64_t sinkhorn_table_blocks(int B, int64_t rows, int w) { return rows / w + B; }
 
-// Element index of the attention-dropout draw of query row r (packed), head h, score column 0 (column j
-// adds j): each (row, head) owns 2w consecutive elements of the Philox stream.
-LRA_HD uint64_t sinkhorn_drop_index(int64_t r, int h, int heads, int w) {
-  return (static_cast<uint64_t>(r) * static_cast<uint64_t>(heads) + static_cast<uint64_t>(h)) *
-         static_cast<uint64_t>(2 * w);
-}
-
 // One Sinkhorn normalisation in log space along a line of n >= 1 values at `stride`:
 // y = x - lse(x), lse(x) = max + log sum exp(x - max). x and y may be the same line.
 template <class T>

@@ -53,9 +53,11 @@ LRA_HD uint32_t philox_word(uint64_t seed, uint64_t stream, uint64_t i) {
 LRA_HD uint32_t dropout_threshold(float p) {
   return static_cast<uint32_t>(std::ceil(static_cast<double>(p) * 16777216.0));
 }
+// Whether dropout keeps the element whose Philox word is `word`, with thr = dropout_threshold(p).
+LRA_HD bool dropout_keeps(uint32_t word, uint32_t thr) { return (word >> 8) >= thr; }
 
 // out[j] = the 32-bit word of element base + j, for j in [0, n): one Philox block per four elements.
-// Element j is kept by dropout when (out[j] >> 8) >= dropout_threshold(p); the callers apply that
+// Element j is kept by dropout when dropout_keeps(out[j], dropout_threshold(p)); the callers apply that
 // test in a separate loop, which the compiler vectorises.
 inline void philox_fill(uint64_t seed, uint64_t stream, uint64_t base, int64_t n, uint32_t* out) {
   int64_t j = 0;

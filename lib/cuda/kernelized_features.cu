@@ -29,6 +29,7 @@
 #include <cmath>
 #include <limits>
 
+#include "attn/feature_maps.h"
 #include "cuda/check.h"
 #include "cuda/device_util.cuh"
 #include "cuda/kernelized.h"
@@ -89,7 +90,7 @@ struct Args {
 // sin t_i and cos t_i of the tile's rows, t_i = pi/2 (i + 1)/M for 0-based position i (cosFormer).
 __device__ __forceinline__ void tile_angles(const Tile& tl, int L_pad, float* sn, float* cs) {
   for (int i = threadIdx.x; i < tl.n; i += blockDim.x) {
-    const double theta = 1.5707963267948966 * (tl.i0 + i + 1) / static_cast<double>(L_pad);
+    const double theta = cosformer_angle(tl.i0 + i, L_pad);
     sn[i] = static_cast<float>(sin(theta));
     cs[i] = static_cast<float>(cos(theta));
   }
@@ -110,7 +111,7 @@ __global__ void __launch_bounds__(kThreads) pointwise_features_kernel(Args a) {
     const bool masked = a.mask != nullptr && a.mask[r] == 0;
     float* p = a.phi + (r * a.heads + h) * m;
     if (K == MapKind::Elu) {
-      p[c] = masked ? 0.0f : expf(fminf(x, 0.0f)) + fmaxf(x, 0.0f);
+      p[c] = masked ? 0.0f : elu_feature(x);
     } else if (K == MapKind::Relu) {
       p[c] = masked ? 0.0f : lra::relu(x) + a.fp.kernel_eps;
     } else {
@@ -135,7 +136,7 @@ __global__ void __launch_bounds__(kThreads) pointwise_features_backward_kernel(A
     const float* d = a.dphi + (r * a.heads + h) * m;
     float g;
     if (K == MapKind::Elu) {
-      g = d[c] * fminf(a.phi_in[(r * a.heads + h) * m + c], 1.0f);
+      g = d[c] * elu_feature_grad(a.phi_in[(r * a.heads + h) * m + c]);
     } else if (K == MapKind::Relu) {
       g = x > 0.0f ? d[c] : 0.0f;
     } else {

@@ -198,7 +198,7 @@ __global__ void dropout_kernel(float* y, const float* x, const float* res, int64
     for (int lane = 0; lane < 4; ++lane) {
       const int64_t i = 4 * j + lane;
       if (i < n) {
-        const float v = (u.x[lane] >> 8) >= thr ? __fmul_rn(x[i], s) : 0.0f;
+        const float v = dropout_keeps(u.x[lane], thr) ? __fmul_rn(x[i], s) : 0.0f;
         y[i] = res != nullptr ? res[i] + v : v;
       }
     }

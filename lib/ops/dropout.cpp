@@ -31,7 +31,7 @@ void dropout_forward(T* y, const T* x, int64_t n, float p, uint64_t seed, uint64
   const T s = T(1) / (T(1) - T(p));
   const uint32_t thr = dropout_threshold(p);
   for_chunks(n, seed, stream, [&](int64_t i0, int64_t m, const uint32_t* bits) {
-    for (int64_t k = 0; k < m; ++k) y[i0 + k] = (bits[k] >> 8) >= thr ? x[i0 + k] * s : T(0);
+    for (int64_t k = 0; k < m; ++k) y[i0 + k] = dropout_keeps(bits[k], thr) ? x[i0 + k] * s : T(0);
   });
 }
 
@@ -50,7 +50,7 @@ void residual_dropout_forward(T* out, const T* res, const T* h, int64_t n, float
   const T s = T(1) / (T(1) - T(p));
   const uint32_t thr = dropout_threshold(p);
   for_chunks(n, seed, stream, [&](int64_t i0, int64_t m, const uint32_t* bits) {
-    for (int64_t k = 0; k < m; ++k) out[i0 + k] = res[i0 + k] + ((bits[k] >> 8) >= thr ? h[i0 + k] * s : T(0));
+    for (int64_t k = 0; k < m; ++k) out[i0 + k] = res[i0 + k] + (dropout_keeps(bits[k], thr) ? h[i0 + k] * s : T(0));
   });
 }
 
