@@ -113,6 +113,14 @@ struct AttnParamSpec {
   }
 };
 
+struct AttnInfo;
+template <class T>
+class Attention;
+// Gives a variant made for `cfg` the learned weights its registry entry declares (AttnInfo::param_specs):
+// every device's factory passes what it makes through here, so a variant never declares its own.
+template <class T>
+std::unique_ptr<Attention<T>> declare_params(const AttnInfo& info, const AttnConfig& cfg, std::unique_ptr<Attention<T>> a);
+
 template <class T>
 class Attention {
  public:
@@ -131,13 +139,13 @@ class Attention {
   virtual void set_random_features(const std::vector<double>&) {
     LRA_FAIL("this attention variant draws no random features; only performer and performer-relu (features > 0) do");
   }
-  // The learned weights of this variant (none for most).
-  virtual std::vector<AttnParamSpec> param_specs() const { return {}; }
+  // The learned weights of this variant (none for most), from its registry entry.
+  const std::vector<AttnParamSpec>& param_specs() const { return specs_; }
   // Hands the variant the storage of its param_specs(), in order: values and gradients.
   void bind_params(std::vector<T*> values, std::vector<T*> grads) {
-    LRA_CHECK(values.size() == param_specs().size() && grads.size() == values.size(),
+    LRA_CHECK(values.size() == specs_.size() && grads.size() == values.size(),
               "bind_params got {} values and {} gradients for {} parameters", values.size(), grads.size(),
-              param_specs().size());
+              specs_.size());
     values_ = std::move(values);
     grads_ = std::move(grads);
   }
@@ -147,6 +155,9 @@ class Attention {
   T* param_grad(size_t i) const { return grads_.at(i); }
 
  private:
+  template <class U>
+  friend std::unique_ptr<Attention<U>> declare_params(const AttnInfo&, const AttnConfig&, std::unique_ptr<Attention<U>>);
+  std::vector<AttnParamSpec> specs_;
   std::vector<T*> values_, grads_;
 };
 
@@ -185,6 +196,8 @@ struct AttnInfo {
   // Why the variant has no causal mode ("" when it has one: then `causal` is among its params).
   std::string no_causal;
   std::vector<HyperParam> params;
+  // The learned weights a configuration owns (empty function: none), whichever device runs it.
+  std::function<std::vector<AttnParamSpec>(const AttnConfig&)> param_specs;
   // Block-sparse variants (local, sparse, longformer, bigbird): the pattern a configuration runs, so that
   // another backend's engine runs the same one; empty for the others.
   std::function<std::shared_ptr<const SparsePattern>(const AttnConfig&)> sparse_pattern;
@@ -192,11 +205,24 @@ struct AttnInfo {
   std::function<std::unique_ptr<Attention<double>>(const AttnConfig&)> make_f64;
 };
 
+// Completes `info` with the CPU factories of variant V; a variant with learned weights names its options
+// type, whose param_specs(cfg) then declares them for every device.
 template <template <class> class V>
 AttnInfo make_attn_info(AttnInfo info) {
   info.make_f32 = [](const AttnConfig& c) { return std::unique_ptr<Attention<float>>(new V<float>(c)); };
   info.make_f64 = [](const AttnConfig& c) { return std::unique_ptr<Attention<double>>(new V<double>(c)); };
   return info;
+}
+template <template <class> class V, class Options>
+AttnInfo make_attn_info(AttnInfo info) {
+  info.param_specs = [](const AttnConfig& c) { return Options::parse(c).param_specs(c); };
+  return make_attn_info<V>(std::move(info));
+}
+
+template <class T>
+std::unique_ptr<Attention<T>> declare_params(const AttnInfo& info, const AttnConfig& cfg, std::unique_ptr<Attention<T>> a) {
+  a->specs_ = info.param_specs ? info.param_specs(cfg) : std::vector<AttnParamSpec>{};
+  return a;
 }
 
 const std::vector<AttnInfo>& attention_registry();

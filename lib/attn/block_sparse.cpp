@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "attn/row_softmax.h"
 #include "core/arena.h"
 #include "core/rng.h"
 #include "ops/parallel.h"
@@ -110,7 +111,7 @@ template <class T>
 class BlockSparseAttention final : public Attention<T> {
  public:
   BlockSparseAttention(const AttnConfig& c, std::shared_ptr<const SparsePattern> p)
-      : c_(c), p_(std::move(p)), causal_(c.hp.value("causal", false)), rows_(p_->max_block_rows()) {}
+      : c_(c), p_(std::move(p)), causal_(BlockSparseOptions::parse(c).causal), rows_(p_->max_block_rows()) {}
 
   // LSE per (row, head).
   size_t saved_bytes(int, int64_t rows) const override { return sizeof(T) * rows * c_.heads; }
@@ -224,8 +225,7 @@ class BlockSparseAttention final : public Attention<T> {
   void draw_bits(const SeqBatch& seq, const AttnStep& step, int64_t row, int h, const std::vector<Gathered>& gathered,
                  const Work& w) const {
     for (const auto& gs : gathered)
-      philox_fill(step.seed, step.stream,
-                  (static_cast<uint64_t>(row) * c_.heads + h) * static_cast<uint64_t>(seq.L_pad) + gs.begin,
+      philox_fill(step.seed, step.stream, dropout_element(row, h, c_.heads, seq.L_pad) + gs.begin,
                   gs.end - gs.begin, w.bits + gs.g0);
   }
 
@@ -236,9 +236,7 @@ class BlockSparseAttention final : public Attention<T> {
     if (n == 0) return;
     const T tau = T(1) / std::sqrt(static_cast<T>(c_.dk));
     const T inf = std::numeric_limits<T>::infinity();
-    const float p = step.training ? c_.attention_dropout : 0.0f;
-    const T keep_scale = T(1) / (T(1) - T(p));
-    const uint32_t thr = dropout_threshold(p);
+    const DropoutDraw<T> drop(c_.attention_dropout, step.training);
     MapR<T> dKacc(w.dk, n, c_.dk, Eigen::OuterStride<>(c_.dk));
     MapR<T> dVacc(w.dv, n, c_.dv, Eigen::OuterStride<>(c_.dv));
     if (g != nullptr) {
@@ -287,9 +285,9 @@ class BlockSparseAttention final : public Attention<T> {
           const T l = S.row(i).sum();
           lse_out[row * c_.heads + h] = w.d[i] + std::log(l);
           S.row(i) *= T(1) / l;
-          if (p > 0.0f) {
+          if (drop.p > 0.0f) {
             draw_bits(seq, step, row, h, gathered, w);
-            for (int j = 0; j < nk; ++j) prow[j] = (w.bits[j] >> 8) >= thr ? prow[j] * keep_scale : T(0);
+            for (int j = 0; j < nk; ++j) prow[j] = dropout_keeps(w.bits[j], drop.thr) ? prow[j] * drop.scale : T(0);
           }
         }
         O.noalias() = S * V;
@@ -312,10 +310,10 @@ class BlockSparseAttention final : public Attention<T> {
         T* prow = w.s + static_cast<int64_t>(i) * nk;
         T* dprow = w.dp + static_cast<int64_t>(i) * nk;
         const T di = w.d[i];
-        if (p > 0.0f) {
+        if (drop.p > 0.0f) {
           draw_bits(seq, step, r0 + r.begin + i, h, gathered, w);
           for (int j = 0; j < nk; ++j) {
-            const T z = (w.bits[j] >> 8) >= thr ? keep_scale : T(0);
+            const T z = dropout_keeps(w.bits[j], drop.thr) ? drop.scale : T(0);
             dprow[j] = prow[j] * (dprow[j] * z - di);
             prow[j] *= z;
           }
@@ -356,6 +354,8 @@ template std::unique_ptr<Attention<float>> make_block_sparse_attention<float>(co
                                                                               std::shared_ptr<const SparsePattern>);
 template std::unique_ptr<Attention<double>> make_block_sparse_attention<double>(const AttnConfig&,
                                                                                 std::shared_ptr<const SparsePattern>);
+
+BlockSparseOptions BlockSparseOptions::parse(const AttnConfig& c) { return {c.hp.at("causal").get<bool>()}; }
 
 AttnInfo block_sparse_info(AttnInfo info, PatternFactory pattern) {
   info.uses_attention_dropout = true;

@@ -80,6 +80,12 @@ class BigBirdPattern final : public SparsePattern {
   std::vector<int> key_blocks(int n, int h, int qb, uint64_t seed) const;
 };
 
+// What the engines read beside the pattern (which its variant's factory parses), on every device.
+struct BlockSparseOptions {
+  bool causal = false;
+  static BlockSparseOptions parse(const AttnConfig& c);
+};
+
 template <class T>
 std::unique_ptr<Attention<T>> make_block_sparse_attention(const AttnConfig& c, std::shared_ptr<const SparsePattern> p);
 

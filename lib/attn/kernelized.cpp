@@ -8,6 +8,12 @@
 
 namespace lra {
 
+KernelizedOptions KernelizedOptions::parse(const AttnConfig& c) {
+  const KernelizedOptions o{c.hp.at("causal").get<bool>(), c.hp.at("eps").get<double>()};
+  LRA_CHECK(o.eps > 0, "eps must be positive, got {}", c.hp.at("eps").dump());
+  return o;
+}
+
 template <class T>
 struct KernelizedAttention<T>::Work {
   T* phq;     // L x m: Phi_Q
@@ -31,11 +37,9 @@ KernelizedAttention<T>::KernelizedAttention(const AttnConfig& c, std::unique_ptr
     : c_(c),
       fm_(std::move(fm)),
       guard_(guard),
-      causal_(c.hp.at("causal").get<bool>()),
-      eps_(static_cast<T>(c.hp.at("eps").get<double>())),
-      m_(fm_->features()) {
-  LRA_CHECK(c.hp.at("eps").get<double>() > 0, "eps must be positive, got {}", c.hp.at("eps").dump());
-}
+      o_(KernelizedOptions::parse(c)),
+      eps_(static_cast<T>(o_.eps)),
+      m_(fm_->features()) {}
 
 template <class T>
 size_t KernelizedAttention<T>::saved_bytes(int, int64_t rows) const {
@@ -52,7 +56,7 @@ size_t KernelizedAttention<T>::per_thread_bytes() const {
   const size_t L = static_cast<size_t>(c_.max_len), m = m_, e = c_.dv + 1, C = kChunk;
   const size_t chunks = (L + C - 1) / C;
   size_t n = 4 * L * m + 2 * L * e + 2 * m * e + fm_->scratch_elems(c_.max_len);
-  if (causal_) n += chunks * m * e + 2 * C * C;
+  if (o_.causal) n += chunks * m * e + 2 * C * C;
   return align_up(n * sizeof(T) + 2 * (L + 1) * sizeof(int64_t) + 16 * Arena::kAlign, Arena::kAlign);
 }
 
@@ -69,9 +73,9 @@ typename KernelizedAttention<T>::Work KernelizedAttention<T>::thread_scratch(voi
   w.dphk = sc.take<T>(L * m);
   w.st = sc.take<T>(m * e);
   w.u = sc.take<T>(m * e);
-  w.states = causal_ ? sc.take<T>((L + C - 1) / C * m * e) : nullptr;
-  w.a = causal_ ? sc.take<T>(C * C) : nullptr;
-  w.da = causal_ ? sc.take<T>(C * C) : nullptr;
+  w.states = o_.causal ? sc.take<T>((L + C - 1) / C * m * e) : nullptr;
+  w.a = o_.causal ? sc.take<T>(C * C) : nullptr;
+  w.da = o_.causal ? sc.take<T>(C * C) : nullptr;
   w.fs = sc.take<T>(fm_->scratch_elems(c_.max_len));
   w.auxq = sc.take<int64_t>(2 * (L + 1));
   w.auxk = w.auxq + L + 1;
@@ -140,7 +144,7 @@ void KernelizedAttention<T>::forward_one(const SeqBatch& seq, const AttnIO<T>& i
   MapR<T> Ve(w.ve, L, e, Eigen::OuterStride<>(e));
   MapR<T> ND(w.g, L, e, Eigen::OuterStride<>(e));
   MapR<T> S(w.st, m, e, Eigen::OuterStride<>(e));
-  if (!causal_) {
+  if (!o_.causal) {
     S.noalias() = Pk.transpose() * Ve;
     ND.noalias() = Pq * S;
   } else {
@@ -192,7 +196,7 @@ void KernelizedAttention<T>::backward_one(const SeqBatch& seq, const AttnIO<T>& 
     }
     G(i, dv) = (guard_ == Guard::Clamp && d < eps_) ? T(0) : -r * dot;
   }
-  if (!causal_) {
+  if (!o_.causal) {
     S.noalias() = Pk.transpose() * Ve;
     dPq.noalias() = G * S.transpose();
     U.noalias() = Pq.transpose() * G;

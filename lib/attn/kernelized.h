@@ -64,10 +64,16 @@ class FeatureMap {
 
 enum class Guard { Add, Clamp };
 
+// The options every kernelised variant reads, on every device: causal, and the normaliser's eps (> 0).
+struct KernelizedOptions {
+  bool causal = false;
+  double eps = 0.0;
+  static KernelizedOptions parse(const AttnConfig& c);
+};
+
 template <class T>
 class KernelizedAttention : public Attention<T> {
  public:
-  // Reads `causal` and `eps` from c.hp.
   KernelizedAttention(const AttnConfig& c, std::unique_ptr<FeatureMap<T>> fm, Guard guard);
 
   size_t saved_bytes(int B, int64_t rows) const override;
@@ -93,7 +99,7 @@ class KernelizedAttention : public Attention<T> {
   AttnConfig c_;
   std::unique_ptr<FeatureMap<T>> fm_;
   Guard guard_;
-  bool causal_;
+  KernelizedOptions o_;
   T eps_;
   int m_;
 };

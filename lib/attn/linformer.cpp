@@ -34,8 +34,8 @@ LinformerOptions LinformerOptions::parse(const AttnConfig& c) {
   return {k.get<int>()};
 }
 
-std::vector<AttnParamSpec> linformer_param_specs(const AttnConfig& c, const LinformerOptions& o) {
-  return {AttnParamSpec{"proj", {c.max_len, o.k}, Init::XavierUniform, static_cast<double>(c.max_len + o.k)}};
+std::vector<AttnParamSpec> LinformerOptions::param_specs(const AttnConfig& c) const {
+  return {AttnParamSpec{"proj", {c.max_len, k}, Init::XavierUniform, static_cast<double>(c.max_len + k)}};
 }
 
 namespace {
@@ -44,8 +44,6 @@ template <class T>
 class LinformerAttention final : public Attention<T> {
  public:
   explicit LinformerAttention(const AttnConfig& c) : c_(c), k_(LinformerOptions::parse(c).k) {}
-
-  std::vector<AttnParamSpec> param_specs() const override { return linformer_param_specs(c_, {k_}); }
 
   // LSE per (row, head), then K' and V' per (example, head).
   size_t saved_bytes(int B, int64_t rows) const override {
@@ -132,11 +130,6 @@ class LinformerAttention final : public Attention<T> {
   }
   int64_t kv_offset(int b, int h) const { return (static_cast<int64_t>(b) * c_.heads + h) * k_ * (c_.dk + c_.dv); }
 
-  // Element index of the dropout draw for query row r, head h, projected key 0.
-  uint64_t drop_index(int64_t r, int h) const {
-    return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(k_);
-  }
-
   // E_n: the first n rows of E, hidden keys' rows zeroed (E itself when no key is masked).
   CMapR<T> projection(const SeqBatch& seq, int64_t r0, int n, const Work& w) const {
     const T* E = this->param(0);
@@ -186,7 +179,7 @@ class LinformerAttention final : public Attention<T> {
       S.row(i) *= T(1) / l;
       if (drop.p > 0.0f) {
         T* row = w.s + static_cast<int64_t>(i) * k_;
-        philox_fill(step.seed, step.stream, drop_index(r0 + i, h), k_, w.bits);
+        philox_fill(step.seed, step.stream, dropout_element(r0 + i, h, c_.heads, k_), k_, w.bits);
         for (int r = 0; r < k_; ++r) row[r] *= dropout_factor(w.bits[r], drop.thr, drop.scale);
       }
     }
@@ -220,7 +213,7 @@ class LinformerAttention final : public Attention<T> {
       T* dprow = w.dp + static_cast<int64_t>(i) * k_;
       const T di = dO.row(i).dot(O.row(i));
       if (drop.p > 0.0f) {
-        philox_fill(step.seed, step.stream, drop_index(r0 + i, h), k_, w.bits);
+        philox_fill(step.seed, step.stream, dropout_element(r0 + i, h, c_.heads, k_), k_, w.bits);
         for (int r = 0; r < k_; ++r) {
           const T z = dropout_factor(w.bits[r], drop.thr, drop.scale);
           dprow[r] = softmax_dlogit(prow[r], dprow[r], z, di);
@@ -268,7 +261,7 @@ AttnInfo linformer_attention_info() {
   info.uses_attention_dropout = true;
   info.no_causal = "its length projection mixes future positions into every projected key";
   info.params = {{"k", 16, "projected length: rows of K' and V' (LRA's code default 16; the paper uses 128 or 256)"}};
-  return make_attn_info<LinformerAttention>(info);
+  return make_attn_info<LinformerAttention, LinformerOptions>(info);
 }
 
 }  // namespace lra

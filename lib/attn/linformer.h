@@ -12,10 +12,9 @@ struct LinformerOptions {
   int k = 0;  // the projected length
   // Throws, naming the setting and what it may be, for a bad value.
   static LinformerOptions parse(const AttnConfig& c);
+  // E: max_len x k ("proj"), LRA's xavier_uniform (U(+-sqrt(6 / (max_len + k)))): K' = E[:n]^T K sums n
+  // rows of variance 2 / (max_len + k), so K' keeps about the magnitude of K.
+  std::vector<AttnParamSpec> param_specs(const AttnConfig& c) const;
 };
-
-// E: max_len x k ("proj"), LRA's xavier_uniform (U(+-sqrt(6 / (max_len + k)))): K' = E[:n]^T K sums n
-// rows of variance 2 / (max_len + k), so K' keeps about the magnitude of K.
-std::vector<AttnParamSpec> linformer_param_specs(const AttnConfig& c, const LinformerOptions& o);
 
 }  // namespace lra

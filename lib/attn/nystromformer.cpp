@@ -65,10 +65,9 @@ NystromOptions NystromOptions::parse(const AttnConfig& c) {
   return o;
 }
 
-std::vector<AttnParamSpec> nystrom_param_specs(const AttnConfig& c, const NystromOptions& o) {
-  if (o.conv_kernel == 0) return {};
-  return {AttnParamSpec{"conv", {c.heads, o.conv_kernel}, Init::Uniform,
-                        1.0 / std::sqrt(static_cast<double>(o.conv_kernel))}};
+std::vector<AttnParamSpec> NystromOptions::param_specs(const AttnConfig& c) const {
+  if (conv_kernel == 0) return {};
+  return {AttnParamSpec{"conv", {c.heads, conv_kernel}, Init::Uniform, 1.0 / std::sqrt(static_cast<double>(conv_kernel))}};
 }
 
 namespace {
@@ -82,10 +81,6 @@ class NystromAttention final : public Attention<T> {
     iters_ = o.pinv_iters;
     kernel_ = o.conv_kernel;
     batch_ = o.batch_init;
-  }
-
-  std::vector<AttnParamSpec> param_specs() const override {
-    return nystrom_param_specs(c_, NystromOptions{m_, iters_, kernel_, batch_});
   }
 
   size_t saved_bytes(int B, int64_t) const override {
@@ -581,7 +576,7 @@ AttnInfo nystromformer_attention_info() {
       {"pinv_init", "example",
        "Z_0 = A^T / (largest column sum of A): 'example' takes it per example and head (the paper), 'batch' over "
        "the whole batch (LRA's code, init_option 'original'; couples the examples of a batch)"}};
-  return make_attn_info<NystromAttention>(info);
+  return make_attn_info<NystromAttention, NystromOptions>(info);
 }
 
 }  // namespace lra

@@ -18,9 +18,9 @@ struct NystromOptions {
   int conv_kernel = 35;
   bool batch_init = false;  // pinv_init=batch
   static NystromOptions parse(const AttnConfig& c);
+  // The learned weights: the depthwise convolution's filters "conv" (heads x conv_kernel), none without it.
+  std::vector<AttnParamSpec> param_specs(const AttnConfig& c) const;
 };
-// The learned weights: the depthwise convolution's filters "conv" (heads x conv_kernel), none without it.
-std::vector<AttnParamSpec> nystrom_param_specs(const AttnConfig& c, const NystromOptions& o);
 
 // First row of segment j (0 .. m) of an n-row example split into m segments: floor(j n / m).
 LRA_HD int nystrom_segment_start(int j, int n, int m) {

@@ -33,12 +33,8 @@ namespace {
 template <class T>
 class Projection {
  public:
-  Projection(const AttnConfig& c, int m)
-      : m_(m),
-        dk_(c.dk),
-        layer_(c.layer),
-        orthogonal_(c.hp.at("orthogonal").get<bool>()),
-        policy_(RedrawPolicy::parse(c.hp.at("redraw").get<std::string>())) {}
+  Projection(const AttnConfig& c, const PerformerOptions& o)
+      : m_(o.features), dk_(c.dk), layer_(c.layer), orthogonal_(o.orthogonal), policy_(o.redraw) {}
 
   void prepare(const AttnStep& step) {
     if (fixed_) return;
@@ -81,21 +77,16 @@ class Projection {
   int64_t draw_ = 0;
 };
 
-int positive_features(const AttnConfig& c) {
-  const int m = c.hp.at("features").get<int>();
-  LRA_CHECK(m > 0, "performer: features must be positive, got {}", m);
-  return m;
-}
-
 template <class T>
 class SoftmaxFeatures final : public FeatureMap<T> {
  public:
-  explicit SoftmaxFeatures(const AttnConfig& c)
-      : m_(positive_features(c)),
+  explicit SoftmaxFeatures(const AttnConfig& c) : SoftmaxFeatures(c, PerformerOptions::parse(c)) {}
+  SoftmaxFeatures(const AttnConfig& c, const PerformerOptions& o)
+      : m_(o.features),
         dk_(c.dk),
-        feps_(static_cast<T>(c.hp.at("feature_eps").get<double>())),
-        causal_(c.hp.at("causal").get<bool>()),
-        proj_(c, m_) {}
+        feps_(static_cast<T>(o.eps)),
+        causal_(KernelizedOptions::parse(c).causal),
+        proj_(c, o) {}
 
   int features() const override { return m_; }
   // xh (L x dk), then dh (L) in the backward.
@@ -178,10 +169,10 @@ class SoftmaxFeatures final : public FeatureMap<T> {
 template <class T>
 class ReluFeatures final : public FeatureMap<T> {
  public:
-  explicit ReluFeatures(const AttnConfig& c)
-      : m_(c.hp.at("features").get<int>()), dk_(c.dk), keps_(static_cast<T>(c.hp.at("kernel_eps").get<double>())) {
-    LRA_CHECK(m_ >= 0, "performer-relu: features must be 0 (no projection, as LRA's code) or positive, got {}", m_);
-    if (m_ > 0) proj_.reset(new Projection<T>(c, m_));
+  explicit ReluFeatures(const AttnConfig& c) : ReluFeatures(c, PerformerOptions::parse_relu(c)) {}
+  ReluFeatures(const AttnConfig& c, const PerformerOptions& o)
+      : m_(o.features), dk_(c.dk), keps_(static_cast<T>(o.eps)) {
+    if (m_ > 0) proj_.reset(new Projection<T>(c, o));
   }
 
   int features() const override { return m_ > 0 ? m_ : dk_; }

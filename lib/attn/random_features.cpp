@@ -76,4 +76,19 @@ std::vector<double> draw_projection(int m, int d, bool orthogonal, uint64_t seed
   return w;
 }
 
+PerformerOptions PerformerOptions::parse(const AttnConfig& c) {
+  PerformerOptions o{c.hp.at("features").get<int>(), c.hp.at("orthogonal").get<bool>(),
+                     RedrawPolicy::parse(c.hp.at("redraw").get<std::string>()), c.hp.at("feature_eps").get<double>()};
+  LRA_CHECK(o.features > 0, "performer: features must be positive, got {}", o.features);
+  return o;
+}
+
+PerformerOptions PerformerOptions::parse_relu(const AttnConfig& c) {
+  PerformerOptions o{c.hp.at("features").get<int>(), c.hp.at("orthogonal").get<bool>(),
+                     RedrawPolicy::parse(c.hp.at("redraw").get<std::string>()), c.hp.at("kernel_eps").get<double>()};
+  LRA_CHECK(o.features >= 0, "performer-relu: features must be 0 (no projection, as LRA's code) or positive, got {}",
+            o.features);
+  return o;
+}
+
 }  // namespace lra

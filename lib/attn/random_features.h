@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "attn/attention.h"
+
 namespace lra {
 
 // redraw=step (a new projection every training step), interval:N (every N steps) or never.
@@ -25,5 +27,17 @@ struct RedrawPolicy {
 // N(0, I_d) vectors: every row is N(0, I_d) in law and rows within a block are orthogonal; the last
 // block contributes its first m mod d rows. Otherwise i.i.d. N(0, 1) entries.
 std::vector<double> draw_projection(int m, int d, bool orthogonal, uint64_t seed, int layer, int64_t draw);
+
+// The options of performer and performer-relu, on every device: m random features (performer-relu: 0 = no
+// projection, phi = relu(x) + kernel_eps as in LRA's code), orthogonal rows, the redraw policy, and the
+// feature map's eps (performer's feature_eps, performer-relu's kernel_eps).
+struct PerformerOptions {
+  int features = 0;
+  bool orthogonal = true;
+  RedrawPolicy redraw;
+  double eps = 0.0;
+  static PerformerOptions parse(const AttnConfig& c);       // performer: features > 0
+  static PerformerOptions parse_relu(const AttnConfig& c);  // performer-relu: features >= 0
+};
 
 }  // namespace lra

@@ -86,11 +86,13 @@ nlohmann::json resolve_attention_params(const AttnInfo& info, const nlohmann::js
 
 template <>
 std::unique_ptr<Attention<float>> make_attention<float>(const std::string& name, const AttnConfig& cfg) {
-  return find_attention(name).make_f32(cfg);
+  const AttnInfo& info = find_attention(name);
+  return declare_params(info, cfg, info.make_f32(cfg));
 }
 template <>
 std::unique_ptr<Attention<double>> make_attention<double>(const std::string& name, const AttnConfig& cfg) {
-  return find_attention(name).make_f64(cfg);
+  const AttnInfo& info = find_attention(name);
+  return declare_params(info, cfg, info.make_f64(cfg));
 }
 
 }  // namespace lra

@@ -46,6 +46,7 @@
 #include <string>
 
 #include "attn/attention.h"
+#include "attn/row_softmax.h"
 #include "attn/sinkhorn.h"
 #include "core/arena.h"
 #include "core/rng.h"
@@ -130,8 +131,6 @@ class SinkhornAttention final : public Attention<T> {
     steps_ = o_.steps();
     sw_ = o_.slot_width(c.dk);
   }
-
-  std::vector<AttnParamSpec> param_specs() const override { return o_.param_specs(c_); }
 
   // LSE per (row, head) and softmax part.
   size_t saved_bytes(int, int64_t rows) const override { return sizeof(T) * rows * c_.heads * parts_; }
@@ -243,7 +242,6 @@ class SinkhornAttention final : public Attention<T> {
   }
 
   // Element index of the dropout draw for query row r, head h, score column 0.
-  uint64_t drop_index(int64_t r, int h) const { return sinkhorn_drop_index(r, h, c_.heads, blk_); }
 
   static bool real_key(const SeqBatch& seq, int64_t r0, int n, int r) {
     return r < n && (seq.key_mask == nullptr || seq.key_mask[r0 + r] != 0);
@@ -388,8 +386,8 @@ class SinkhornAttention final : public Attention<T> {
         for (int p = 0; p < parts_; ++p)  // the unseen scores are -inf (block_scores)
           lse[(r * c_.heads + h) * parts_ + p] = sinkhorn_softmax(row + part_begin(p), part_end(p) - part_begin(p));
         if (drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, drop_index(r, h), w2, w.bits);
-          for (int c = 0; c < w2; ++c) row[c] = (w.bits[c] >> 8) >= drop.thr ? row[c] * drop.scale : T(0);
+          philox_fill(step.seed, step.stream, dropout_element(r, h, c_.heads, 2 * blk_), w2, w.bits);
+          for (int c = 0; c < w2; ++c) row[c] = dropout_keeps(w.bits[c], drop.thr) ? row[c] * drop.scale : T(0);
         }
       }
       CMapR<T> P(w.sc, bq, w2, Eigen::OuterStride<>(w2));
@@ -453,14 +451,14 @@ class SinkhornAttention final : public Attention<T> {
           for (int c = part_begin(p); c < part_end(p); ++c) prow[c] = w.colok[c] ? std::exp(prow[c] - L) : T(0);
         }
         if (drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, drop_index(r, h), w2, w.bits);
-          for (int c = 0; c < w2; ++c) grow[c] *= (w.bits[c] >> 8) >= drop.thr ? drop.scale : T(0);
+          philox_fill(step.seed, step.stream, dropout_element(r, h, c_.heads, 2 * blk_), w2, w.bits);
+          for (int c = 0; c < w2; ++c) grow[c] *= dropout_keeps(w.bits[c], drop.thr) ? drop.scale : T(0);
         }
         // dS = P (G - D) into G, then P' = P z / (1-p) into P.
         for (int p = 0; p < parts_; ++p)
           sinkhorn_score_grad(prow + part_begin(p), grow + part_begin(p), part_end(p) - part_begin(p));
         if (drop.p > 0.0f)
-          for (int c = 0; c < w2; ++c) prow[c] *= (w.bits[c] >> 8) >= drop.thr ? drop.scale : T(0);
+          for (int c = 0; c < w2; ++c) prow[c] *= dropout_keeps(w.bits[c], drop.thr) ? drop.scale : T(0);
       }
       CMapR<T> Qs(w.qs, bq, dk, Eigen::OuterStride<>(dk));
       dVt.middleRows(i0, blk_).noalias() += P.leftCols(blk_).transpose() * dO;
@@ -612,7 +610,7 @@ AttnInfo sinkhorn_attention_info() {
        "\"joint\" = the paper: one softmax over the local and the sorted keys; \"sum\" = LRA's code: a softmax "
        "over each, the two outputs added"},
   };
-  return make_attn_info<SinkhornAttention>(info);
+  return make_attn_info<SinkhornAttention, SinkhornOptions>(info);
 }
 
 }  // namespace lra

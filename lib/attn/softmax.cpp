@@ -17,7 +17,9 @@
 #include <cmath>
 #include <limits>
 
-#include "attn/attention.h"
+#include "attn/softmax.h"
+
+#include "attn/row_softmax.h"
 #include "core/arena.h"
 #include "core/rng.h"
 #include "ops/parallel.h"
@@ -31,13 +33,12 @@ constexpr int kBlock = 64;
 template <class T>
 class SoftmaxAttention final : public Attention<T> {
  public:
-  explicit SoftmaxAttention(const AttnConfig& c)
-      : c_(c), causal_(c.hp.at("causal").get<bool>()), store_(c.hp.at("store_probs").get<bool>()) {}
+  explicit SoftmaxAttention(const AttnConfig& c) : c_(c), o_(SoftmaxOptions::parse(c)) {}
 
   // LSE per (row, head), then with store_probs each example's P: L rows of stride max_len per head.
   size_t saved_bytes(int, int64_t rows) const override {
     const size_t lse = align_up(sizeof(T) * rows * c_.heads, Arena::kAlign);
-    return store_ ? lse + sizeof(T) * rows * c_.heads * c_.max_len : lse;
+    return o_.store_probs ? lse + sizeof(T) * rows * c_.heads * c_.max_len : lse;
   }
   size_t scratch_bytes(int, int64_t) const override { return per_thread_bytes() * c_.threads; }
 
@@ -98,14 +99,9 @@ class SoftmaxAttention final : public Attention<T> {
     return w;
   }
 
-  // Element index of the dropout draw for query row r, head h, key j (same formula on every device).
-  uint64_t drop_index(const SeqBatch& seq, int64_t r, int h, int j) const {
-    return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(seq.L_pad) + j;
-  }
-
   // Where the stored probabilities start (nullptr without store_probs), and those of (b, h).
   T* probs_base(void* saved, const SeqBatch& seq) const {
-    if (!store_) return nullptr;
+    if (!o_.store_probs) return nullptr;
     return reinterpret_cast<T*>(static_cast<char*>(saved) +
                                 align_up(sizeof(T) * seq.rows() * c_.heads, Arena::kAlign));
   }
@@ -114,7 +110,7 @@ class SoftmaxAttention final : public Attention<T> {
   }
 
   // Keys a query block [i0, i0 + br) can see: all L, or the first i0 + br when causal.
-  int visible_keys(int L, int i0, int br) const { return causal_ ? std::min(L, i0 + br) : L; }
+  int visible_keys(int L, int i0, int br) const { return o_.causal ? std::min(L, i0 + br) : L; }
 
   // Masked keys (and, when causal, future keys) get exactly zero probability (a vectorised exp of
   // -inf may return a denormal).
@@ -125,7 +121,7 @@ class SoftmaxAttention final : public Attention<T> {
       for (int j = 0; j < nk; ++j)
         if (mu[j] == 0) P.col(j).setZero();
     }
-    if (causal_)
+    if (o_.causal)
       for (int i = 0; i < br; ++i)
         if (i0 + i + 1 < nk) P.row(i).tail(nk - (i0 + i + 1)).setZero();
   }
@@ -146,7 +142,7 @@ class SoftmaxAttention final : public Attention<T> {
       for (int j = 0; j < nk; ++j)
         if (mu[j] == 0) S.col(j).setConstant(ninf);
     }
-    if (causal_)
+    if (o_.causal)
       for (int i = 0; i < br; ++i)
         if (i0 + i + 1 < nk) S.row(i).tail(nk - (i0 + i + 1)).setConstant(ninf);
   }
@@ -182,10 +178,10 @@ class SoftmaxAttention final : public Attention<T> {
           lse[r * c_.heads + h] = m + std::log(l);
           S.row(i) *= T(1) / l;
         }
-        if (store_) std::copy(row, row + nk, probs + probs_offset(seq, b, h) + static_cast<int64_t>(i0 + i) * c_.max_len);
+        if (o_.store_probs) std::copy(row, row + nk, probs + probs_offset(seq, b, h) + static_cast<int64_t>(i0 + i) * c_.max_len);
         if (m != -std::numeric_limits<T>::infinity() && drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, drop_index(seq, r, h, 0), nk, w.bits);
-          for (int j = 0; j < nk; ++j) row[j] = (w.bits[j] >> 8) >= drop.thr ? row[j] * drop.scale : T(0);
+          philox_fill(step.seed, step.stream, dropout_element(r, h, c_.heads, seq.L_pad), nk, w.bits);
+          for (int j = 0; j < nk; ++j) row[j] = dropout_keeps(w.bits[j], drop.thr) ? row[j] * drop.scale : T(0);
         }
       }
       O.noalias() = S * V;
@@ -212,7 +208,7 @@ class SoftmaxAttention final : public Attention<T> {
       MapR<T> Qs(w.q, br, c_.dk, Eigen::OuterStride<>(c_.dk));
       CMapR<T> dO(g.dout + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
       CMapR<T> O(io.out + (r0 + i0) * io.ld_out + h * c_.dv, br, c_.dv, Eigen::OuterStride<>(io.ld_out));
-      if (store_) {
+      if (o_.store_probs) {
         S = CMapR<T>(probs + probs_offset(seq, b, h) + static_cast<int64_t>(i0) * c_.max_len, br, nk,
                      Eigen::OuterStride<>(c_.max_len));
         Qs = CMapR<T>(io.q + (r0 + i0) * io.ld_in + h * c_.dk, br, c_.dk, Eigen::OuterStride<>(io.ld_in)) * tau;
@@ -230,9 +226,9 @@ class SoftmaxAttention final : public Attention<T> {
         T* dprow = w.dp + static_cast<int64_t>(i) * nk;
         const T di = w.d[i];
         if (drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, drop_index(seq, r0 + i0 + i, h, 0), nk, w.bits);
+          philox_fill(step.seed, step.stream, dropout_element(r0 + i0 + i, h, c_.heads, seq.L_pad), nk, w.bits);
           for (int j = 0; j < nk; ++j) {
-            const T z = (w.bits[j] >> 8) >= drop.thr ? drop.scale : T(0);
+            const T z = dropout_keeps(w.bits[j], drop.thr) ? drop.scale : T(0);
             dprow[j] = prow[j] * (dprow[j] * z - di);
             prow[j] *= z;
           }
@@ -250,10 +246,14 @@ class SoftmaxAttention final : public Attention<T> {
   }
 
   AttnConfig c_;
-  bool causal_, store_;
+  SoftmaxOptions o_;
 };
 
 }  // namespace
+
+SoftmaxOptions SoftmaxOptions::parse(const AttnConfig& c) {
+  return {c.hp.at("causal").get<bool>(), c.hp.at("store_probs").get<bool>()};
+}
 
 AttnInfo softmax_attention_info() {
   AttnInfo info;

@@ -55,14 +55,14 @@ SynthesizerOptions SynthesizerOptions::parse(const AttnConfig& c) {
   return o;
 }
 
-std::vector<AttnParamSpec> synthesizer_param_specs(const AttnConfig& c, const SynthesizerOptions& o) {
+std::vector<AttnParamSpec> SynthesizerOptions::param_specs(const AttnConfig& c) const {
   const int H = c.heads, L = c.max_len, d = c.dk;
-  switch (o.mode) {
+  switch (mode) {
     case SynthesizerMode::Random:
       return {{"random", {H, L, L}, Init::XavierUniform, 2.0 * H * L}};
     case SynthesizerMode::Factorized:
-      return {{"random_a", {H, L, o.k}, Init::XavierUniform, static_cast<double>(H) * (L + o.k)},
-              {"random_b", {H, L, o.k}, Init::XavierUniform, static_cast<double>(H) * (L + o.k)}};
+      return {{"random_a", {H, L, k}, Init::XavierUniform, static_cast<double>(H) * (L + k)},
+              {"random_b", {H, L, k}, Init::XavierUniform, static_cast<double>(H) * (L + k)}};
     case SynthesizerMode::Dense:
       break;
   }
@@ -84,12 +84,10 @@ class SynthesizerAttention final : public Attention<T> {
   explicit SynthesizerAttention(const AttnConfig& c) : SynthesizerAttention(c, SynthesizerOptions::parse(c)) {}
   SynthesizerAttention(const AttnConfig& c, const SynthesizerOptions& o)
       : c_(c), o_(o) {
-    for (const auto& s : param_specs()) param_sizes_.push_back(s.size());
+    for (const auto& s : o_.param_specs(c_)) param_sizes_.push_back(s.size());
     if (o_.mode != Mode::Random)
       for (int64_t n : param_sizes_) partial_ += n;
   }
-
-  std::vector<AttnParamSpec> param_specs() const override { return synthesizer_param_specs(c_, o_); }
 
 
   size_t saved_bytes(int, int64_t rows) const override { return sizeof(T) * rows * c_.heads; }
@@ -181,11 +179,6 @@ class SynthesizerAttention final : public Attention<T> {
     return w;
   }
 
-  // Element index of the dropout draw for query row r, head h, key j (softmax's formula).
-  uint64_t drop_index(const SeqBatch& seq, int64_t r, int h, int j) const {
-    return (static_cast<uint64_t>(r) * c_.heads + h) * static_cast<uint64_t>(seq.L_pad) + j;
-  }
-
   int visible_keys(int n, int i0, int br) const { return o_.causal ? std::min(n, i0 + br) : n; }
 
   // S <- the logits of queries [i0, i0 + br) over the nk visible keys, hidden keys at -inf. Dense mode
@@ -270,7 +263,7 @@ class SynthesizerAttention final : public Attention<T> {
       T* dprow = w.dp + static_cast<int64_t>(i) * nk;
       const T di = dO.row(i).dot(O.row(i));
       if (drop.p > 0.0f) {
-        philox_fill(step.seed, step.stream, drop_index(seq, r0 + i0 + i, h, 0), nk, w.bits);
+        philox_fill(step.seed, step.stream, dropout_element(r0 + i0 + i, h, c_.heads, seq.L_pad), nk, w.bits);
         for (int j = 0; j < nk; ++j) {
           const T z = dropout_factor(w.bits[j], drop.thr, drop.scale);
           dprow[j] = softmax_dlogit(prow[j], dprow[j], z, di);
@@ -313,7 +306,7 @@ class SynthesizerAttention final : public Attention<T> {
         lse[r * c_.heads + h] = m + std::log(l);
         S.row(i) *= T(1) / l;
         if (drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, drop_index(seq, r, h, 0), nk, w.bits);
+          philox_fill(step.seed, step.stream, dropout_element(r, h, c_.heads, seq.L_pad), nk, w.bits);
           for (int j = 0; j < nk; ++j) row[j] *= dropout_factor(w.bits[j], drop.thr, drop.scale);
         }
       }
@@ -434,7 +427,7 @@ AttnInfo synthesizer_attention_info() {
        "add the scaled dot product tau Q K^T to the synthetic logits before the softmax (LRA's default, "
        "ignore_dot_product=False: a plain sum); false: synthetic logits only (the paper's pure Synthesizer)"},
       {"k", 32, "rank of the factorized mode (LRA's k = 32); unused by the other modes"}};
-  return make_attn_info<SynthesizerAttention>(info);
+  return make_attn_info<SynthesizerAttention, SynthesizerOptions>(info);
 }
 
 }  // namespace lra

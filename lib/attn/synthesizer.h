@@ -17,10 +17,10 @@ struct SynthesizerOptions {
   int k = 0;                // the factorized mode's rank
   // Throws, naming the setting and what it may be, for a bad value.
   static SynthesizerOptions parse(const AttnConfig& c);
+  // The mode's weights, initialised as LRA's synthesizer block does (xavier_uniform, with JAX's fans of a
+  // 3-d shape: the head axis multiplies both); its dense layers there have no bias, here the biases start
+  // at zero.
+  std::vector<AttnParamSpec> param_specs(const AttnConfig& c) const;
 };
-
-// Initialised as LRA's synthesizer block does (xavier_uniform, with JAX's fans of a 3-d shape: the head
-// axis multiplies both); its dense layers there have no bias, here the biases start at zero.
-std::vector<AttnParamSpec> synthesizer_param_specs(const AttnConfig& c, const SynthesizerOptions& o);
 
 }  // namespace lra

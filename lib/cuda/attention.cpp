@@ -78,9 +78,9 @@ bool has_attention(const std::string& name) {
 
 std::unique_ptr<Attention<float>> make_attention(const std::string& name, const AttnConfig& cfg, const Context& ctx) {
   const AttnInfo& info = find_attention(name);  // an unknown name lists every registered variant
-  if (const AttentionFactory* make = registered(name)) return (*make)(cfg, ctx);
+  if (const AttentionFactory* make = registered(name)) return declare_params(info, cfg, (*make)(cfg, ctx));
   if (info.sparse_pattern && registry().pattern_engine)
-    return registry().pattern_engine(cfg, ctx, *info.sparse_pattern(cfg));
+    return declare_params(info, cfg, registry().pattern_engine(cfg, ctx, *info.sparse_pattern(cfg)));
   LRA_FAIL("attention '{}' has no GPU implementation yet; on --device cuda use one of: {} (or run it with "
            "--device cpu)",
            name, fmt::join(attention_names(), ", "));

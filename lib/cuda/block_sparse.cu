@@ -61,9 +61,7 @@ __device__ __forceinline__ bool key_visible(const Params& p, int64_t row) {
 
 // The dropout factor z / (1-p) of element (row, h, key), or 1 without dropout.
 __device__ __forceinline__ float drop_factor(const Params& p, int64_t row, int h, int key) {
-  return p.drop.factor((static_cast<uint64_t>(row) * static_cast<uint64_t>(p.heads) + static_cast<uint64_t>(h)) *
-                           static_cast<uint64_t>(p.L_pad) +
-                       static_cast<uint64_t>(key));
+  return p.drop.factor(dropout_element(row, h, p.heads, p.L_pad) + static_cast<uint64_t>(key));
 }
 
 // sum_d a[d] b[d] over n columns, by one thread.
@@ -294,7 +292,7 @@ __global__ void __launch_bounds__(kThreads) bs_dkdv(Params p) {
 class BlockSparseGpu final : public Attention<float> {
  public:
   BlockSparseGpu(const AttnConfig& c, const Context& ctx, const SparsePattern& pattern)
-      : c_(c), ctx_(ctx), pat_(pattern.spec()), causal_(c.hp.value("causal", false)) {
+      : c_(c), ctx_(ctx), pat_(pattern.spec()), causal_(BlockSparseOptions::parse(c).causal) {
     LRA_CHECK(c.dk >= 1 && c.dk <= 32 * kPerLane && c.dv >= 1 && c.dv <= 32 * kPerLane,
               "block-sparse attention on the GPU supports head sizes 1 .. {} (got dk = {}, dv = {}); use more, "
               "smaller heads or --device cpu",

@@ -52,28 +52,28 @@ struct FeatureMapSpec {
   MapKind kind = MapKind::Elu;
   int m = 0;                // features per head
   Guard guard = Guard::Clamp;
-  bool projected = false;   // a random projection W (m x dk), drawn under a redraw policy
+  bool projected = false;   // a random projection W (m x dk), drawn under random.redraw
   float feature_eps = 0.0f;  // performer
   float kernel_eps = 0.0f;   // performer-relu
+  PerformerOptions random;   // performer, performer-relu
 };
 
-FeatureMapSpec linear_map(const AttnConfig& c) { return {MapKind::Elu, c.dk, Guard::Add, false, 0.0f, 0.0f}; }
+FeatureMapSpec linear_map(const AttnConfig& c) { return {MapKind::Elu, c.dk, Guard::Add, false, 0.0f, 0.0f, {}}; }
 
 FeatureMapSpec cosformer_map(const AttnConfig& c) {
-  return {MapKind::Cos, 2 * c.dk, Guard::Clamp, false, 0.0f, 0.0f};
+  return {MapKind::Cos, 2 * c.dk, Guard::Clamp, false, 0.0f, 0.0f, {}};
 }
 
 FeatureMapSpec performer_map(const AttnConfig& c) {
-  const int m = c.hp.at("features").get<int>();
-  LRA_CHECK(m > 0, "performer: features must be positive, got {}", m);
-  return {MapKind::Favor, m, Guard::Clamp, true, static_cast<float>(c.hp.at("feature_eps").get<double>()), 0.0f};
+  const PerformerOptions o = PerformerOptions::parse(c);
+  return {MapKind::Favor, o.features, Guard::Clamp, true, static_cast<float>(o.eps), 0.0f, o};
 }
 
 FeatureMapSpec performer_relu_map(const AttnConfig& c) {
-  const int m = c.hp.at("features").get<int>();
-  LRA_CHECK(m >= 0, "performer-relu: features must be 0 (no projection, as LRA's code) or positive, got {}", m);
+  const PerformerOptions o = PerformerOptions::parse_relu(c);
+  const int m = o.features;
   return {m > 0 ? MapKind::ReluProj : MapKind::Relu, m > 0 ? m : c.dk, Guard::Clamp, m > 0, 0.0f,
-          static_cast<float>(c.hp.at("kernel_eps").get<double>())};
+          static_cast<float>(o.eps), o};
 }
 
 class KernelizedGpu final : public Attention<float> {
@@ -126,7 +126,7 @@ class KernelizedGpu final : public Attention<float> {
   Context ctx_;
   FeatureParams fp_;
   Guard guard_;
-  bool causal_;
+  KernelizedOptions o_;
   float eps_;
   int m_, e_, tiles_;
   // The projection (performer, performer-relu with features > 0) and when to redraw it.
@@ -146,22 +146,21 @@ KernelizedGpu::KernelizedGpu(const std::string& name, const FeatureMapSpec& map,
       c_(c),
       ctx_(ctx),
       guard_(map.guard),
-      causal_(c.hp.at("causal").get<bool>()),
-      eps_(static_cast<float>(c.hp.at("eps").get<double>())),
+      o_(KernelizedOptions::parse(c)),
+      eps_(static_cast<float>(o_.eps)),
       e_(c.dv + 1),
       tiles_((c.max_len + kernelized::kTile - 1) / kernelized::kTile),
       projected_(map.projected) {
-  LRA_CHECK(c.hp.at("eps").get<double>() > 0, "eps must be positive, got {}", c.hp.at("eps").dump());
   fp_.dk = c.dk;
-  fp_.causal = causal_;
+  fp_.causal = o_.causal;
   fp_.kind = map.kind;
   fp_.m = map.m;
   fp_.feature_eps = map.feature_eps;
   fp_.kernel_eps = map.kernel_eps;
   m_ = fp_.m;
   if (projected_) {
-    orthogonal_ = c.hp.at("orthogonal").get<bool>();
-    policy_ = RedrawPolicy::parse(c.hp.at("redraw").get<std::string>());
+    orthogonal_ = map.random.orthogonal;
+    policy_ = map.random.redraw;
     // The CPU's constants, in float: dk^-1/4, m^-1/2, m^1/2.
     fp_.scale = 1.0f / std::pow(static_cast<float>(c.dk), 0.25f);
     fp_.isq = 1.0f / std::sqrt(static_cast<float>(m_));
@@ -251,7 +250,7 @@ RowsArgs KernelizedGpu::rows_args(const RowMat& y, const RowMat& z, const RowMat
   a.m = m_;
   a.e = e_;
   a.transposed = transposed;
-  a.causal = causal_;
+  a.causal = o_.causal;
   a.lower = lower;
   return a;
 }
@@ -267,7 +266,7 @@ void KernelizedGpu::forward(const SeqBatch& seq, const AttnIO<float>& io, void* 
   const int64_t me = static_cast<int64_t>(m_) * e_;
   features(seq, io, w, lay);
   kernelized::chunk_states(phi(w.phk), ve(io), w.states, lay, ctx_);
-  kernelized::scan_states(w.states, me, causal_ ? Scan::Forward : Scan::Total, lay, ctx_);
+  kernelized::scan_states(w.states, me, o_.causal ? Scan::Forward : Scan::Total, lay, ctx_);
   // [N | D] = Phi_Q T + tril(Phi_Q Phi_K^T) Ve
   RowsArgs nd = rows_args(phi(w.phq), phi(w.phk), ve(io), w.states, false, true);
   nd.out = w.nd;
@@ -293,7 +292,7 @@ void KernelizedGpu::backward(const SeqBatch& seq, const AttnIO<float>& io, const
   const RowMat G = rows_e(w.nd);
   // U: the states Phi_Q,c^T G_c summed over later chunks (or all rows).
   kernelized::chunk_states(phi(w.phq), G, w.states, lay, ctx_);
-  kernelized::scan_states(w.states, me, causal_ ? Scan::Reverse : Scan::Total, lay, ctx_);
+  kernelized::scan_states(w.states, me, o_.causal ? Scan::Reverse : Scan::Total, lay, ctx_);
   // dPhi_K = mu (Ve U^T + tril(G Ve^T)^T Phi_Q)
   RowsArgs dk = rows_args(ve(io), G, phi(w.phq), w.states, true, false);
   dk.out = w.dphi;
@@ -312,7 +311,7 @@ void KernelizedGpu::backward(const SeqBatch& seq, const AttnIO<float>& io, const
   kernelized::feature_map_backward(fp_, io.k, io.ld_in, true, seq.L_pad, w.phk, w.dphi, g.dk, io.ld_in, w.aux, lay, ctx_);
   // T: the states Phi_K,c^T Ve_c summed over earlier chunks (or all rows).
   kernelized::chunk_states(phi(w.phk), ve(io), w.states, lay, ctx_);
-  kernelized::scan_states(w.states, me, causal_ ? Scan::Forward : Scan::Total, lay, ctx_);
+  kernelized::scan_states(w.states, me, o_.causal ? Scan::Forward : Scan::Total, lay, ctx_);
   // dPhi_Q = G T^T + tril(G Ve^T) Phi_K
   RowsArgs dq = rows_args(G, ve(io), phi(w.phk), w.states, true, true);
   dq.out = w.dphi;

@@ -67,12 +67,13 @@ __global__ void masked_projection(float* __restrict__ en, const float* __restric
 }
 
 // One warp per item it = r H + h (row r, head h), its k scores at s + it k: S <- P' and lse[it] = LSE.
-__global__ void row_softmax(float* __restrict__ s, float* __restrict__ lse, int64_t items, int k, AttnDropout d) {
+__global__ void row_softmax(float* __restrict__ s, float* __restrict__ lse, int64_t items, int heads, int k,
+                            AttnDropout d) {
   const auto every = [](int) { return true; };
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t it = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; it < items; it += warps) {
-    // dropout element (r H + h) k + j
-    const float l = warp_softmax_row(s + it * k, k, every, d, static_cast<uint64_t>(it) * static_cast<uint64_t>(k));
+    const float l =
+        warp_softmax_row(s + it * k, k, every, d, dropout_element(it / heads, static_cast<int>(it % heads), heads, k));
     if ((threadIdx.x & 31) == 0) lse[it] = l;
   }
 }
@@ -88,7 +89,7 @@ __global__ void softmax_grad(float* __restrict__ s, float* __restrict__ dp, cons
     const int64_t col = (it / heads) * ld_out + static_cast<int64_t>(it % heads) * dv;  // row r, head h
     const float di = warp_dot(dout + col, out + col, dv);
     warp_softmax_row_grad(s + it * k, dp + it * k, k, lse[it], di, every, d,
-                          static_cast<uint64_t>(it) * static_cast<uint64_t>(k));
+                          dropout_element(it / heads, static_cast<int>(it % heads), heads, k));
   }
 }
 
@@ -124,7 +125,6 @@ class LinformerGpu final : public Attention<float> {
     tau_ = 1.0f / std::sqrt(static_cast<float>(c.dk));
   }
 
-  std::vector<AttnParamSpec> param_specs() const override { return linformer_param_specs(c_, {k_}); }
 
   size_t saved_bytes(int B, int64_t rows) const override {
     return lse_bytes(rows) + sizeof(float) * static_cast<size_t>(B) * kv_elems();
@@ -159,7 +159,7 @@ class LinformerGpu final : public Attention<float> {
       scores(io, r0, n, kp, w.s);
     }
     const int64_t items = rows * H;
-    row_softmax<<<grid_for(items * 32, kThreads), kThreads, 0, ctx_.stream>>>(w.s, lse, items, k_, attn_dropout(c_, step));
+    row_softmax<<<grid_for(items * 32, kThreads), kThreads, 0, ctx_.stream>>>(w.s, lse, items, c_.heads, k_, attn_dropout(c_, step));
     CUDA_CHECK_LAUNCH();
     for (int b = 0; b < seq.B; ++b) {
       const int64_t r0 = seq.offsets[b];

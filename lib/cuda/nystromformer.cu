@@ -570,7 +570,6 @@ class NystromGpu final : public Attention<float> {
               c.dk, c.dv);
   }
 
-  std::vector<AttnParamSpec> param_specs() const override { return nystrom_param_specs(c_, o_); }
 
   size_t saved_bytes(int B, int64_t) const override {
     return kHeaderBytes + static_cast<size_t>(B) * c_.heads * task_bytes();

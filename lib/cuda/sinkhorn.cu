@@ -141,7 +141,7 @@ __device__ __forceinline__ float* tile_row(float* base, const Params& p, int64_t
 
 // Attention dropout keeps Philox element i (the CPU's test on the same word).
 __device__ __forceinline__ bool kept(const Params& p, uint64_t i) {
-  return (philox_block(p.drop.seed, p.drop.stream, i >> 2).x[i & 3] >> 8) >= p.drop.thr;
+  return dropout_keeps(philox_block(p.drop.seed, p.drop.stream, i >> 2).x[i & 3], p.drop.thr);
 }
 
 // The per-task areas of task (b, h).
@@ -351,7 +351,7 @@ __global__ void __launch_bounds__(kThreads) sinkhorn_attend(Params p) {
     for (int i = threadIdx.x; i < bq * w2; i += blockDim.x) {
       const int row = i / w2, j = i % w2;
       float* x = tile_row(p.sc, p, q0 + row, h) + j;
-      *x = kept(p, sinkhorn_drop_index(q0 + row, h, p.heads, w) + j) ? *x * p.drop.scale : 0.0f;
+      *x = kept(p, dropout_element(q0 + row, h, p.heads, 2 * w) + j) ? *x * p.drop.scale : 0.0f;
     }
     __syncthreads();
   }
@@ -396,7 +396,7 @@ __global__ void __launch_bounds__(kThreads) sinkhorn_attend_backward(Params p) {
     *s = expf(*s - L);
     if (p.drop.on) {
       float* g = tile_row(p.gt, p, q0 + row, h) + j;
-      *g = kept(p, sinkhorn_drop_index(q0 + row, h, p.heads, w) + j) ? *g * p.drop.scale : 0.0f;
+      *g = kept(p, dropout_element(q0 + row, h, p.heads, 2 * w) + j) ? *g * p.drop.scale : 0.0f;
     }
   }
   __syncthreads();
@@ -414,7 +414,7 @@ __global__ void __launch_bounds__(kThreads) sinkhorn_attend_backward(Params p) {
     for (int i = threadIdx.x; i < bq * w2; i += blockDim.x) {
       const int row = i / w2, j = i % w2;
       float* x = tile_row(p.sc, p, q0 + row, h) + j;
-      *x = kept(p, sinkhorn_drop_index(q0 + row, h, p.heads, w) + j) ? *x * p.drop.scale : 0.0f;
+      *x = kept(p, dropout_element(q0 + row, h, p.heads, 2 * w) + j) ? *x * p.drop.scale : 0.0f;
     }
     __syncthreads();
   }
@@ -589,7 +589,6 @@ class SinkhornGpu final : public Attention<float> {
               c.heads, sw_);
   }
 
-  std::vector<AttnParamSpec> param_specs() const override { return o_.param_specs(c_); }
 
   // LSE per (row, head, part), as on the CPU.
   size_t saved_bytes(int, int64_t rows) const override {

@@ -9,7 +9,7 @@
 // A row that sees no key (all masked, or when causal all of keys 0 .. i masked) outputs 0 and gets
 // LSE = +inf (so P = 0 in the backward).
 // z_ij keeps element (row r, head h, key j) when the 24 high bits of Philox word
-// drop_index = (r H + h) L_pad + j of (seed, stream) are >= dropout_threshold(p): the CPU's mask.
+// dropout_element(r, h, H, L_pad) + j of (seed, stream) are >= dropout_threshold(p): the CPU's mask.
 //
 // Kernels (128 threads, tiles of 64 queries x 64 keys, head size padded to D in {32, 64, 128}):
 //   softmax_fwd:  grid (query tile, head, example). Online softmax over key tiles in shared memory:
@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "attn/softmax.h"
 #include "core/arena.h"
 #include "core/rng.h"
 #include "cuda/attention.h"
@@ -102,17 +103,14 @@ __device__ __forceinline__ void load_keep_bits(uint32_t* __restrict__ keep, cons
                                                int k0) {
   const int t = threadIdx.x;
   const int q = t >> 1, half = t & 1;
-  const uint64_t base =
-      (static_cast<uint64_t>(rq0 + q) * static_cast<uint64_t>(p.heads) + static_cast<uint64_t>(h)) *
-          static_cast<uint64_t>(p.L_pad) +
-      static_cast<uint64_t>(k0 + half * 32);
+  const uint64_t base = dropout_element(rq0 + q, h, p.heads, p.L_pad) + static_cast<uint64_t>(k0 + half * 32);
   uint32_t bits = 0;
   for (uint64_t blk = base >> 2; blk <= (base + 31) >> 2; ++blk) {
     const U4 u = philox_block(p.drop.seed, p.drop.stream, blk);
 #pragma unroll
     for (int lane = 0; lane < 4; ++lane) {
       const uint64_t e = blk * 4 + static_cast<uint64_t>(lane);
-      if (e >= base && e < base + 32 && (u.x[lane] >> 8) >= p.drop.thr) bits |= 1u << static_cast<int>(e - base);
+      if (e >= base && e < base + 32 && dropout_keeps(u.x[lane], p.drop.thr)) bits |= 1u << static_cast<int>(e - base);
     }
   }
   keep[q * 2 + half] = bits;
@@ -506,7 +504,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dq(Params p) {
 class SoftmaxAttentionGpu final : public Attention<float> {
  public:
   SoftmaxAttentionGpu(const AttnConfig& c, const Context& ctx)
-      : c_(c), ctx_(ctx), causal_(c.hp.at("causal").get<bool>()) {
+      : c_(c), ctx_(ctx), causal_(SoftmaxOptions::parse(c).causal) {
     LRA_CHECK(c.dk == c.dv, "softmax attention on the GPU needs dk == dv (got dk = {}, dv = {})", c.dk, c.dv);
     LRA_CHECK(c.dk >= 1 && c.dk <= 128,
               "softmax attention on the GPU supports head sizes 1 .. 128 (got {}); use more, smaller heads or "
@@ -601,7 +599,7 @@ class SoftmaxAttentionGpu final : public Attention<float> {
 };
 
 std::unique_ptr<Attention<float>> make_softmax(const AttnConfig& cfg, const Context& ctx) {
-  LRA_CHECK(!cfg.hp.at("store_probs").get<bool>(),
+  LRA_CHECK(!SoftmaxOptions::parse(cfg).store_probs,
             "softmax attention with store_probs=true has no GPU path: the GPU kernel never stores P (it recomputes "
             "it from the saved log-sum-exp in the backward, which is exact). Drop the store_probs setting (or "
             "run with --device cpu to measure the standard implementation)");

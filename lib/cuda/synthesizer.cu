@@ -150,12 +150,6 @@ __device__ __forceinline__ bool visible(const uint8_t* mask, int64_t r0, int q, 
   return (mask == nullptr || mask[r0 + j] != 0) && !(causal && j > q);
 }
 
-// The dropout element of (row r, head h, key 0): (r H + h) L_pad.
-__device__ __forceinline__ uint64_t drop_base(int64_t r, int h, int heads, int L_pad) {
-  return (static_cast<uint64_t>(r) * static_cast<uint64_t>(heads) + static_cast<uint64_t>(h)) *
-         static_cast<uint64_t>(L_pad);
-}
-
 // One warp per (head h, query i) of the chunk, its nk logits at s + (h tq + i) nk: S <- P', lse = LSE
 // (+inf for a query without a visible key: output 0, P = 0 in the backward).
 __global__ void chunk_softmax(float* __restrict__ s, float* __restrict__ lse, const uint8_t* __restrict__ mask,
@@ -167,7 +161,7 @@ __global__ void chunk_softmax(float* __restrict__ s, float* __restrict__ lse, co
     const int q = ch.i0 + static_cast<int>(it % ch.tq);
     const int64_t r = ch.r0 + q;
     const auto seen = [&](int j) { return visible(mask, ch.r0, q, j, causal); };
-    const float l = warp_softmax_row(s + it * ch.nk, ch.nk, seen, d, drop_base(r, h, heads, L_pad));
+    const float l = warp_softmax_row(s + it * ch.nk, ch.nk, seen, d, dropout_element(r, h, heads, L_pad));
     if ((threadIdx.x & 31) == 0) lse[r * heads + h] = l;
   }
 }
@@ -188,7 +182,7 @@ __global__ void chunk_softmax_grad(float* __restrict__ s, float* __restrict__ dp
     const float di = warp_dot(dout + col, out + col, dv);
     const auto seen = [&](int j) { return visible(mask, ch.r0, q, j, causal); };
     warp_softmax_row_grad(s + it * ch.nk, dp + it * ch.nk, ch.nk, lse[r * heads + h], di, seen, d,
-                          drop_base(r, h, heads, L_pad));
+                          dropout_element(r, h, heads, L_pad));
   }
 }
 
@@ -199,11 +193,7 @@ class SynthesizerGpu final : public Attention<float> {
   SynthesizerGpu(const AttnConfig& c, const Context& ctx, int query_chunk, const SynthesizerOptions& o)
       : c_(c),
         ctx_(ctx),
-        specs_(synthesizer_param_specs(c, o)),
-        mode_(o.mode),
-        causal_(o.causal),
-        dot_(o.dot_product),
-        k_(o.k),
+        o_(o),
         tau_(1.0f / std::sqrt(static_cast<float>(c.dk))) {
     LRA_CHECK(query_chunk >= 0, "synthesizer on the GPU: the query chunk must be positive (or 0: automatic), got {}",
               query_chunk);
@@ -215,8 +205,6 @@ class SynthesizerGpu final : public Attention<float> {
               "--device cpu",
               H * std::max(c.dk, c.dv));
   }
-
-  std::vector<AttnParamSpec> param_specs() const override { return specs_; }
 
   size_t saved_bytes(int, int64_t rows) const override {
     return align_up(sizeof(float) * static_cast<size_t>(rows) * c_.heads, Arena::kAlign);
@@ -239,7 +227,7 @@ class SynthesizerGpu final : public Attention<float> {
     for_chunks(seq, [&](const Chunk& ch) {
       logits(io, ch, w);
       chunk_softmax<<<grid_for(static_cast<int64_t>(H) * ch.tq * 32, kThreads), kThreads, 0, ctx_.stream>>>(
-          w.s, lse, mask, ch, H, causal_, drop, seq.L_pad);
+          w.s, lse, mask, ch, H, o_.causal, drop, seq.L_pad);
       CUDA_CHECK_LAUNCH();
       // O_h (tq x dv) = P'_h V_h
       gemm(ctx_, dv, ch.tq, ch.nk, 1.0f, GemmOp{io.v + ch.r0 * io.ld_in, io.ld_in, dv, CUBLAS_OP_N},
@@ -260,7 +248,7 @@ class SynthesizerGpu final : public Attention<float> {
     const int H = c_.heads, d = c_.dk, dv = c_.dv, L = c_.max_len;
     zero_columns(g.dk, io.ld_in, static_cast<int64_t>(H) * d, rows);
     zero_columns(g.dv, io.ld_in, static_cast<int64_t>(H) * dv, rows);
-    if (!dot_ && mode_ != Mode::Dense) zero_columns(g.dq, io.ld_in, static_cast<int64_t>(H) * d, rows);
+    if (!o_.dot_product && o_.mode != Mode::Dense) zero_columns(g.dq, io.ld_in, static_cast<int64_t>(H) * d, rows);
     for_chunks(seq, [&](const Chunk& ch) {
       logits(io, ch, w);
       const int64_t sS = block(ch);
@@ -271,20 +259,20 @@ class SynthesizerGpu final : public Attention<float> {
       gemm(ctx_, ch.nk, ch.tq, dv, 1.0f, GemmOp{io.v + ch.r0 * io.ld_in, io.ld_in, dv, CUBLAS_OP_T},
            GemmOp{dout, io.ld_out, dv, CUBLAS_OP_N}, 0.0f, w.dp, ch.nk, sS, H);
       chunk_softmax_grad<<<grid_for(static_cast<int64_t>(H) * ch.tq * 32, kThreads), kThreads, 0, ctx_.stream>>>(
-          w.s, w.dp, lse, mask, io.out, g.dout, io.ld_out, dv, ch, H, causal_, drop, seq.L_pad);
+          w.s, w.dp, lse, mask, io.out, g.dout, io.ld_out, dv, ch, H, o_.causal, drop, seq.L_pad);
       CUDA_CHECK_LAUNCH();
       const GemmOp dS{w.dp, ch.nk, sS, CUBLAS_OP_N}, dS_T{w.dp, ch.nk, sS, CUBLAS_OP_T};
       // dV_h (nk x dv) += P'_h^T dO_h
       gemm(ctx_, dv, ch.nk, ch.tq, 1.0f, GemmOp{dout, io.ld_out, dv, CUBLAS_OP_N}, GemmOp{w.s, ch.nk, sS, CUBLAS_OP_T},
            1.0f, g.dv + ch.r0 * io.ld_in, io.ld_in, dv, H);
-      if (dot_) {
+      if (o_.dot_product) {
         // dQ_h (tq x dk) = tau dS_h K_h;  dK_h (nk x dk) += tau dS_h^T Q_h
         gemm(ctx_, d, ch.tq, ch.nk, tau_, GemmOp{io.k + ch.r0 * io.ld_in, io.ld_in, d, CUBLAS_OP_N}, dS, 0.0f, dq,
              io.ld_in, d, H);
         gemm(ctx_, d, ch.nk, ch.tq, tau_, GemmOp{q, io.ld_in, d, CUBLAS_OP_N}, dS_T, 1.0f,
              g.dk + ch.r0 * io.ld_in, io.ld_in, d, H);
       }
-      switch (mode_) {
+      switch (o_.mode) {
         case Mode::Random: {
           const int64_t per = static_cast<int64_t>(H) * sS;
           add_into<<<grid_for(per, kThreads), kThreads, 0, ctx_.stream>>>(
@@ -294,12 +282,12 @@ class SynthesizerGpu final : public Attention<float> {
           break;
         }
         case Mode::Factorized: {
-          const int64_t sW = static_cast<int64_t>(L) * k_, a0 = static_cast<int64_t>(ch.i0) * k_;
+          const int64_t sW = static_cast<int64_t>(L) * o_.k, a0 = static_cast<int64_t>(ch.i0) * o_.k;
           // dA_h (tq x k) += dS_h B_h;  dB_h (nk x k) += dS_h^T A_h
-          gemm(ctx_, k_, ch.tq, ch.nk, 1.0f, GemmOp{this->param(1), k_, sW, CUBLAS_OP_N}, dS, 1.0f,
-               this->param_grad(0) + a0, k_, sW, H);
-          gemm(ctx_, k_, ch.nk, ch.tq, 1.0f, GemmOp{this->param(0) + a0, k_, sW, CUBLAS_OP_N}, dS_T, 1.0f,
-               this->param_grad(1), k_, sW, H);
+          gemm(ctx_, o_.k, ch.tq, ch.nk, 1.0f, GemmOp{this->param(1), o_.k, sW, CUBLAS_OP_N}, dS, 1.0f,
+               this->param_grad(0) + a0, o_.k, sW, H);
+          gemm(ctx_, o_.k, ch.nk, ch.tq, 1.0f, GemmOp{this->param(0) + a0, o_.k, sW, CUBLAS_OP_N}, dS_T, 1.0f,
+               this->param_grad(1), o_.k, sW, H);
           break;
         }
         case Mode::Dense:
@@ -323,7 +311,7 @@ class SynthesizerGpu final : public Attention<float> {
     Work w{};
     w.s = sc.take<float>(ht * c_.max_len);
     w.dp = sc.take<float>(ht * c_.max_len);
-    if (mode_ == Mode::Dense) {
+    if (o_.mode == Mode::Dense) {
       w.h = sc.take<float>(ht * c_.dk);
       w.hr = sc.take<float>(ht * c_.dk);
     }
@@ -349,7 +337,7 @@ class SynthesizerGpu final : public Attention<float> {
         ch.r0 = seq.offsets[b];
         ch.i0 = i0;
         ch.tq = std::min(tq_, n - i0);
-        ch.nk = causal_ ? std::min(n, i0 + ch.tq) : n;
+        ch.nk = o_.causal ? std::min(n, i0 + ch.tq) : n;
         f(ch);
       }
     }
@@ -361,23 +349,23 @@ class SynthesizerGpu final : public Attention<float> {
     const int H = c_.heads, d = c_.dk, L = c_.max_len;
     const int64_t sS = block(ch);
     const GemmOp Qc{io.q + (ch.r0 + ch.i0) * io.ld_in, io.ld_in, d, CUBLAS_OP_N};
-    if (dot_)  // S_h (tq x nk) = tau Q_h K_h^T
+    if (o_.dot_product)  // S_h (tq x nk) = tau Q_h K_h^T
       gemm(ctx_, ch.nk, ch.tq, d, tau_, GemmOp{io.k + ch.r0 * io.ld_in, io.ld_in, d, CUBLAS_OP_T}, Qc, 0.0f, w.s,
            ch.nk, sS, H);
-    const float beta = dot_ ? 1.0f : 0.0f;
+    const float beta = o_.dot_product ? 1.0f : 0.0f;
     const int64_t per = static_cast<int64_t>(H) * sS;
-    switch (mode_) {
+    switch (o_.mode) {
       case Mode::Random:
         add_matrix<<<grid_for(per, kThreads), kThreads, 0, ctx_.stream>>>(
             w.s, this->param(0) + static_cast<int64_t>(ch.i0) * L, static_cast<int64_t>(L) * L, L, H, ch.tq, ch.nk,
-            dot_);
+            o_.dot_product);
         CUDA_CHECK_LAUNCH();
         break;
       case Mode::Factorized: {
         // S_h += A_h[i0..] B_h[:nk]^T
-        const int64_t sW = static_cast<int64_t>(L) * k_;
-        gemm(ctx_, ch.nk, ch.tq, k_, 1.0f, GemmOp{this->param(1), k_, sW, CUBLAS_OP_T},
-             GemmOp{this->param(0) + static_cast<int64_t>(ch.i0) * k_, k_, sW, CUBLAS_OP_N}, beta, w.s, ch.nk, sS, H);
+        const int64_t sW = static_cast<int64_t>(L) * o_.k;
+        gemm(ctx_, ch.nk, ch.tq, o_.k, 1.0f, GemmOp{this->param(1), o_.k, sW, CUBLAS_OP_T},
+             GemmOp{this->param(0) + static_cast<int64_t>(ch.i0) * o_.k, o_.k, sW, CUBLAS_OP_N}, beta, w.s, ch.nk, sS, H);
         break;
       }
       case Mode::Dense: {
@@ -420,7 +408,7 @@ class SynthesizerGpu final : public Attention<float> {
     gemm(ctx_, d, d, ch.tq, 1.0f, GemmOp{q, ld, d, CUBLAS_OP_N}, GemmOp{w.hr, d, sH, CUBLAS_OP_T}, 1.0f,
          this->param_grad(0), d, sW1, H);
     gemm(ctx_, d, ch.tq, d, 1.0f, GemmOp{this->param(0), d, sW1, CUBLAS_OP_N}, GemmOp{w.hr, d, sH, CUBLAS_OP_N},
-         dot_ ? 1.0f : 0.0f, dq, ld, d, H);
+         o_.dot_product ? 1.0f : 0.0f, dq, ld, d, H);
   }
 
   // Zeroes columns 0 .. width-1 of `rows` rows of p (row stride ld floats), on the stream.
@@ -431,10 +419,7 @@ class SynthesizerGpu final : public Attention<float> {
 
   AttnConfig c_;
   Context ctx_;
-  std::vector<AttnParamSpec> specs_;
-  Mode mode_;
-  bool causal_, dot_;
-  int k_;
+  SynthesizerOptions o_;
   float tau_;
   int tq_ = 1;  // Tq: the most query rows of one logit block
 };
@@ -443,7 +428,8 @@ class SynthesizerGpu final : public Attention<float> {
 
 std::unique_ptr<Attention<float>> make_synthesizer_attention(const AttnConfig& cfg, const Context& ctx,
                                                              int query_chunk) {
-  return std::make_unique<SynthesizerGpu>(cfg, ctx, query_chunk);
+  return declare_params(find_attention("synthesizer"), cfg,
+                        std::unique_ptr<Attention<float>>(std::make_unique<SynthesizerGpu>(cfg, ctx, query_chunk)));
 }
 
 namespace {
