@@ -5,8 +5,9 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
-#include <map>
+#include <limits>
 
+#include "attn_cases.h"
 #include "attn_harness.h"
 
 using namespace lra;
@@ -15,56 +16,6 @@ using namespace lra::test;
 namespace {
 
 constexpr double kTol = 1e-6;
-
-struct Variant {
-  std::string name;
-  nlohmann::json hp;
-  std::string label() const { return name + " " + hp.dump(); }
-};
-
-// Settings beyond a variant's defaults that exercise more of its code paths (performer-relu with and
-// without a projection; block-sparse patterns with blocks small enough to cross several; small shapes
-// for the rest). A registered variant missing here runs with its defaults, so a new one joins the table
-// by registering.
-const std::map<std::string, std::vector<nlohmann::json>>& settings() {
-  static const std::map<std::string, std::vector<nlohmann::json>> s = {
-      {"softmax", {{}, {{"store_probs", true}}}},
-      {"performer", {{{"features", 16}, {"redraw", "never"}}}},
-      {"performer-relu", {{}, {{"features", 12}, {"redraw", "never"}}}},
-      {"local", {{{"block", 16}}}},
-      {"sparse", {{{"block", 16}, {"summary", 3}}}},
-      {"longformer", {{{"window", 20}}}},
-      {"bigbird", {{{"block", 8}, {"random", 2}}}},
-      {"synthesizer", {{}, {{"mode", "factorized"}, {"k", 5}}, {{"mode", "dense"}, {"dot_product", false}}}},
-      {"reformer", {{{"buckets", 4}, {"chunk", 8}, {"hashes", 2}}}},
-      {"linformer", {{{"k", 6}}}},
-      {"nystromformer", {{{"landmarks", 8}, {"conv_kernel", 5}}}},
-      {"sinkhorn", {{{"block", 8}}}}};
-  return s;
-}
-
-// Every registered variant in registry order, under each of its settings, bidirectional or causal:
-// variants without a causal mode appear only in the bidirectional list.
-std::vector<Variant> variants(bool causal) {
-  std::vector<Variant> v;
-  for (const AttnInfo& info : attention_registry()) {
-    const bool has_causal = has_hyperparam(info, "causal");
-    if (causal && !has_causal) continue;
-    const auto it = settings().find(info.name);
-    for (nlohmann::json hp : it != settings().end() ? it->second : std::vector<nlohmann::json>{nlohmann::json::object()}) {
-      if (hp.is_null()) hp = nlohmann::json::object();
-      if (has_causal) hp["causal"] = causal;
-      v.push_back({info.name, hp});
-    }
-  }
-  return v;
-}
-
-std::vector<Variant> all_variants() {
-  auto v = variants(false);
-  for (auto& x : variants(true)) v.push_back(x);
-  return v;
-}
 
 // The variants whose explicit reference lives in this file; the others are checked against theirs in
 // their own test file (test_attn_*.cpp).
@@ -76,7 +27,7 @@ bool has_reference_here(const std::string& name) {
 
 TEST_CASE("the settings table names registered variants only", "[attn]") {
   const std::vector<std::string> names = attention_names();
-  for (const auto& [name, _] : settings()) {
+  for (const auto& [name, _] : attn_settings()) {
     INFO(name);
     CHECK(std::find(names.begin(), names.end(), name) != names.end());
   }
@@ -265,7 +216,7 @@ double max_err_vs_reference(AttnHarness<double>& a, const Variant& var, const st
 
 TEST_CASE("every variant's gradients match finite differences", "[attn][grad]") {
   // Lengths cross softmax's 64-query tiles and the 64-row causal chunks; some keys are masked.
-  for (const auto& v : all_variants()) {
+  for (const auto& v : all_attn_variants()) {
     INFO(v.label());
     AttnHarness<double> a(v.name, 2, 4, {70, 5, 1, 130}, 130, v.hp);
     mask_every(a, 2, 7);
@@ -283,7 +234,7 @@ TEST_CASE("softmax gradients with attention dropout (the mask is regenerated in 
 }
 
 TEST_CASE("every variant equals its explicit quadratic form", "[attn]") {
-  for (const auto& v : all_variants()) {
+  for (const auto& v : all_attn_variants()) {
     if (!has_reference_here(v.name)) continue;
     INFO(v.label());
     AttnHarness<double> a(v.name, 3, 4, {100, 17, 64}, 100, v.hp);
@@ -300,7 +251,7 @@ TEST_CASE("every variant equals its explicit quadratic form", "[attn]") {
 }
 
 TEST_CASE("a causal output does not change when later tokens change", "[attn][causal]") {
-  for (const auto& v : variants(true)) {
+  for (const auto& v : attn_variants(true)) {
     // Reformer's causal mode hides later keys, but which earlier keys share a query's chunk depends on
     // every position's hash (as in the paper); test_attn_reformer.cpp checks that no later key is seen.
     if (v.name == "reformer") continue;
@@ -327,7 +278,7 @@ TEST_CASE("a causal output does not change when later tokens change", "[attn][ca
 TEST_CASE("a padded batch equals per-example runs", "[attn][padding]") {
   // Example 0 is 30 real tokens padded to 40 (the last 10 keys masked), example 1 is 25 real tokens;
   // each alone, unpadded, in a batch with the same padded length (cosFormer's M).
-  for (const auto& v : all_variants()) {
+  for (const auto& v : all_attn_variants()) {
     INFO(v.label());
     AttnHarness<double> full(v.name, 2, 4, {40, 25}, 40, v.hp);
     full.qkv = randn(full.qkv.size(), 15);
@@ -360,7 +311,7 @@ TEST_CASE("a padded batch equals per-example runs", "[attn][padding]") {
 }
 
 TEST_CASE("masked keys contribute nothing", "[attn][padding]") {
-  for (const auto& v : all_variants()) {
+  for (const auto& v : all_attn_variants()) {
     INFO(v.label());
     AttnHarness<double> a(v.name, 2, 4, {30, 20}, 32, v.hp);
     a.mask.assign(50, 1);
@@ -376,7 +327,7 @@ TEST_CASE("masked keys contribute nothing", "[attn][padding]") {
 }
 
 TEST_CASE("an example with every key masked gives zeros, not NaN", "[attn][padding]") {
-  for (const auto& v : all_variants()) {
+  for (const auto& v : all_attn_variants()) {
     INFO(v.label());
     AttnHarness<double> a(v.name, 2, 3, {6, 4}, 6, v.hp);
     a.mask = {1, 1, 1, 1, 1, 1, 0, 0, 0, 0};
@@ -391,8 +342,63 @@ TEST_CASE("an example with every key masked gives zeros, not NaN", "[attn][paddi
   }
 }
 
+TEST_CASE("every variant writes all of its outputs and nothing around them", "[attn]") {
+  // The calls of a normal run again, with the output, the gradients, the saved state and the scratch
+  // filled with NaN (0xFF bytes) and the output and gradients between guard values: every output and
+  // gradient must be written (finite, and equal to the normal run's) and no guard touched.
+  constexpr size_t kGuard = 64;
+  constexpr double kSentinel = 12345.678;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const auto& v : all_attn_variants()) {
+    INFO(v.label());
+    const float p = find_attention(v.name).uses_attention_dropout ? 0.1f : 0.0f;
+    AttnHarness<double> a(v.name, 2, 8, {70, 0, 5, 130}, 130, v.hp, p);
+    mask_every(a, 2, 7);
+    a.qkv = randn(a.qkv.size(), 41);
+    a.dout = randn(a.out.size(), 42);
+    a.step = AttnStep{true, 99, 3, 2};
+    a.forward();
+    a.backward();
+    const auto weight_grads = a.params.grads;
+
+    auto guarded = [&](size_t n) {
+      std::vector<double> b(kGuard + n + kGuard, kSentinel);
+      std::fill(b.begin() + kGuard, b.end() - kGuard, nan);
+      return b;
+    };
+    std::vector<double> out = guarded(a.out.size()), dqkv = guarded(a.dqkv.size());
+    std::vector<char> saved(a.saved.size(), static_cast<char>(0xFF)), scratch(a.scratch.size(), static_cast<char>(0xFF));
+    AttnIO<double> io = a.io();
+    io.out = out.data() + kGuard;
+    a.attn->forward(a.seq(), io, saved.data(), scratch.data(), a.step);
+    std::fill(scratch.begin(), scratch.end(), static_cast<char>(0xFF));
+    AttnGrads<double> g;
+    g.dout = a.dout.data();
+    g.dq = dqkv.data() + kGuard;
+    g.dk = g.dq + a.Q;
+    g.dv = g.dq + 2 * a.Q;
+    a.params.zero_grads();
+    a.attn->backward(a.seq(), io, g, saved.data(), scratch.data(), a.step);
+
+    for (const auto* b : {&out, &dqkv})
+      for (size_t i = 0; i < kGuard; ++i) {
+        CHECK((*b)[i] == kSentinel);
+        CHECK((*b)[b->size() - 1 - i] == kSentinel);
+      }
+    const std::vector<double> o(out.begin() + kGuard, out.end() - kGuard), d(dqkv.begin() + kGuard, dqkv.end() - kGuard);
+    CHECK(std::all_of(o.begin(), o.end(), [](double x) { return std::isfinite(x); }));
+    CHECK(std::all_of(d.begin(), d.end(), [](double x) { return std::isfinite(x); }));
+    CHECK(max_abs_diff(o, a.out) <= 1e-12 * std::max(1.0, max_abs(a.out)));
+    CHECK(max_abs_diff(d, a.dqkv) <= 1e-12 * std::max(1.0, max_abs(a.dqkv)));
+    for (size_t i = 0; i < weight_grads.size(); ++i) {
+      INFO("learned weight " << a.attn->param_specs()[i].name);
+      CHECK(max_abs_diff(a.params.grads[i], weight_grads[i]) <= 1e-12 * std::max(1.0, max_abs(weight_grads[i])));
+    }
+  }
+}
+
 TEST_CASE("float attention agrees with double", "[attn]") {
-  for (const auto& v : all_variants()) {
+  for (const auto& v : all_attn_variants()) {
     INFO(v.label());
     AttnHarness<double> d(v.name, 2, 8, {200, 77}, 200, v.hp);
     AttnHarness<float> f(v.name, 2, 8, {200, 77}, 200, v.hp);
@@ -413,7 +419,7 @@ TEST_CASE("float attention agrees with double", "[attn]") {
 }
 
 TEST_CASE("an example longer than planned is an error, not a crash", "[attn]") {
-  for (const auto& v : all_variants()) {
+  for (const auto& v : all_attn_variants()) {
     INFO(v.label());
     AttnHarness<double> a(v.name, 1, 2, {4, 4}, 4, v.hp);  // planned for examples of at most 4 rows
     a.offsets = {0, 8};                                    // the same 8 rows as one example

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <memory>
 #include <catch2/catch.hpp>
 #include <string>
 #include <vector>
@@ -38,8 +39,10 @@ struct AttnCase {
   GpuTwin::Factory make_gpu;
 };
 
-inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx) {
-  AttnHarness<float> cpu(c.name, c.heads, c.head_dim, c.lengths, c.L_pad, c.hp, c.dropout);
+// The CPU side of a case: its inputs, mask, step and learned weights, forward and backward already run.
+inline std::unique_ptr<AttnHarness<float>> cpu_reference(const AttnCase& c) {
+  auto h = std::make_unique<AttnHarness<float>>(c.name, c.heads, c.head_dim, c.lengths, c.L_pad, c.hp, c.dropout);
+  AttnHarness<float>& cpu = *h;
   if (c.mask_stride > 0) {
     cpu.mask.assign(static_cast<size_t>(cpu.rows()), 1);
     for (int64_t r = 3; r < cpu.rows(); r += c.mask_stride) cpu.mask[static_cast<size_t>(r)] = 0;
@@ -58,7 +61,12 @@ inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx
     }
   cpu.forward();
   cpu.backward();
+  return h;
+}
 
+inline AttnCompare compare_attention(const AttnCase& c, const cuda::Context& ctx) {
+  const auto reference = cpu_reference(c);
+  const AttnHarness<float>& cpu = *reference;
   GpuTwin gpu(cpu, c.name, c.hp, ctx, c.make_gpu);
   const auto o = gpu.forward(cpu.step);
   std::vector<float> d;
