@@ -18,6 +18,16 @@
 namespace lra {
 
 enum class Device { Cpu, Cuda };
+
+// A packed batch as the embedding and pooling ops read it: row_offsets (B + 1) and key_mask (rows; nullptr
+// = every key real) in the memory of the device that runs the op, with the host's B and row count, so that
+// no device has to copy back to size its work.
+struct PackedRows {
+  const int32_t* row_offsets = nullptr;
+  const uint8_t* key_mask = nullptr;
+  int B = 0;
+  int64_t rows = 0;
+};
 const char* device_name(Device d);
 // Throws for unknown names, and for a device this build has no backend for (cuda on a CPU-only build).
 Device parse_device(const std::string& s);
@@ -44,6 +54,9 @@ class Backend {
   // compute capability, driver and runtime versions on CUDA.
   virtual nlohmann::json device_info() const = 0;
   virtual std::unique_ptr<Attention<T>> make_attention(const std::string& name, const AttnConfig& cfg) = 0;
+  // Makes the backend's own working memory cover batches of up to `max_rows` packed rows (the GPU's sort
+  // for the embedding gradient; none on the CPU) and returns its bytes, which the caller counts as scratch.
+  virtual size_t reserve_workspace(int64_t) { return 0; }
 
   // The ops of lib/ops/ops.h, same names, same arguments, same gradient convention.
   virtual void linear_forward(T* y, const T* x, const T* W, const T* b, int64_t N, int in, int out) = 0;
@@ -61,20 +74,13 @@ class Backend {
   virtual void dropout_backward(T* dx, const T* dy, int64_t n, float p, uint64_t seed, uint64_t stream) = 0;
   virtual void residual_dropout_forward(T* out, const T* res, const T* h, int64_t n, float p, uint64_t seed,
                                         uint64_t stream) = 0;
-  virtual void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets,
-                                 const int32_t* row_offsets, int B, const T* wte, const T* pos, const T* cls,
-                                 int D) = 0;
-  // Bytes of `work` embedding_backward needs for batches of at most `rows` packed rows (the model plans
-  // them with its scratch).
-  virtual size_t embedding_backward_workspace(int64_t rows) const = 0;
-  // rows = row_offsets[B] (the host knows it; a device needs it to size its work without a copy back).
+  virtual void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets, const PackedRows& batch,
+                                 const T* wte, const T* pos, const T* cls, int D) = 0;
+  // Needs reserve_workspace(rows) with rows >= batch.rows first.
   virtual void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens,
-                                  const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D,
-                                  int64_t rows, void* work) = 0;
-  virtual void pool_forward(T* out, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B,
-                            int D, Pool kind) = 0;
-  virtual void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B,
-                             int D, int64_t rows, Pool kind) = 0;
+                                  const int32_t* tok_offsets, const PackedRows& batch, int D) = 0;
+  virtual void pool_forward(T* out, const T* x, const PackedRows& batch, int D, Pool kind) = 0;
+  virtual void pool_backward(T* dx, const T* dout, const PackedRows& batch, int D, Pool kind) = 0;
   virtual void pair_features_forward(T* out, const T* pooled, int B, int D, Interaction kind) = 0;
   virtual void pair_features_backward(T* dpooled, const T* dout, const T* pooled, int B, int D,
                                       Interaction kind) = 0;

@@ -57,23 +57,19 @@ class CpuBackend final : public Backend<T> {
                                 uint64_t stream) override {
     lra::residual_dropout_forward(out, res, h, n, p, seed, stream);
   }
-  void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets, const int32_t* row_offsets,
-                         int B, const T* wte, const T* pos, const T* cls, int D) override {
-    lra::embedding_forward(x, tokens, tok_offsets, row_offsets, B, wte, pos, cls, D);
+  void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets, const PackedRows& batch,
+                         const T* wte, const T* pos, const T* cls, int D) override {
+    lra::embedding_forward(x, tokens, tok_offsets, batch.row_offsets, batch.B, wte, pos, cls, D);
   }
-  size_t embedding_backward_workspace(int64_t) const override { return 0; }
-  void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens,
-                          const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D, int64_t,
-                          void*) override {
-    lra::embedding_backward(dwte, dpos, dcls, dx, tokens, tok_offsets, row_offsets, B, D);
+  void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens, const int32_t* tok_offsets,
+                          const PackedRows& batch, int D) override {
+    lra::embedding_backward(dwte, dpos, dcls, dx, tokens, tok_offsets, batch.row_offsets, batch.B, D);
   }
-  void pool_forward(T* out, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
-                    Pool kind) override {
-    lra::pool_forward(out, x, row_offsets, key_mask, B, D, kind);
+  void pool_forward(T* out, const T* x, const PackedRows& batch, int D, Pool kind) override {
+    lra::pool_forward(out, x, batch.row_offsets, batch.key_mask, batch.B, D, kind);
   }
-  void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
-                     int64_t, Pool kind) override {
-    lra::pool_backward(dx, dout, row_offsets, key_mask, B, D, kind);
+  void pool_backward(T* dx, const T* dout, const PackedRows& batch, int D, Pool kind) override {
+    lra::pool_backward(dx, dout, batch.row_offsets, batch.key_mask, batch.B, D, kind);
   }
   void pair_features_forward(T* out, const T* pooled, int B, int D, Interaction kind) override {
     lra::pair_features_forward(out, pooled, B, D, kind);

@@ -68,6 +68,7 @@ class CudaBackend final : public Backend<float> {
   ~CudaBackend() override {
     cudaStreamSynchronize(ctx_.stream);
     cudaFree(reduce_);
+    cudaFree(workspace_);
     cudaFreeHost(host_value_);
     cudaEventDestroy(t0_);
     cudaEventDestroy(t1_);
@@ -139,25 +140,35 @@ class CudaBackend final : public Backend<float> {
                                 uint64_t stream) override {
     cuda::residual_dropout_forward(out, res, h, n, p, seed, stream, ctx_);
   }
-  void embedding_forward(float* x, const int32_t* tokens, const int32_t* tok_offsets, const int32_t* row_offsets,
-                         int B, const float* wte, const float* pos, const float* cls, int D) override {
-    cuda::embedding_forward(x, tokens, tok_offsets, row_offsets, B, wte, pos, cls, D, ctx_);
+  void embedding_forward(float* x, const int32_t* tokens, const int32_t* tok_offsets, const PackedRows& batch,
+                         const float* wte, const float* pos, const float* cls, int D) override {
+    cuda::embedding_forward(x, tokens, tok_offsets, batch.row_offsets, batch.B, wte, pos, cls, D, ctx_);
   }
-  size_t embedding_backward_workspace(int64_t rows) const override {
-    return cuda::embedding_backward_workspace(rows);
+  size_t reserve_workspace(int64_t max_rows) override {
+    const size_t need = cuda::embedding_backward_workspace(max_rows);
+    if (need > workspace_bytes_) {
+      CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+      CUDA_CHECK(cudaFree(workspace_));
+      workspace_ = nullptr;
+      workspace_bytes_ = 0;
+      CUDA_CHECK(cudaMalloc(&workspace_, need));
+      workspace_bytes_ = need;
+    }
+    return workspace_bytes_;
   }
   void embedding_backward(float* dwte, float* dpos, float* dcls, const float* dx, const int32_t* tokens,
-                          const int32_t* tok_offsets, const int32_t* row_offsets, int B, int D, int64_t rows,
-                          void* work) override {
-    cuda::embedding_backward(dwte, dpos, dcls, dx, tokens, tok_offsets, row_offsets, B, D, rows, work, ctx_);
+                          const int32_t* tok_offsets, const PackedRows& batch, int D) override {
+    LRA_CHECK(cuda::embedding_backward_workspace(batch.rows) <= workspace_bytes_,
+              "embedding_backward on the GPU: a batch of {} rows needs reserve_workspace({}) first", batch.rows,
+              batch.rows);
+    cuda::embedding_backward(dwte, dpos, dcls, dx, tokens, tok_offsets, batch.row_offsets, batch.B, D, batch.rows,
+                             workspace_, ctx_);
   }
-  void pool_forward(float* out, const float* x, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
-                    Pool kind) override {
-    cuda::pool_forward(out, x, row_offsets, key_mask, B, D, kind, ctx_);
+  void pool_forward(float* out, const float* x, const PackedRows& batch, int D, Pool kind) override {
+    cuda::pool_forward(out, x, batch.row_offsets, batch.key_mask, batch.B, D, kind, ctx_);
   }
-  void pool_backward(float* dx, const float* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
-                     int64_t rows, Pool kind) override {
-    cuda::pool_backward(dx, dout, row_offsets, key_mask, B, D, rows, kind, ctx_);
+  void pool_backward(float* dx, const float* dout, const PackedRows& batch, int D, Pool kind) override {
+    cuda::pool_backward(dx, dout, batch.row_offsets, batch.key_mask, batch.B, D, batch.rows, kind, ctx_);
   }
   void pair_features_forward(float* out, const float* pooled, int B, int D, Interaction kind) override {
     cuda::pair_features_forward(out, pooled, B, D, kind, ctx_);
@@ -194,6 +205,8 @@ class CudaBackend final : public Backend<float> {
   DeviceAllocator alloc_;
   double* reduce_ = nullptr;      // [0]: a reduction's result, [1..]: its partial sums
   double* host_value_ = nullptr;  // pinned
+  void* workspace_ = nullptr;     // reserve_workspace: the embedding gradient's sort
+  size_t workspace_bytes_ = 0;
   cudaEvent_t t0_ = nullptr, t1_ = nullptr;
 };
 

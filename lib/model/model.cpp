@@ -89,8 +89,9 @@ Model<T>::Model(const ModelConfig& cfg, Backend<T>& be, int max_batch, int threa
   params_arena_.reserve(params_arena_.used());
   grads_arena_.reserve(grads_arena_.used());
   acts_arena_.reserve(acts_arena_.used());
-  // The attention variants' scratch, which the embedding's backward (after every layer's) reuses.
-  size_t scratch = be.embedding_backward_workspace(max_rows_);
+  // The attention variants' scratch, and the backend's own (the GPU's embedding-gradient sort).
+  workspace_bytes_ = be.reserve_workspace(max_rows_);
+  size_t scratch = 0;
   for (auto& a : attn_) scratch = std::max(scratch, a->scratch_bytes(max_seqs_, max_rows_));
   scratch_arena_.reserve(scratch);
   layout();
@@ -310,6 +311,11 @@ SeqBatch Model<T>::seq() const {
 }
 
 template <class T>
+PackedRows Model<T>::packed_rows() const {
+  return PackedRows{row_offsets_, has_key_mask_ ? key_mask_ : nullptr, S_, rows_};
+}
+
+template <class T>
 AttnIO<T> Model<T>::attn_io(const Layer& l) const {
   const int Q = cfg_.qkv_dim;
   AttnIO<T> io;
@@ -334,7 +340,7 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
   const int64_t R = rows_;
   const float p = training ? cfg_.dropout_rate : 0.0f;
   const SeqBatch s = seq();
-  be_.embedding_forward(x_[0], tokens_, tok_offsets_, row_offsets_, S_, wte_,
+  be_.embedding_forward(x_[0], tokens_, tok_offsets_, packed_rows(), wte_,
                         cfg_.learn_pos_emb ? wpe_ : pos_table_, cfg_.has_cls() ? cls_ : nullptr, D);
   be_.dropout_forward(x_[0], x_[0], R * D, p, seed, stream(step, kEmbDrop));
   for (int li = 0; li < cfg_.num_layers; ++li) {
@@ -357,7 +363,7 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
   }
   be_.layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, x_.back(), lnf_g_, lnf_b_, R, D,
                         static_cast<T>(cfg_.layernorm_eps));
-  be_.pool_forward(pooled_, lnf_, row_offsets_, s.dev_key_mask, S_, D, cfg_.pool);
+  be_.pool_forward(pooled_, lnf_, packed_rows(), D, cfg_.pool);
   if (cfg_.dual) be_.pair_features_forward(pair_, pooled_, B_, D, cfg_.interaction);
   const T* in = cfg_.dual ? pair_ : pooled_;
   for (size_t k = 0; k < head_.size(); ++k) {
@@ -385,7 +391,7 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
     if (k > 0) be_.relu_backward(dx, dx, x, static_cast<int64_t>(B_) * h.in);
   }
   if (cfg_.dual) be_.pair_features_backward(dpooled_, dpair_, pooled_, B_, D, cfg_.interaction);
-  be_.pool_backward(dln_, dpooled_, row_offsets_, s.dev_key_mask, S_, D, R, cfg_.pool);
+  be_.pool_backward(dln_, dpooled_, packed_rows(), D, cfg_.pool);
   be_.fill_zero(dx_, R * D);
   be_.layernorm_backward(dx_, dlnf_g_, dlnf_b_, dln_, x_.back(), lnf_mean_, lnf_rstd_, lnf_g_, R, D);
   for (int li = cfg_.num_layers - 1; li >= 0; --li) {
@@ -416,7 +422,7 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
   }
   be_.dropout_backward(dx_, dx_, R * D, p, seed, stream(step, kEmbDrop));
   be_.embedding_backward(dwte_, cfg_.learn_pos_emb ? dwpe_ : nullptr, cfg_.has_cls() ? dcls_ : nullptr, dx_,
-                         tokens_, tok_offsets_, row_offsets_, S_, D, R, scratch_);
+                         tokens_, tok_offsets_, packed_rows(), D);
 }
 
 template <class T>
@@ -432,7 +438,7 @@ MemoryReport Model<T>::memory() const {
   m.params = params_arena_.peak();
   m.grads = grads_arena_.peak();
   m.activations = acts_arena_.peak();
-  m.scratch = scratch_arena_.peak();
+  m.scratch = scratch_arena_.peak() + workspace_bytes_;
   return m;
 }
 

@@ -82,6 +82,7 @@ class Model {
   void layout();
   void declare(const std::string& name, std::vector<int> shape, Init init, double scale, T** value, T** grad);
   SeqBatch seq() const;
+  PackedRows packed_rows() const;
   AttnIO<T> attn_io(const Layer& l) const;
   uint64_t stream(int64_t step, int site) const;
 
@@ -119,7 +120,8 @@ class Model {
   T *dpooled_ = nullptr, *dpair_ = nullptr;
   T *tmp_ = nullptr;   // a branch's output in the forward, its gradient in the backward
   T *hact_ = nullptr;  // drop(gelu(hpre)): computed in the forward, recomputed in the backward
-  void* scratch_ = nullptr;  // the attention variants' scratch, then the embedding backward's work
+  void* scratch_ = nullptr;  // the attention variants' scratch
+  size_t workspace_bytes_ = 0;  // the backend's own (reserve_workspace)
 };
 
 }  // namespace lra
