@@ -3,8 +3,9 @@
 // An attention variant maps packed per-head Q, K, V to an output of the same packing, with a
 // hand-written backward. Adding a variant = one file that defines its AttnInfo + one line in
 // registry.cpp: it then appears in `lra list attn`, the CLI's choices, `lra bench attn` and the attention
-// test table (tests/test_attention.cpp, under its defaults), and the parity test asks for its PyTorch
-// fixture. Its GPU path is one .cu file that registers itself (lib/cuda/attention.h). Variants never
+// test table (tests/attn_cases.h, under its defaults: the CPU tests and, once it has a GPU path, the GPU
+// tests), and the parity test asks for its PyTorch fixture. Its GPU path is one .cu file that registers
+// itself (lib/cuda/attention.h). Variants never
 // see the model: they get row pointers, strides and the sequence layout, and declare up front how much
 // memory they keep between forward and backward (`saved_bytes`) and how much scratch they need
 // (`scratch_bytes`), so the model plans it.
