@@ -1,14 +1,18 @@
-// Running the built `lra` binary from a test (LRA_BIN, set by tests/CMakeLists.txt).
+// Running the built `lra` binary from a test (LRA_BIN, set by tests/CMakeLists.txt), in the foreground or
+// in the background to be signalled.
 #pragma once
 
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fmt/format.h>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "core/files.h"
@@ -44,6 +48,63 @@ inline CliResult run_lra(const std::string& args) {
   CliResult r{rc, std::move(out), read_file(err_file)};
   std::remove(err_file.c_str());
   return r;
+}
+
+// `lra <args>` started in the background, stdout and stderr to files, for tests that signal it. The
+// destructor kills it if it still runs.
+class LraProcess {
+ public:
+  explicit LraProcess(const std::string& args) {
+    static int started = 0;
+    const std::string base =
+        fmt::format("{}/lra-proc-{}-{}", std::filesystem::temp_directory_path().string(), getpid(), started++);
+    out_file_ = base + ".out";
+    err_file_ = base + ".err";
+    const std::string cmd =
+        fmt::format("exec env -u LRA_DATA_DIR {} {} >{} 2>{}", LRA_BIN, args, out_file_, err_file_);
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+  }
+  LraProcess(const LraProcess&) = delete;
+  LraProcess& operator=(const LraProcess&) = delete;
+  ~LraProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    std::remove(out_file_.c_str());
+    std::remove(err_file_.c_str());
+  }
+  void signal(int signo) const { REQUIRE(kill(pid_, signo) == 0); }
+  // Its exit code, or 128 + the signal that killed it.
+  int wait() {
+    int status = 0;
+    REQUIRE(waitpid(pid_, &status, 0) == pid_);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  std::string out() const { return read_file(out_file_); }
+  std::string err() const { return read_file(err_file_); }
+
+ private:
+  pid_t pid_ = -1;
+  std::string out_file_, err_file_;
+};
+
+// The first *.ckpt file in `dir` ("" if none), waiting up to `seconds` for one to appear.
+inline std::string wait_for_checkpoint(const std::string& dir, double seconds = 120) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+      if (e.path().extension() == ".ckpt") return e.path().string();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return "";
 }
 
 }  // namespace lra::test

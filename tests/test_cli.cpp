@@ -33,12 +33,22 @@ std::string last_line(const std::string& s) {
 }
 
 // A tiny model on a tiny generated ListOps set: seconds on one core.
-std::string tiny(const TempDir& d, int threads = 1) {
+std::string tiny(const TempDir& d, int threads = 1, int steps = 8) {
   return fmt::format(
-      "run --task listops --attn {{}} --steps 8 --eval-every 3 --threads {1} --out {0}/runs --cache-dir {0}/cache "
+      "run --task listops --attn {{}} --steps {2} --eval-every 3 --threads {1} --out {0}/runs --cache-dir {0}/cache "
       "--set n_train=48 --set n_val=12 --set n_test=12 --set emb_dim=16 --set qkv_dim=16 --set mlp_dim=16 "
       "--set num_heads=2 --set num_layers=1 --set batch_size=8 --set warmup=2",
-      d.path, threads);
+      d.path, threads, steps);
+}
+
+bool same_numbers(const nlohmann::json& a, const nlohmann::json& b) {
+  if (a["metrics"]["test_accuracy"] != b["metrics"]["test_accuracy"] ||
+      a["metrics"]["test_loss"] != b["metrics"]["test_loss"] || a["curve"].size() != b["curve"].size())
+    return false;
+  for (size_t i = 0; i < a["curve"].size(); ++i)
+    if (a["curve"][i]["loss"] != b["curve"][i]["loss"] || a["curve"][i]["val_accuracy"] != b["curve"][i]["val_accuracy"])
+      return false;
+  return true;
 }
 
 }  // namespace
@@ -96,7 +106,60 @@ TEST_CASE("cli: a stopped and resumed run ends with the uninterrupted run's numb
       CHECK(b["curve"][i]["val_accuracy"] == a["curve"][i]["val_accuracy"]);
     }
     CHECK(run_lra(fmt::format("run --resume {} --steps 3", ckpt)).err.find("cannot be combined with --resume") != std::string::npos);
+    CHECK(run_lra(fmt::format("run --resume {} --out {}", ckpt, d.path)).err.find("beside its checkpoint") != std::string::npos);
   }
+}
+
+TEST_CASE("cli: SIGTERM and SIGUSR1 stop a run like Ctrl-C, and --resume ends with the uninterrupted numbers",
+          "[cli][signals]") {
+  // Long enough that the signal lands mid-run (the first checkpoint is written at step 3 of 2000), short
+  // documents so that the whole run takes seconds.
+  TempDir d("signals");
+  const std::string run = fmt::format(fmt::runtime(tiny(d, 1, 2000)), "softmax") + " --seed 3 --quiet --set max_length=64";
+  const CliResult full = run_lra(run);
+  REQUIRE(full.rc == 0);
+  const auto uninterrupted = nlohmann::json::parse(read_file(last_line(full.out)));
+  for (const int signo : {SIGTERM, SIGUSR1}) {
+    INFO(signal_name(signo));
+    TempDir w("signalled");
+    lra::test::LraProcess p(fmt::format(fmt::runtime(tiny(w, 1, 2000)), "softmax") + " --seed 3 --quiet --set max_length=64");
+    REQUIRE(!lra::test::wait_for_checkpoint(w / "runs").empty());
+    p.signal(signo);
+    CHECK(p.wait() == 128 + signo);
+    INFO(p.err());
+    const auto stopped = nlohmann::json::parse(read_file(last_line(p.out())));
+    CHECK(stopped["status"] == "interrupted");
+    CHECK(stopped["interrupted_by"] == signal_name(signo));
+    CHECK(stopped["metrics"]["steps_done"].get<int64_t>() < 2000);
+    const std::string ckpt = stopped["checkpoint"];
+    REQUIRE(std::filesystem::exists(ckpt));
+    // No --out: the record goes beside the checkpoint, and the checkpoint goes when the run ends ok.
+    const CliResult resumed = run_lra(fmt::format("run --resume {} --threads 1 --quiet --cache-dir {}/cache", ckpt, w.path));
+    INFO(resumed.err);
+    REQUIRE(resumed.rc == 0);
+    const std::string path = last_line(resumed.out);
+    CHECK(std::filesystem::path(path).parent_path() == std::filesystem::path(ckpt).parent_path());
+    const auto b = nlohmann::json::parse(read_file(path));
+    CHECK(b["status"] == "ok");
+    CHECK(b["resumed_from_step"] == stopped["metrics"]["steps_done"]);
+    CHECK(same_numbers(uninterrupted, b));
+    CHECK(!std::filesystem::exists(ckpt));
+  }
+}
+
+TEST_CASE("cli: a second signal exits at once and leaves the last checkpoint whole", "[cli][signals]") {
+  TempDir d("twice");
+  lra::test::LraProcess p(fmt::format(fmt::runtime(tiny(d, 1, 2000)), "softmax") + " --quiet --set max_length=64");
+  const std::string ckpt = lra::test::wait_for_checkpoint(d / "runs");
+  REQUIRE(!ckpt.empty());
+  p.signal(SIGTERM);
+  p.signal(SIGUSR1);  // another signal, so the two cannot merge into one pending signal
+  const int rc = p.wait();
+  CHECK((rc == 128 + SIGTERM || rc == 128 + SIGUSR1));
+  CHECK(p.out().empty());  // no record was written
+  const CliResult resumed = run_lra(fmt::format("run --resume {} --threads 1 --quiet --cache-dir {}/cache", ckpt, d.path));
+  INFO(resumed.err);
+  CHECK(resumed.rc == 0);
 }
 
 TEST_CASE("cli: every task trains a tiny run end to end on its built-in data", "[cli][tasks]") {

@@ -1,6 +1,7 @@
 // `lra reproduce`: the grid it plans, what it finds already done (same task, variant, preset, seed and
-// config), resumed (interrupted with a checkpoint) or to run again (failed), --dry-run through the
-// binary, and a real tiny grid of two cells that resumes one of them and then writes its table.
+// config), resumed (interrupted with a checkpoint, or killed leaving only its checkpoint) or to run again
+// (failed), --dry-run through the binary, and real tiny grids: two cells, one resumed, then the table; one
+// cell killed with SIGKILL mid-run and resumed to the uninterrupted numbers.
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fmt/format.h>
@@ -248,4 +249,47 @@ TEST_CASE("reproduce: a tiny grid runs, resumes a stopped cell, records a failed
   CHECK(r.out.find("2 done, 0 to resume, 0 to retry, 0 to run") != std::string::npos);
   CHECK(r.out.find("running") == std::string::npos);
   CHECK(r.out.find("| local |") == std::string::npos);  // the table holds the grid asked for
+}
+
+TEST_CASE("reproduce: a cell killed before it wrote a record resumes from its checkpoint", "[reproduce][signals]") {
+  TempDir d("killed");
+  // One cell of 2000 steps on short documents: the first checkpoint comes at step 3, seconds before the end.
+  const std::string common = fmt::format("--threads 1 --cache-dir {0}/cache{1} --set num_train_steps=2000 --set max_length=64", d.path,
+                                         tiny_flags());
+  const std::string grid =
+      fmt::format("reproduce --tasks listops --attn softmax {} --out {}/runs --report-dir {}/report -q", common,
+                  d.path, d.path);
+  {
+    lra::test::LraProcess p(grid);
+    REQUIRE(!lra::test::wait_for_checkpoint(d / "runs").empty());
+    p.signal(SIGKILL);
+    CHECK(p.wait() == 128 + SIGKILL);
+  }
+  write_file_atomic(d / "runs/broken.ckpt", "not a checkpoint");  // named and passed over
+  auto r = run_lra(grid + " --dry-run");
+  INFO(r.out);
+  INFO(r.err);
+  CHECK(r.out.find("0 done, 1 to resume, 0 to retry, 0 to run") != std::string::npos);
+  CHECK(r.out.find("(its run stopped without a record)") != std::string::npos);
+  CHECK(r.err.find("skipped " + d / "runs/broken.ckpt") != std::string::npos);
+  r = run_lra(grid);
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("[1/1] listops / softmax seed 0: resuming") != std::string::npos);
+  const RecordSet runs = load_records({d / "runs"});
+  REQUIRE(runs.runs.size() == 1);
+  const nlohmann::json& rec = runs.runs[0].record;
+  CHECK(rec["status"] == "ok");
+  CHECK(rec["resumed_from_step"].get<int64_t>() > 0);
+  // The same numbers as the cell run without interruption.
+  r = run_lra(fmt::format("run --task listops --attn softmax --quiet {} --out {}/whole", common, d.path));
+  REQUIRE(r.rc == 0);
+  const auto whole = nlohmann::json::parse(read_file(r.out.substr(0, r.out.find('\n'))));
+  CHECK(rec["metrics"]["test_accuracy"] == whole["metrics"]["test_accuracy"]);
+  CHECK(rec["metrics"]["test_loss"] == whole["metrics"]["test_loss"]);
+  REQUIRE(rec["curve"].size() == whole["curve"].size());
+  for (size_t i = 0; i < rec["curve"].size(); ++i) {
+    CHECK(rec["curve"][i]["loss"] == whole["curve"][i]["loss"]);
+    CHECK(rec["curve"][i]["val_accuracy"] == whole["curve"][i]["val_accuracy"]);
+  }
 }

@@ -94,7 +94,9 @@ void print_continue(const ReproduceOptions& opt, int left) {
 
 int reproduce_accuracy(const ReproduceOptions& opt, const GridRequest& req) {
   const RecordSet existing = existing_records(opt.out);
-  const std::vector<AccuracyCellPlan> plan = plan_accuracy_grid(req, existing);
+  const OrphanScan scan = find_orphan_checkpoints(opt.out, existing);
+  for (const auto& s : scan.skipped) std::fprintf(stderr, "lra reproduce: skipped %s\n", s.c_str());
+  const std::vector<AccuracyCellPlan> plan = plan_accuracy_grid(req, existing, scan.orphans);
   std::map<CellState, int> count;
   for (const auto& c : plan) ++count[c.state];
   const size_t task_n = req.tasks.empty() ? task_names().size() : req.tasks.size();
@@ -180,7 +182,7 @@ int reproduce_accuracy(const ReproduceOptions& opt, const GridRequest& req) {
     return it != want.end() && config_matches(e.record.value("config", nlohmann::json::object()), it->second, nullptr);
   };
   write_table(opt, load_records({opt.out}), scope);
-  return interrupted ? 130 : failed > 0 ? 1 : 0;
+  return interrupted ? interrupt_exit_code() : failed > 0 ? 1 : 0;
 }
 
 int reproduce_efficiency(const ReproduceOptions& opt, const GridRequest& req) {
@@ -260,7 +262,7 @@ int reproduce_efficiency(const ReproduceOptions& opt, const GridRequest& req) {
   ReportScope scope;
   scope.accuracy = false;
   write_table(opt, records, scope);
-  return interrupted ? 130 : 0;
+  return interrupted ? interrupt_exit_code() : 0;
 }
 
 }  // namespace

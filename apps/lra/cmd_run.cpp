@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 
 #include "attn/attention.h"
 #include "backend/backend.h"
@@ -41,7 +42,8 @@ void setup_run(CLI::App& app, RunOptions& opt) {
   app.add_option("--cache-dir", opt.cache_dir, "where generated data is kept (default: $LRA_CACHE_DIR or "
                                                "~/.cache/lra)");
   app.add_option("--out", opt.out, "folder for the run record and checkpoints")->capture_default_str();
-  app.add_option("--resume", opt.resume, "continue the run saved in this checkpoint (.ckpt)");
+  app.add_option("--resume", opt.resume,
+                 "continue the run saved in this checkpoint (.ckpt); its record is written beside it");
   app.add_option("--stop-after", opt.stop_after,
                  "stop after this many steps as if interrupted, keeping the checkpoint (for --resume)");
   app.add_flag("--keep-checkpoint", opt.keep_checkpoint, "keep the checkpoint after the run finishes");
@@ -55,6 +57,14 @@ int run_run(const RunOptions& opt, const CLI::App& sub) {
                              "--seed", "--eval-every", "--device"})
       LRA_CHECK(sub.count(flag) == 0, "{} cannot be combined with --resume: the run continues with the config "
                                      "saved in its checkpoint", flag);
+    if (sub.count("--out") > 0) {
+      std::error_code ec;
+      const std::filesystem::path dir = std::filesystem::path(opt.resume).parent_path();
+      LRA_CHECK(std::filesystem::equivalent(opt.out, dir.empty() ? "." : dir, ec),
+                "--out {}: a resumed run writes its record beside its checkpoint, in '{}'; drop --out (or move "
+                "the checkpoint there first)",
+                opt.out, dir.empty() ? "." : dir.string());
+    }
     cfg = config_from_checkpoint(opt.resume);
     if (sub.count("--threads") > 0) cfg.threads = opt.threads;
   } else {
@@ -89,7 +99,7 @@ int run_run(const RunOptions& opt, const CLI::App& sub) {
   }
   const std::string path = trainer.write_record();
   std::printf("%s\n", path.c_str());
-  if (rc == 0 && interrupt_requested()) rc = 130;
+  if (rc == 0 && interrupt_requested()) rc = interrupt_exit_code();
   return rc;
 }
 

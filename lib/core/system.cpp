@@ -1,6 +1,7 @@
 #include "core/system.h"
 
 #include <omp.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -63,15 +64,39 @@ bool stderr_is_terminal() { return isatty(STDERR_FILENO) != 0; }
 
 
 namespace {
+constexpr int kInterrupts[] = {SIGINT, SIGTERM, SIGUSR1};
 volatile std::sig_atomic_t g_interrupts = 0;
-void on_sigint(int) {
-  g_interrupts = g_interrupts + 1;
-  if (g_interrupts > 1) std::_Exit(130);
+volatile std::sig_atomic_t g_first_signal = 0;
+void on_interrupt(int signo) {  // the three signals are blocked while it runs: one handler at a time
+  if (g_interrupts > 0) std::_Exit(128 + signo);
+  g_first_signal = signo;
+  g_interrupts = 1;
 }
 }  // namespace
 
-void install_interrupt_handler() { std::signal(SIGINT, on_sigint); }
+void install_interrupt_handler() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  for (int signo : kInterrupts) sigaddset(&sa.sa_mask, signo);
+  sa.sa_flags = SA_RESTART;  // a read or write under way goes on instead of failing with EINTR
+  for (int signo : kInterrupts) sigaction(signo, &sa, nullptr);
+}
 bool interrupt_requested() { return g_interrupts > 0; }
+int interrupt_signal() { return g_first_signal; }
+int interrupt_exit_code() { return 128 + g_first_signal; }
+
+std::string signal_name(int signo) {
+  switch (signo) {
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGUSR1:
+      return "SIGUSR1";
+  }
+  return fmt::format("signal {}", signo);
+}
 
 void set_threads(int threads) {
   if (threads <= 0) threads = omp_get_num_procs();

@@ -1,4 +1,4 @@
-// This process and machine: facts for run records, thread settings, timing and Ctrl-C.
+// This process and machine: facts for run records, thread settings, timing and interruptions.
 #pragma once
 
 #include <chrono>
@@ -26,10 +26,16 @@ class Timer {
   std::chrono::steady_clock::time_point t0_;
 };
 
-// Ctrl-C handling: the first SIGINT sets a flag the trainer polls between steps (it then writes a
-// checkpoint and a record before stopping); a second one terminates at once.
+// Interruptions: SIGINT (Ctrl-C), SIGTERM (scancel, a time limit, a shutdown) and SIGUSR1 (Slurm's
+// --signal warning) are handled alike. The first sets a flag the trainer polls between steps (it then
+// writes a checkpoint and a record with status "interrupted" before stopping, and the process exits
+// with interrupt_exit_code()); a second one, of any of the three, exits at once with 128 + its number,
+// leaving the last checkpoint as it was (checkpoints are written to a temporary file and renamed).
 void install_interrupt_handler();
 bool interrupt_requested();
+int interrupt_signal();       // the first signal received (0: none)
+int interrupt_exit_code();    // 128 + interrupt_signal(): 130 SIGINT, 143 SIGTERM, 138 SIGUSR1
+std::string signal_name(int signo);  // "SIGTERM"; "signal N" for others
 
 // Thread settings: one place sets OpenMP's and Eigen's thread counts. 0 = all cores.
 void set_threads(int threads);

@@ -12,6 +12,7 @@
 #include "core/check.h"
 #include "core/system.h"
 #include "tasks/task.h"
+#include "train/checkpoint.h"
 
 namespace lra {
 
@@ -44,7 +45,31 @@ const char* cell_state_name(CellState s) {
   return "?";
 }
 
-std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const RecordSet& existing) {
+OrphanScan find_orphan_checkpoints(const std::string& dir, const RecordSet& records) {
+  namespace fs = std::filesystem;
+  OrphanScan scan;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return scan;
+  std::set<std::string> recorded;
+  for (const RunEntry& e : records.runs) recorded.insert(e.record.value("run_id", std::string()));
+  std::vector<std::string> paths;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+       it != fs::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_regular_file(ec) && it->path().extension() == ".ckpt") paths.push_back(it->path().string());
+  std::sort(paths.begin(), paths.end());
+  for (const std::string& path : paths) {
+    try {
+      nlohmann::json meta = load_checkpoint_meta(path);
+      if (recorded.count(meta.at("run_id").get<std::string>()) == 0) scan.orphans.push_back({path, std::move(meta)});
+    } catch (const std::exception& e) {
+      scan.skipped.push_back(fmt::format("{}: {}", path, e.what()));
+    }
+  }
+  return scan;
+}
+
+std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const RecordSet& existing,
+                                                 const std::vector<OrphanCheckpoint>& orphans) {
   LRA_CHECK(req.seeds > 0, "--seeds must be at least 1, got {}", req.seeds);
   const std::vector<std::string> tasks = req.tasks.empty() ? task_names() : req.tasks;
   const std::vector<std::string> attns = req.attns.empty() ? report_attention_order() : req.attns;
@@ -72,6 +97,7 @@ std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const R
         cell.config.seed = cell.seed;
         const nlohmann::json want = cell.config.to_json();
         const RunEntry *ok = nullptr, *resume = nullptr, *failed = nullptr;
+        const OrphanCheckpoint* orphan = nullptr;
         std::vector<std::string> other;
         for (const RunEntry& e : existing.runs) {
           if (e.task != task || e.attn != attn || e.preset != req.preset || e.seed != cell.seed) continue;
@@ -90,9 +116,21 @@ std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const R
             failed = &e;
           }
         }
+        for (const OrphanCheckpoint& o : orphans) {
+          if (!config_matches(o.meta.at("config"), want, nullptr)) continue;  // task, variant, preset, seed too
+          if (orphan == nullptr || o.meta.value("started_at", "") > orphan->meta.value("started_at", "")) orphan = &o;
+        }
+        // Of an interrupted record's checkpoint and an orphan, the later run's.
+        if (orphan != nullptr && resume != nullptr && resume->started_at > orphan->meta.value("started_at", ""))
+          orphan = nullptr;
         if (ok != nullptr) {
           cell.state = CellState::Done;
           cell.existing = ok->path;
+        } else if (orphan != nullptr) {
+          cell.state = CellState::Resume;
+          cell.existing = orphan->path;
+          cell.note = fmt::format("from step {} (its run stopped without a record)",
+                                  orphan->meta.value("step", int64_t{0}));
         } else if (resume != nullptr) {
           cell.state = CellState::Resume;
           cell.existing = resume->record["checkpoint"].get<std::string>();

@@ -36,11 +36,26 @@ struct AccuracyCellPlan {
   std::string note;      // e.g. the earlier error, or records of the cell with other settings
 };
 
+// A checkpoint under the records folder whose run left no record: what a run killed without the chance to
+// write one leaves (SIGKILL, the OOM killer, a node failure).
+struct OrphanCheckpoint {
+  std::string path;
+  nlohmann::json meta;  // load_checkpoint_meta: run_id, config, step, started_at, ...
+};
+struct OrphanScan {
+  std::vector<OrphanCheckpoint> orphans;
+  std::vector<std::string> skipped;  // "PATH: why", for .ckpt files that cannot be read
+};
+// The *.ckpt files under `dir` (recursively) whose run_id no record in `records` has.
+OrphanScan find_orphan_checkpoints(const std::string& dir, const RecordSet& records);
+
 // Every (task, variant, seed) cell in that order, each with what --out already holds for it. A cell is
 // done when an ok record of the same task, variant, preset and seed has the cell's config
-// (config_matches); an interrupted one whose checkpoint exists is resumed; a failed one is run again.
+// (config_matches); resumed from the latest checkpoint of that config, when an interrupted record's
+// checkpoint exists or an orphan checkpoint is there; run again when its records failed.
 // A --set key that no cell takes throws.
-std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const RecordSet& existing);
+std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const RecordSet& existing,
+                                                 const std::vector<OrphanCheckpoint>& orphans = {});
 
 struct EfficiencyCellPlan {
   std::string attn;

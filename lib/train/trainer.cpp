@@ -141,8 +141,14 @@ Trainer::Trainer(RunConfig cfg, TrainOptions opt) : cfg_(std::move(cfg)), opt_(s
       run_id_ = fmt::format("{}-{}", base, k);
   }
   record_["run_id"] = run_id_;
-  record_path_ = opt_.out_dir + "/" + run_id_ + ".json";
-  checkpoint_path_ = opt_.out_dir + "/" + run_id_ + ".ckpt";
+  if (opt_.resume.empty()) {
+    record_path_ = opt_.out_dir + "/" + run_id_ + ".json";
+    checkpoint_path_ = opt_.out_dir + "/" + run_id_ + ".ckpt";
+  } else {  // the run goes on where it was: its record beside its checkpoint, which it keeps updating
+    const std::filesystem::path dir = std::filesystem::path(opt_.resume).parent_path();
+    record_path_ = (dir.empty() ? std::string(".") : dir.string()) + "/" + run_id_ + ".json";
+    checkpoint_path_ = opt_.resume;
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -376,6 +382,7 @@ void Trainer::record_speed_and_memory() {
 void Trainer::finish_interrupted() {
   const State& s = *st_;
   record_["status"] = "interrupted";
+  record_["interrupted_by"] = interrupt_signal() != 0 ? signal_name(interrupt_signal()) : "--stop-after";
   record_["checkpoint"] = checkpoint_path_;
   record_["wall_seconds"] = s.wall_seconds();
   if (opt_.progress)

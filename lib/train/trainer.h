@@ -17,7 +17,7 @@ struct TrainOptions {
   std::string out_dir = "results/runs";
   std::string data_dir;   // official files; empty = the task's built-in data
   std::string cache_dir;  // generated data; empty = default_cache_dir()
-  std::string resume;     // a checkpoint to continue from
+  std::string resume;     // a checkpoint to continue from; the record then goes beside it, not to out_dir
   int64_t stop_after = 0; // stop as if interrupted once this many steps are done (0 = never)
   bool keep_checkpoint = false;  // keep the checkpoint after a run that finished
   bool progress = true;   // progress bar (on a terminal) or log lines
