@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <utility>
@@ -48,6 +49,18 @@ inline CliResult run_lra(const std::string& args) {
   CliResult r{rc, std::move(out), read_file(err_file)};
   std::remove(err_file.c_str());
   return r;
+}
+
+// Whether run record `b` has the numbers of run record `a`: test accuracy and loss, and every point's
+// training loss and validation accuracy (wall times differ, so the curves are not compared whole).
+inline void check_same_numbers(const nlohmann::json& a, const nlohmann::json& b) {
+  CHECK(b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
+  CHECK(b["metrics"]["test_loss"] == a["metrics"]["test_loss"]);
+  REQUIRE(b["curve"].size() == a["curve"].size());
+  for (size_t i = 0; i < a["curve"].size(); ++i) {
+    CHECK(b["curve"][i]["loss"] == a["curve"][i]["loss"]);
+    CHECK(b["curve"][i]["val_accuracy"] == a["curve"][i]["val_accuracy"]);
+  }
 }
 
 // `lra <args>` started in the background, stdout and stderr to files, for tests that signal it. The

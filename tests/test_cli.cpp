@@ -41,15 +41,6 @@ std::string tiny(const TempDir& d, int threads = 1, int steps = 8) {
       d.path, threads, steps);
 }
 
-bool same_numbers(const nlohmann::json& a, const nlohmann::json& b) {
-  if (a["metrics"]["test_accuracy"] != b["metrics"]["test_accuracy"] ||
-      a["metrics"]["test_loss"] != b["metrics"]["test_loss"] || a["curve"].size() != b["curve"].size())
-    return false;
-  for (size_t i = 0; i < a["curve"].size(); ++i)
-    if (a["curve"][i]["loss"] != b["curve"][i]["loss"] || a["curve"][i]["val_accuracy"] != b["curve"][i]["val_accuracy"])
-      return false;
-  return true;
-}
 
 }  // namespace
 
@@ -98,13 +89,7 @@ TEST_CASE("cli: a stopped and resumed run ends with the uninterrupted run's numb
     const auto b = nlohmann::json::parse(read_file(last_line(resumed.out)));
     CHECK(b["status"] == "ok");
     CHECK(b["resumed_from_step"] == 4);
-    CHECK(b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
-    CHECK(b["metrics"]["test_loss"] == a["metrics"]["test_loss"]);
-    REQUIRE(b["curve"].size() == a["curve"].size());
-    for (size_t i = 0; i < a["curve"].size(); ++i) {
-      CHECK(b["curve"][i]["loss"] == a["curve"][i]["loss"]);
-      CHECK(b["curve"][i]["val_accuracy"] == a["curve"][i]["val_accuracy"]);
-    }
+    lra::test::check_same_numbers(a, b);
     CHECK(run_lra(fmt::format("run --resume {} --steps 3", ckpt)).err.find("cannot be combined with --resume") != std::string::npos);
     CHECK(run_lra(fmt::format("run --resume {} --out {}", ckpt, d.path)).err.find("beside its checkpoint") != std::string::npos);
   }
@@ -142,7 +127,7 @@ TEST_CASE("cli: SIGTERM and SIGUSR1 stop a run like Ctrl-C, and --resume ends wi
     const auto b = nlohmann::json::parse(read_file(path));
     CHECK(b["status"] == "ok");
     CHECK(b["resumed_from_step"] == stopped["metrics"]["steps_done"]);
-    CHECK(same_numbers(uninterrupted, b));
+    lra::test::check_same_numbers(uninterrupted, b);
     CHECK(!std::filesystem::exists(ckpt));
   }
 }

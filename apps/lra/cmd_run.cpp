@@ -12,6 +12,7 @@
 #include "core/check.h"
 #include "core/system.h"
 #include "tasks/task.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -59,11 +60,11 @@ int run_run(const RunOptions& opt, const CLI::App& sub) {
                                      "saved in its checkpoint", flag);
     if (sub.count("--out") > 0) {
       std::error_code ec;
-      const std::filesystem::path dir = std::filesystem::path(opt.resume).parent_path();
-      LRA_CHECK(std::filesystem::equivalent(opt.out, dir.empty() ? "." : dir, ec),
+      const std::string dir = checkpoint_folder(opt.resume);
+      LRA_CHECK(std::filesystem::equivalent(opt.out, dir, ec),
                 "--out {}: a resumed run writes its record beside its checkpoint, in '{}'; drop --out (or move "
                 "the checkpoint there first)",
-                opt.out, dir.empty() ? "." : dir.string());
+                opt.out, dir);
     }
     cfg = config_from_checkpoint(opt.resume);
     if (sub.count("--threads") > 0) cfg.threads = opt.threads;

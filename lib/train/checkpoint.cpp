@@ -1,6 +1,7 @@
 #include "train/checkpoint.h"
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "core/check.h"
@@ -76,6 +77,11 @@ nlohmann::json load_checkpoint_meta(const std::string& path) {
   std::ifstream in = open_checkpoint(path);
   Fnv sum;
   return read_meta(in, path, sum);
+}
+
+std::string checkpoint_folder(const std::string& path) {
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  return dir.empty() ? std::string(".") : dir.string();
 }
 
 Checkpoint load_checkpoint(const std::string& path) {

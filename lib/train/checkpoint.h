@@ -22,5 +22,7 @@ void save_checkpoint(const std::string& path, const nlohmann::json& meta, const 
 Checkpoint load_checkpoint(const std::string& path);
 // Only the metadata (config, step, ...), without reading the tensors; load_checkpoint verifies the rest.
 nlohmann::json load_checkpoint_meta(const std::string& path);
+// The folder a checkpoint lies in ("." for a bare file name): where a run resumed from it writes its record.
+std::string checkpoint_folder(const std::string& path);
 
 }  // namespace lra

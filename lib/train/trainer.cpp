@@ -145,8 +145,7 @@ Trainer::Trainer(RunConfig cfg, TrainOptions opt) : cfg_(std::move(cfg)), opt_(s
     record_path_ = opt_.out_dir + "/" + run_id_ + ".json";
     checkpoint_path_ = opt_.out_dir + "/" + run_id_ + ".ckpt";
   } else {  // the run goes on where it was: its record beside its checkpoint, which it keeps updating
-    const std::filesystem::path dir = std::filesystem::path(opt_.resume).parent_path();
-    record_path_ = (dir.empty() ? std::string(".") : dir.string()) + "/" + run_id_ + ".json";
+    record_path_ = checkpoint_folder(opt_.resume) + "/" + run_id_ + ".json";
     checkpoint_path_ = opt_.resume;
   }
 }
