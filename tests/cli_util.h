@@ -100,8 +100,9 @@ class LraProcess {
     pid_ = -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
-  std::string out() const { return read_file(out_file_); }
-  std::string err() const { return read_file(err_file_); }
+  // What it has written so far ("" before its shell has made the file).
+  std::string out() const { return std::filesystem::exists(out_file_) ? read_file(out_file_) : ""; }
+  std::string err() const { return std::filesystem::exists(err_file_) ? read_file(err_file_) : ""; }
 
  private:
   pid_t pid_ = -1;

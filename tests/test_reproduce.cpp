@@ -132,7 +132,7 @@ TEST_CASE("reproduce: --dry-run lists the grid and runs nothing", "[reproduce]")
   INFO(r.err);
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("preset cpu, 2 task(s) x 2 variant(s) x 2 seed(s) = 8 cells in " + d.path +
-                   ": 1 done, 1 to resume, 2 to retry, 4 to run") != std::string::npos);
+                   ": 1 done, 0 running, 1 to resume, 0 failed, 2 to retry, 4 to run") != std::string::npos);
   CHECK(r.out.find("  done    listops     softmax         seed 0    " + d.path) != std::string::npos);
   CHECK(r.out.find("  resume  listops     cosformer       seed 0    " + d / "cosformer.ckpt" + "  from step 40") !=
         std::string::npos);
@@ -215,7 +215,7 @@ TEST_CASE("reproduce: a tiny grid runs, resumes a stopped cell, records a failed
   INFO(r.out);
   INFO(r.err);
   CHECK(r.rc == 1);  // a cell failed; the grid went on and the table was written
-  CHECK(r.out.find("0 done, 1 to resume, 0 to retry, 2 to run") != std::string::npos);
+  CHECK(r.out.find("0 done, 0 running, 1 to resume, 0 failed, 0 to retry, 2 to run") != std::string::npos);
   CHECK(r.out.find("[1/3] listops / softmax seed 0: resuming") != std::string::npos);
   CHECK(r.out.find("[2/3] listops / local seed 0: running\n  failed: local attention needs block >= 1") !=
         std::string::npos);
@@ -243,11 +243,11 @@ TEST_CASE("reproduce: a tiny grid runs, resumes a stopped cell, records a failed
 
   // The failed cell is run again next time; the others are done.
   r = run_lra(with_local + " --dry-run");
-  CHECK(r.out.find("2 done, 0 to resume, 1 to retry, 0 to run") != std::string::npos);
+  CHECK(r.out.find("2 done, 0 running, 0 to resume, 0 failed, 1 to retry, 0 to run") != std::string::npos);
   r = run_lra(grid + " --attn softmax,cosformer");
   REQUIRE(r.rc == 0);
-  CHECK(r.out.find("2 done, 0 to resume, 0 to retry, 0 to run") != std::string::npos);
-  CHECK(r.out.find("running") == std::string::npos);
+  CHECK(r.out.find("2 done, 0 running, 0 to resume, 0 failed, 0 to retry, 0 to run") != std::string::npos);
+  CHECK(r.out.find(": running\n") == std::string::npos);
   CHECK(r.out.find("| local |") == std::string::npos);  // the table holds the grid asked for
 }
 
@@ -269,7 +269,7 @@ TEST_CASE("reproduce: a cell killed before it wrote a record resumes from its ch
   auto r = run_lra(grid + " --dry-run");
   INFO(r.out);
   INFO(r.err);
-  CHECK(r.out.find("0 done, 1 to resume, 0 to retry, 0 to run") != std::string::npos);
+  CHECK(r.out.find("0 done, 0 running, 1 to resume, 0 failed, 0 to retry, 0 to run") != std::string::npos);
   CHECK(r.out.find("(its run stopped without a record)") != std::string::npos);
   CHECK(r.err.find("skipped " + d / "runs/broken.ckpt") != std::string::npos);
   r = run_lra(grid);

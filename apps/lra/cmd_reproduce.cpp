@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 
@@ -19,6 +20,8 @@
 #include "results/record.h"
 #include "results/report_formats.h"
 #include "runner/reproduce.h"
+#include "runner/slurm.h"
+#include "runner/worker.h"
 #include "tasks/task.h"
 #include "train/trainer.h"
 
@@ -53,6 +56,56 @@ void setup_reproduce(CLI::App& app, ReproduceOptions& opt) {
   app.add_option("--published", opt.published, "folder of published tables (default: results/published)");
   app.add_flag("--dry-run", opt.dry_run, "list the grid, what exists and what would run; run nothing");
   app.add_flag("-q,--quiet", opt.quiet, "no training progress (the plan and each cell's result are still printed)");
+
+  const std::string workers = "Workers and clusters (lra-accuracy)";
+  app.add_flag("--worker", opt.worker,
+               "take free cells from --out until none is left, then exit without writing the table (what each "
+               "task of a --slurm array runs)")
+      ->group(workers);
+  app.add_flag("--report-only", opt.report_only, "write the table from what --out holds; run nothing")->group(workers);
+  app.add_option("--shard", opt.shard,
+                 "take only cells K, K+N, K+2N, ... of the grid (0 <= K < N), for an array index of any scheduler; "
+                 "default inside a Slurm array without --worker: SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT")
+      ->type_name("K/N")
+      ->group(workers);
+  app.add_option("--claim-timeout", opt.claim_timeout,
+                 "seconds without a heartbeat after which a worker's claim on a cell is dead and another worker "
+                 "takes the cell over (heartbeats come every tenth of it)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber)
+      ->group(workers);
+  app.add_option("--retry-failed-before", opt.retry_failed_before,
+                 "retry only the cells whose failed run started before this UTC time (default: when this process "
+                 "started, so workers do not retry each other's failures)")
+      ->type_name("YYYY-MM-DDTHH:MM:SSZ")
+      ->group(workers);
+  app.add_flag("--slurm", opt.slurm,
+               "write a Slurm job array of --workers workers and a report job that runs after it, under "
+               "OUT/slurm/; print how to submit them")
+      ->group(workers);
+  app.add_flag("--submit", opt.submit, "with --slurm: submit both with sbatch and print the job ids")->group(workers);
+  app.add_option("--workers", opt.workers, "with --slurm: tasks in the array")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber)
+      ->group(workers);
+  app.add_option("--partition", opt.partition, "with --slurm: sbatch --partition")->group(workers);
+  app.add_option("--time", opt.time, "with --slurm: each worker's sbatch --time")->group(workers);
+  app.add_option("--account", opt.account, "with --slurm: sbatch --account")->group(workers);
+  app.add_option("--mem", opt.mem, "with --slurm: each worker's sbatch --mem")->group(workers);
+  app.add_option("--cpus-per-task", opt.cpus_per_task, "with --slurm: each worker's sbatch --cpus-per-task")
+      ->group(workers);
+  app.add_option("--gpus-per-task", opt.gpus_per_task, "with --slurm: each worker's sbatch --gpus-per-task")
+      ->group(workers);
+  app.add_option("--sbatch-arg", opt.sbatch_args, "with --slurm: any other sbatch option, e.g. --qos=high; repeatable")
+      ->type_name("ARG")
+      ->allow_extra_args(false)
+      ->group(workers);
+  app.add_option("--signal-before", opt.signal_before,
+                 "with --slurm: seconds before the time limit at which Slurm sends USR1 (the worker checkpoints its "
+                 "cell and requeues itself)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber)
+      ->group(workers);
 }
 
 namespace {
@@ -71,10 +124,10 @@ std::string trimmed(std::string s) {
 }
 
 std::string plan_summary(const std::map<CellState, int>& n) {
-  return fmt::format(
-      "{} done, {} to resume, {} to retry, {} to run", n.count(CellState::Done) ? n.at(CellState::Done) : 0,
-      n.count(CellState::Resume) ? n.at(CellState::Resume) : 0, n.count(CellState::Retry) ? n.at(CellState::Retry) : 0,
-      n.count(CellState::Run) ? n.at(CellState::Run) : 0);
+  auto at = [&](CellState s) { return n.count(s) ? n.at(s) : 0; };
+  return fmt::format("{} done, {} running, {} to resume, {} failed, {} to retry, {} to run", at(CellState::Done),
+                     at(CellState::Running), at(CellState::Resume), at(CellState::Failed), at(CellState::Retry),
+                     at(CellState::Run));
 }
 
 // Writes the table in every format and prints its Markdown.
@@ -92,84 +145,60 @@ void print_continue(const ReproduceOptions& opt, int left) {
       left, opt.out.c_str());
 }
 
-int reproduce_accuracy(const ReproduceOptions& opt, const GridRequest& req) {
-  const RecordSet existing = existing_records(opt.out);
-  const OrphanScan scan = find_orphan_checkpoints(opt.out, existing);
-  for (const auto& s : scan.skipped) std::fprintf(stderr, "lra reproduce: skipped %s\n", s.c_str());
-  const std::vector<AccuracyCellPlan> plan = plan_accuracy_grid(req, existing, scan.orphans);
-  std::map<CellState, int> count;
-  for (const auto& c : plan) ++count[c.state];
-  const size_t task_n = req.tasks.empty() ? task_names().size() : req.tasks.size();
-  const size_t attn_n = req.attns.empty() ? attention_names().size() : req.attns.size();
-  std::printf(
-      "lra reproduce lra-accuracy: preset %s, %zu task(s) x %zu variant(s) x %d seed(s) = %zu cells in %s: "
-      "%s\n",
-      req.preset.c_str(), task_n, attn_n, req.seeds, plan.size(), opt.out.c_str(), plan_summary(count).c_str());
-  for (const auto& c : plan) {
-    std::string detail = c.existing;
-    if (!c.note.empty()) detail += (detail.empty() ? "" : "  ") + c.note;
-    std::printf("%s\n", trimmed(fmt::format("  {:<6}  {:<10}  {:<14}  seed {:<3}  {}", cell_state_name(c.state), c.task,
-                                            c.attn, c.seed, detail))
-                            .c_str());
-  }
-  if (opt.dry_run) {
-    std::printf("--dry-run: nothing was run\n");
+// The arguments every worker of a --slurm array and its report job run with: this grid, in absolute paths.
+std::vector<std::string> worker_args(const ReproduceOptions& opt) {
+  namespace fs = std::filesystem;
+  auto abs = [](const std::string& p) { return fs::absolute(p).lexically_normal().string(); };
+  std::vector<std::string> a = {"--table", opt.table, "--preset", opt.preset, "--seeds", std::to_string(opt.seeds),
+                                "--device", opt.device, "--threads", std::to_string(opt.threads),
+                                "--out", abs(opt.out), "--report-dir", abs(opt.report_dir),
+                                "--claim-timeout", fmt::format("{}", opt.claim_timeout)};
+  if (!opt.tasks.empty()) a.insert(a.end(), {"--tasks", fmt::format("{}", fmt::join(opt.tasks, ","))});
+  if (!opt.attns.empty()) a.insert(a.end(), {"--attn", fmt::format("{}", fmt::join(opt.attns, ","))});
+  for (const auto& s : opt.sets) a.insert(a.end(), {"--set", s});
+  if (!opt.data_dir.empty()) a.insert(a.end(), {"--data-dir", abs(opt.data_dir)});
+  if (!opt.cache_dir.empty()) a.insert(a.end(), {"--cache-dir", abs(opt.cache_dir)});
+  if (opt.quiet) a.push_back("-q");
+  return a;
+}
+
+int plan_slurm(const ReproduceOptions& opt, size_t cells) {
+  SlurmOptions s;
+  s.workers = opt.workers;
+  s.partition = opt.partition;
+  s.time = opt.time;
+  s.account = opt.account;
+  s.mem = opt.mem;
+  s.cpus_per_task = opt.cpus_per_task;
+  s.gpus_per_task = opt.gpus_per_task;
+  s.sbatch_args = opt.sbatch_args;
+  s.signal_before_s = opt.signal_before;
+  make_dirs(opt.out);
+  const SlurmGrid g = write_slurm_grid(s, opt.out, opt.table, find_published_dir(opt.published), worker_args(opt),
+                                       now_iso8601());
+  std::printf("wrote %s (%d worker(s) for %zu cell(s) to run) and %s, which run %s\n", g.worker_script.c_str(),
+              opt.workers, cells, g.report_script.c_str(), g.lra.c_str());
+  const std::string status = fmt::format("lra reproduce {} --dry-run", fmt::join(worker_args(opt), " "));
+  if (!opt.submit) {
+    std::printf("submit both with:\n  array=$(sbatch --parsable %s) && sbatch --dependency=afterany:$array %s\n"
+                "(or run this command again with --submit)\n",
+                shell_quote(g.worker_script).c_str(), shell_quote(g.report_script).c_str());
     return 0;
   }
+  const SlurmSubmission sub = submit_slurm_grid(g);
+  std::printf("submitted: workers job array %s, report job %s (after the array ends)\n"
+              "watch:  squeue -j %s,%s\n"
+              "cells:  %s\n"
+              "logs:   %s/logs/\n"
+              "table:  %s (when job %s has run)\n",
+              sub.array_job.c_str(), sub.report_job.c_str(), sub.array_job.c_str(), sub.report_job.c_str(),
+              status.c_str(), g.dir.c_str(), opt.report_dir.c_str(), sub.report_job.c_str());
+  return 0;
+}
 
-  make_dirs(opt.out);
-  install_interrupt_handler();
-  const int todo = static_cast<int>(plan.size()) - (count.count(CellState::Done) ? count.at(CellState::Done) : 0);
-  int k = 0, failed = 0;
-  bool interrupted = false;
-  for (const auto& c : plan) {
-    if (c.state == CellState::Done) continue;
-    ++k;
-    std::printf("[%d/%d] %s / %s seed %llu: %s\n", k, todo, c.task.c_str(), c.attn.c_str(),
-                static_cast<unsigned long long>(c.seed), c.state == CellState::Resume ? "resuming" : "running");
-    std::fflush(stdout);
-    TrainOptions topt;
-    topt.out_dir = opt.out;
-    topt.data_dir = opt.data_dir;
-    topt.cache_dir = opt.cache_dir;
-    topt.progress = !opt.quiet;
-    RunConfig cfg = c.config;
-    if (c.state == CellState::Resume) {
-      try {
-        cfg = config_from_checkpoint(c.existing);
-        topt.resume = c.existing;
-      } catch (const std::exception& e) {
-        std::printf("  the checkpoint cannot be read (%s): running the cell from the start\n", e.what());
-      }
-    }
-    cfg.threads = opt.threads;
-    Trainer trainer(cfg, topt);
-    try {
-      trainer.run();
-    } catch (const std::exception& e) {
-      trainer.fail(e.what());
-    }
-    const std::string path = trainer.write_record();
-    const nlohmann::json& rec = trainer.record();
-    const std::string status = rec["status"].get<std::string>();
-    if (status == "ok")
-      std::printf("  ok: test accuracy %.2f%%  %s\n", 100 * rec["metrics"]["test_accuracy"].get<double>(),
-                  path.c_str());
-    else
-      std::printf("  %s%s%s  %s\n", status.c_str(), rec.contains("error") ? ": " : "",
-                  rec.value("error", std::string()).c_str(), path.c_str());
-    std::fflush(stdout);
-    failed += status == "failed";
-    if (interrupt_requested()) {
-      print_continue(opt, todo - k + (status == "interrupted"));
-      interrupted = true;
-      break;
-    }
-  }
-  if (!interrupted && todo > 0)
-    std::printf("%d cell(s) run, %d failed (recorded in %s)\n", todo, failed, opt.out.c_str());
-
-  // The table holds exactly the grid's cells: records with other settings in --out do not count.
+// The table holds exactly the grid's cells: records with other settings in --out do not count.
+void write_accuracy_table(const ReproduceOptions& opt, const GridRequest& req,
+                          const std::vector<AccuracyCellPlan>& plan) {
   std::map<std::tuple<std::string, std::string, uint64_t>, nlohmann::json> want;
   for (const auto& c : plan) want[{c.task, c.attn, c.seed}] = c.config.to_json();
   ReportScope scope;
@@ -181,8 +210,77 @@ int reproduce_accuracy(const ReproduceOptions& opt, const GridRequest& req) {
     const auto it = want.find({e.task, e.attn, e.seed});
     return it != want.end() && config_matches(e.record.value("config", nlohmann::json::object()), it->second, nullptr);
   };
-  write_table(opt, load_records({opt.out}), scope);
-  return interrupted ? interrupt_exit_code() : failed > 0 ? 1 : 0;
+  std::error_code ec;
+  write_table(opt, std::filesystem::exists(opt.out, ec) ? load_records({opt.out}) : RecordSet{}, scope);
+}
+
+int reproduce_accuracy(const ReproduceOptions& opt, const GridRequest& req) {
+  Shard shard;
+  if (!opt.shard.empty())
+    shard = parse_shard(opt.shard);
+  else if (!opt.worker && !opt.slurm)
+    shard = shard_from_slurm_env();
+  ClaimFolder claims(opt.out, opt.claim_timeout);
+  const std::vector<AccuracyCellPlan> plan =
+      plan_from_folder(req, opt.out, claims, opt.retry_failed_before, true);
+  std::map<CellState, int> count;
+  for (const auto& c : plan) ++count[c.state];
+  const size_t task_n = req.tasks.empty() ? task_names().size() : req.tasks.size();
+  const size_t attn_n = req.attns.empty() ? attention_names().size() : req.attns.size();
+  std::printf(
+      "lra reproduce lra-accuracy: preset %s, %zu task(s) x %zu variant(s) x %d seed(s) = %zu cells in %s: "
+      "%s\n",
+      req.preset.c_str(), task_n, attn_n, req.seeds, plan.size(), opt.out.c_str(), plan_summary(count).c_str());
+  if (shard.count > 1) std::printf("shard %d/%d: cells %d, %d, ... of the grid\n", shard.index, shard.count,
+                                   shard.index, shard.index + shard.count);
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const auto& c = plan[i];
+    std::string detail = c.existing;
+    if (!c.note.empty()) detail += (detail.empty() ? "" : "  ") + c.note;
+    std::printf("%s\n", trimmed(fmt::format("  {:<7} {:<10}  {:<14}  seed {:<3}  {}{}", cell_state_name(c.state),
+                                            c.task, c.attn, c.seed, shard.holds(i) ? "" : "(another shard) ",
+                                            detail))
+                            .c_str());
+  }
+  if (opt.dry_run) {
+    std::printf("--dry-run: nothing was run\n");
+    return 0;
+  }
+  if (opt.slurm) {
+    int left = 0;
+    for (const auto& c : plan) left += c.state != CellState::Done;
+    return plan_slurm(opt, static_cast<size_t>(left));
+  }
+  if (opt.report_only) {
+    write_accuracy_table(opt, req, plan);
+    return 0;
+  }
+
+  make_dirs(opt.out);
+  install_interrupt_handler();
+  WorkerOptions w;
+  w.out = opt.out;
+  w.data_dir = opt.data_dir;
+  w.cache_dir = opt.cache_dir;
+  w.threads = opt.threads;
+  w.progress = !opt.quiet;
+  w.claim_timeout_s = opt.claim_timeout;
+  w.shard = shard;
+  w.wait_for_others = !opt.worker;
+  w.retry_failed_before = opt.retry_failed_before;
+  w.on_lost_claim = [] {
+    std::fprintf(stderr,
+                 "lra reproduce: this worker's claim on its cell was taken over by another worker (this process was "
+                 "stopped for longer than --claim-timeout); the cell is the other worker's now. Exiting.\n");
+    std::_Exit(kClaimLostExitCode);
+  };
+  const WorkerResult r = run_accuracy_worker(req, w);
+  if (r.interrupted)
+    print_continue(opt, r.left);
+  else if (r.ran > 0)
+    std::printf("%d cell(s) run, %d failed (recorded in %s)\n", r.ran, r.failed, opt.out.c_str());
+  if (!opt.worker) write_accuracy_table(opt, req, plan);
+  return r.interrupted ? interrupt_exit_code() : r.failed > 0 ? 1 : 0;
 }
 
 int reproduce_efficiency(const ReproduceOptions& opt, const GridRequest& req) {
@@ -277,9 +375,18 @@ int run_reproduce(const ReproduceOptions& opt, const CLI::App& sub) {
   req.device = opt.device;
   req.threads = opt.threads;
   parse_device(opt.device);
+  LRA_CHECK(!opt.submit || opt.slurm, "--submit submits the --slurm job array: add --slurm");
+  for (const char* flag : {"--partition", "--time", "--account", "--mem", "--cpus-per-task", "--gpus-per-task",
+                           "--sbatch-arg", "--signal-before", "--workers"})
+    LRA_CHECK(opt.slurm || sub.count(flag) == 0, "{} is for the job array --slurm writes: add --slurm", flag);
+  LRA_CHECK(static_cast<int>(opt.dry_run) + opt.report_only + opt.slurm + opt.worker <= 1,
+            "--dry-run, --report-only, --slurm and --worker are different jobs: give one");
   if (opt.table == "lra-efficiency") {
     LRA_CHECK(sub.count("--tasks") == 0 && sub.count("--seeds") == 0,
               "--tasks and --seeds are for lra-accuracy; lra-efficiency measures one attention layer per variant");
+    LRA_CHECK(!opt.worker && !opt.slurm && opt.shard.empty() && !opt.report_only,
+              "lra-efficiency runs in one process on one machine: its ratios compare variants measured on the "
+              "same CPU or GPU, so --worker, --shard, --slurm and --report-only are for lra-accuracy only");
     return reproduce_efficiency(opt, req);
   }
   return reproduce_accuracy(opt, req);

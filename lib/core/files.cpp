@@ -84,17 +84,13 @@ std::string read_file(const std::string& path) {
 std::string file_checksum(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   LRA_CHECK(f.good(), "cannot read '{}' to checksum it: {}", path, std::strerror(errno));
-  uint64_t h = 1469598103934665603ull;
+  Fnv1a64 sum;
   char buf[1 << 16];
   while (f) {
     f.read(buf, sizeof buf);
-    const std::streamsize got = f.gcount();
-    for (std::streamsize i = 0; i < got; ++i) {
-      h ^= static_cast<unsigned char>(buf[i]);
-      h *= 1099511628211ull;
-    }
+    sum.add(buf, static_cast<size_t>(f.gcount()));
   }
-  return fmt::format("fnv1a64:{:016x}", h);
+  return fmt::format("fnv1a64:{:016x}", sum.h);
 }
 
 }  // namespace lra

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 
@@ -29,6 +30,18 @@ void write_file_atomic(const std::string& path, const std::string& content);
 std::string read_file(const std::string& path);
 // Creates a folder and its parents; throws with the path and the reason on failure.
 void make_dirs(const std::string& path);
+
+// FNV-1a 64-bit, fed in pieces: the checksum of records, checkpoints and the names of grid cells.
+struct Fnv1a64 {
+  uint64_t h = 1469598103934665603ull;
+  void add(const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= p[i];
+      h *= 1099511628211ull;
+    }
+  }
+};
 
 // FNV-1a 64-bit over a file's bytes, as 16 hex digits (a fast, dependency-free checksum for records).
 std::string file_checksum(const std::string& path);

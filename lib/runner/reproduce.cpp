@@ -4,12 +4,15 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 
 #include "attn/attention.h"
 #include "backend/backend.h"
 #include "core/check.h"
+#include "core/files.h"
 #include "core/system.h"
 #include "tasks/task.h"
 #include "train/checkpoint.h"
@@ -35,14 +38,56 @@ const char* cell_state_name(CellState s) {
   switch (s) {
     case CellState::Done:
       return "done";
+    case CellState::Running:
+      return "running";
     case CellState::Resume:
       return "resume";
+    case CellState::Failed:
+      return "failed";
     case CellState::Retry:
       return "retry";
     case CellState::Run:
       return "run";
   }
   return "?";
+}
+
+bool cell_to_run(CellState s) { return s == CellState::Resume || s == CellState::Retry || s == CellState::Run; }
+
+Shard parse_shard(const std::string& s) {
+  Shard sh;
+  char extra = 0;
+  LRA_CHECK(std::sscanf(s.c_str(), "%d/%d%c", &sh.index, &sh.count, &extra) == 2 && sh.count > 0 && sh.index >= 0 &&
+                sh.index < sh.count,
+            "--shard {}: expected K/N with 0 <= K < N (shard K of N takes cells K, K+N, K+2N, ...)", s);
+  return sh;
+}
+
+Shard shard_from_slurm_env() {
+  const char* id = std::getenv("SLURM_ARRAY_TASK_ID");
+  const char* count = std::getenv("SLURM_ARRAY_TASK_COUNT");
+  if (id == nullptr || count == nullptr) return {};
+  const char* min = std::getenv("SLURM_ARRAY_TASK_MIN");
+  Shard sh;
+  try {
+    sh.index = std::stoi(id) - (min != nullptr ? std::stoi(min) : 0);
+    sh.count = std::stoi(count);
+  } catch (const std::exception&) {
+    LRA_FAIL("SLURM_ARRAY_TASK_ID={} / SLURM_ARRAY_TASK_COUNT={} are not numbers", id, count);
+  }
+  LRA_CHECK(sh.count > 0 && sh.index >= 0 && sh.index < sh.count,
+            "SLURM_ARRAY_TASK_ID={} (less SLURM_ARRAY_TASK_MIN={}) is not below SLURM_ARRAY_TASK_COUNT={}: an array "
+            "with steps (--array=0-8:2) cannot be split by task number; use --shard K/N",
+            id, min != nullptr ? min : "0", count);
+  return sh;
+}
+
+static std::string cell_key(const std::string& task, const std::string& attn, const std::string& preset, uint64_t seed,
+                     const nlohmann::json& config) {
+  const std::string text = config.dump();
+  Fnv1a64 h;
+  h.add(text.data(), text.size());
+  return fmt::format("{}.{}.{}.seed{}.{:016x}", task, attn, preset, seed, h.h);
 }
 
 OrphanScan find_orphan_checkpoints(const std::string& dir, const RecordSet& records) {
@@ -69,7 +114,7 @@ OrphanScan find_orphan_checkpoints(const std::string& dir, const RecordSet& reco
 }
 
 std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const RecordSet& existing,
-                                                 const std::vector<OrphanCheckpoint>& orphans) {
+                                                 const GridActivity& activity) {
   LRA_CHECK(req.seeds > 0, "--seeds must be at least 1, got {}", req.seeds);
   const std::vector<std::string> tasks = req.tasks.empty() ? task_names() : req.tasks;
   const std::vector<std::string> attns = req.attns.empty() ? report_attention_order() : req.attns;
@@ -96,6 +141,7 @@ std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const R
         cell.config = cfg;
         cell.config.seed = cell.seed;
         const nlohmann::json want = cell.config.to_json();
+        cell.key = cell_key(task, attn, req.preset, cell.seed, want);
         const RunEntry *ok = nullptr, *resume = nullptr, *failed = nullptr;
         const OrphanCheckpoint* orphan = nullptr;
         std::vector<std::string> other;
@@ -116,16 +162,22 @@ std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const R
             failed = &e;
           }
         }
-        for (const OrphanCheckpoint& o : orphans) {
+        for (const OrphanCheckpoint& o : activity.orphans) {
           if (!config_matches(o.meta.at("config"), want, nullptr)) continue;  // task, variant, preset, seed too
           if (orphan == nullptr || o.meta.value("started_at", "") > orphan->meta.value("started_at", "")) orphan = &o;
         }
         // Of an interrupted record's checkpoint and an orphan, the later run's.
         if (orphan != nullptr && resume != nullptr && resume->started_at > orphan->meta.value("started_at", ""))
           orphan = nullptr;
+        const auto claim = activity.claims.find(cell.key);
         if (ok != nullptr) {
           cell.state = CellState::Done;
           cell.existing = ok->path;
+        } else if (claim != activity.claims.end() && claim->second.live()) {
+          const ClaimInfo& c = claim->second;
+          cell.state = CellState::Running;
+          cell.note = fmt::format("claimed by {} since {}{}", c.owner(), c.since,
+                                  c.job.empty() ? "" : fmt::format(" (Slurm job {})", c.job));
         } else if (orphan != nullptr) {
           cell.state = CellState::Resume;
           cell.existing = orphan->path;
@@ -136,12 +188,21 @@ std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const R
           cell.existing = resume->record["checkpoint"].get<std::string>();
           cell.note = fmt::format("from step {}", resume->record["metrics"].value("steps_done", int64_t{0}));
         } else if (failed != nullptr) {
-          cell.state = CellState::Retry;
+          const bool this_grid =
+              !activity.retry_failed_before.empty() && failed->started_at >= activity.retry_failed_before;
+          cell.state = this_grid ? CellState::Failed : CellState::Retry;
           cell.existing = failed->path;
-          cell.note = fmt::format("{} before: {}", failed->status,
+          cell.note = fmt::format("{}{}: {}", failed->status, this_grid ? "" : " before",
                                   failed->record.value("error", std::string("no error recorded")).substr(0, 160));
         } else if (!other.empty()) {
           cell.note = fmt::format("records with other settings do not count: {}", fmt::join(other, "; "));
+        }
+        if (claim != activity.claims.end() && claim->second.stale && cell_to_run(cell.state)) {
+          const ClaimInfo& c = claim->second;
+          cell.note += fmt::format("{}its claim by {} is dead ({}): the next worker takes it over",
+                                   cell.note.empty() ? "" : "; ", c.owner(),
+                                   c.gone ? "the process has exited"
+                                          : fmt::format("no heartbeat for {:.0f} s", c.age_s));
         }
         plan.push_back(std::move(cell));
       }

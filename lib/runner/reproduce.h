@@ -4,12 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "bench/attn_bench.h"
 #include "results/collection.h"
+#include "runner/claims.h"
 #include "train/config.h"
 
 namespace lra {
@@ -24,16 +26,22 @@ struct GridRequest {
   int threads = 0;
 };
 
-enum class CellState { Done, Resume, Retry, Run };
-const char* cell_state_name(CellState s);  // "done", "resume", "retry", "run"
+// Done: an ok record holds it. Running: a live claim of some worker holds it. Resume: an interrupted
+// record's or an orphan's checkpoint continues it. Failed: it failed in this grid's run (after
+// retry_failed_before) and is not run again until a later lra reproduce. Retry: it failed before and
+// runs again. Run: nothing of it exists.
+enum class CellState { Done, Running, Resume, Failed, Retry, Run };
+const char* cell_state_name(CellState s);  // "done", "running", "resume", "failed", "retry", "run"
+bool cell_to_run(CellState s);            // Resume, Retry and Run: what a worker takes
 
 struct AccuracyCellPlan {
   std::string task, attn;
   uint64_t seed = 0;
   RunConfig config;  // what the cell runs (threads not included)
   CellState state = CellState::Run;
-  std::string existing;  // Done: the ok record; Resume: the checkpoint; Retry: the failed record
-  std::string note;      // e.g. the earlier error, or records of the cell with other settings
+  std::string existing;  // Done: the ok record; Resume: the checkpoint; Failed, Retry: the failed record
+  std::string note;      // e.g. the earlier error, the claim's holder, records of the cell with other settings
+  std::string key;       // the cell's name in the claims folder: task.attn.preset.seedN.<hash of the config>
 };
 
 // A checkpoint under the records folder whose run left no record: what a run killed without the chance to
@@ -49,13 +57,33 @@ struct OrphanScan {
 // The *.ckpt files under `dir` (recursively) whose run_id no record in `records` has.
 OrphanScan find_orphan_checkpoints(const std::string& dir, const RecordSet& records);
 
+// Besides the records, what the workers of a grid are doing or left behind in --out.
+struct GridActivity {
+  std::vector<OrphanCheckpoint> orphans;
+  std::map<std::string, ClaimInfo> claims;  // by cell key (ClaimFolder::scan)
+  // Failed runs that started at or after this time (ISO 8601, UTC) failed in this grid's run: Failed,
+  // not retried. "" retries every failed cell.
+  std::string retry_failed_before;
+};
+
 // Every (task, variant, seed) cell in that order, each with what --out already holds for it. A cell is
 // done when an ok record of the same task, variant, preset and seed has the cell's config
-// (config_matches); resumed from the latest checkpoint of that config, when an interrupted record's
-// checkpoint exists or an orphan checkpoint is there; run again when its records failed.
-// A --set key that no cell takes throws.
+// (config_matches); running while a live claim holds it; resumed from the latest checkpoint of that
+// config, when an interrupted record's checkpoint exists or an orphan checkpoint is there; failed or run
+// again when its records failed. A --set key that no cell takes throws.
 std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const RecordSet& existing,
-                                                 const std::vector<OrphanCheckpoint>& orphans = {});
+                                                 const GridActivity& activity = {});
+
+// The cells a worker of shard `index` of `count` takes: cell i of the grid when i % count == index.
+struct Shard {
+  int index = 0, count = 1;
+  bool holds(size_t cell) const { return static_cast<int>(cell % static_cast<size_t>(count)) == index; }
+};
+// "K/N" with 0 <= K < N; throws naming the flag otherwise.
+Shard parse_shard(const std::string& s);
+// The shard of a Slurm array task (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT),
+// or the whole grid outside an array.
+Shard shard_from_slurm_env();
 
 struct EfficiencyCellPlan {
   std::string attn;

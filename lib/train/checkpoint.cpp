@@ -11,23 +11,12 @@ namespace lra {
 
 namespace {
 constexpr char kMagic[8] = {'L', 'R', 'A', 'C', 'K', 'P', 'T', '1'};
-
-struct Fnv {
-  uint64_t h = 1469598103934665603ull;
-  void add(const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) {
-      h ^= p[i];
-      h *= 1099511628211ull;
-    }
-  }
-};
 }  // namespace
 
 void save_checkpoint(const std::string& path, const nlohmann::json& meta, const float* params, const float* m,
                      const float* v, int64_t n) {
   AtomicFile f(path);
-  Fnv sum;
+  Fnv1a64 sum;
   auto put = [&](const void* data, size_t bytes) {
     f.write(data, bytes);
     sum.add(data, bytes);
@@ -46,7 +35,7 @@ void save_checkpoint(const std::string& path, const nlohmann::json& meta, const 
 namespace {
 
 // Reads a checkpoint's header and metadata from `in`, feeding every byte to `sum`.
-nlohmann::json read_meta(std::ifstream& in, const std::string& path, Fnv& sum) {
+nlohmann::json read_meta(std::ifstream& in, const std::string& path, Fnv1a64& sum) {
   auto get = [&](void* data, size_t bytes) {
     in.read(static_cast<char*>(data), static_cast<std::streamsize>(bytes));
     LRA_CHECK(static_cast<size_t>(in.gcount()) == bytes, "checkpoint '{}' is truncated (in its metadata)", path);
@@ -75,7 +64,7 @@ std::ifstream open_checkpoint(const std::string& path) {
 
 nlohmann::json load_checkpoint_meta(const std::string& path) {
   std::ifstream in = open_checkpoint(path);
-  Fnv sum;
+  Fnv1a64 sum;
   return read_meta(in, path, sum);
 }
 
@@ -86,7 +75,7 @@ std::string checkpoint_folder(const std::string& path) {
 
 Checkpoint load_checkpoint(const std::string& path) {
   std::ifstream in = open_checkpoint(path);
-  Fnv sum;
+  Fnv1a64 sum;
   Checkpoint c;
   c.meta = read_meta(in, path, sum);
   auto get = [&](void* data, size_t bytes) {
