@@ -6,9 +6,12 @@ set -euo pipefail
 
 # libarchive, zlib and libpng read the official archives, IDX files and Pathfinder PNGs; libcurl and
 # OpenSSL's libcrypto download them and check their MD5 (`lra data fetch`); Debian's Fashion-MNIST is
-# the image task's built-in data.
+# the image task's built-in data. slurm-wlm and munge: the tests start a one-node Slurm cluster of their
+# own (from a temporary folder, on ports of their own; /etc/slurm is never read) to run `lra reproduce
+# --slurm` for real.
 packages=(build-essential cmake libeigen3-dev nlohmann-json3-dev libcli11-dev libfmt-dev catch2
-          libarchive-dev zlib1g-dev libpng-dev libcurl4-openssl-dev libssl-dev dataset-fashion-mnist)
+          libarchive-dev zlib1g-dev libpng-dev libcurl4-openssl-dev libssl-dev dataset-fashion-mnist
+          slurm-wlm munge)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3 python3-torch)
 fi

@@ -499,7 +499,7 @@ TEST_CASE("data fetch: a download, a resumed one, and only the needed release fo
   CHECK_FALSE(leftovers(dir2.path));
 }
 
-TEST_CASE("data fetch: a server that ignores the range starts over; HTTP errors are named", "[data]") {
+TEST_CASE("data fetch: a server that ignores the range starts over, and HTTP errors are named", "[data]") {
   TempDir mirror("data-mirror"), dir("data-fetch-http");
   const TaskData lo = listops::generate(7, {10, 3, 3});
   const std::string bytes = read_file(make_release(mirror.path, lo));

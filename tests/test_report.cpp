@@ -653,7 +653,7 @@ TEST_CASE("report: the HTML page renders in headless Chromium", "[report][chromi
       "--disable-component-update --disable-sync --user-data-dir={} --enable-logging=stderr --v=0 --dump-dom "
       "file://{} 2>{}",
       chromium, d / "profile", d / "out/report.html", err);
-  const auto [rc, dom] = lra::test::run_shell(cmd);
+  const auto [rc, dom] = lra::run_command(cmd);
   const std::string log = read_file(err);
   INFO(log.substr(0, 4000));
   CHECK(rc == 0);

@@ -121,6 +121,30 @@ TEST_CASE("reproduce: the accuracy grid and what already exists", "[reproduce]")
   CHECK(plan_accuracy_grid(req, {}).size() == task_names().size() * attention_names().size());
 }
 
+TEST_CASE("reproduce: a cell that failed after the grid was planned is failed, not retried, even if resumed",
+          "[reproduce]") {
+  TempDir d("failed-when");
+  write_run(d.path, spec("text", "softmax", 0, "failed", cell_config("text", "softmax", 0)));  // 2026-01-01
+  // Started before the plan, resumed by a worker of this grid, failed after it.
+  const RunSpec resumed = spec("text", "softmax", 1, "failed", cell_config("text", "softmax", 1));
+  write_run(d.path, resumed);
+  const std::string path = d.path + "/" + lra::test::run_record(resumed)["run_id"].get<std::string>() + ".json";
+  auto rec = nlohmann::json::parse(read_file(path));
+  rec["ended_at"] = "2026-06-01T00:00:00Z";
+  write_record(path, rec);
+  GridRequest req;
+  req.tasks = {"text"};
+  req.attns = {"softmax"};
+  req.seeds = 2;
+  req.sets = kTiny;
+  GridActivity activity;
+  activity.retry_failed_before = "2026-03-01T00:00:00Z";
+  const auto plan = plan_accuracy_grid(req, load_records({d.path}), activity);
+  REQUIRE(plan.size() == 2);
+  CHECK(plan[0].state == CellState::Retry);
+  CHECK(plan[1].state == CellState::Failed);
+}
+
 TEST_CASE("reproduce: --dry-run lists the grid and runs nothing", "[reproduce]") {
   TempDir d("dry");
   write_existing(d);

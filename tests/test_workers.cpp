@@ -166,7 +166,7 @@ TEST_CASE("claims: of many processes racing for one cell, exactly one gets it", 
   }
 }
 
-TEST_CASE("shards: K/N takes every Nth cell; a Slurm array task's shard from its environment", "[workers]") {
+TEST_CASE("shards: K/N takes every Nth cell, and a Slurm array task's shard comes from its environment", "[workers]") {
   const Shard s = parse_shard("1/3");
   CHECK(s.index == 1);
   CHECK(s.count == 3);
@@ -221,7 +221,7 @@ TEST_CASE("workers: three lra reproduce processes on one grid run each cell once
   CHECK(load_records({d / "runs"}).runs.size() == 6);
 }
 
-TEST_CASE("workers: a killed worker's cell is resumed by another at once; a stopped one's after the claim timeout",
+TEST_CASE("workers: a killed worker's cell is resumed by another at once, a stopped one's after the claim timeout",
           "[workers][signals]") {
   // One cell of 2000 steps on short documents: checkpoints from step 3, seconds before the end.
   TempDir whole("takeover-whole");
@@ -329,11 +329,11 @@ TEST_CASE("slurm: --slurm writes a job array of workers and a report job that ru
   CHECK(rep.find("#SBATCH --time") == std::string::npos);  // the workers' limits are not the report's
   CHECK(rep.find("#SBATCH --account=lab\n") != std::string::npos);
   // The copy of the binary runs, and the published tables came with it.
-  CHECK(lra::test::run_shell(dir + "/lra --version").first == 0);
+  CHECK(lra::run_command(dir + "/lra --version").first == 0);
   CHECK(std::filesystem::exists(dir + "/published"));
   CHECK(!std::filesystem::is_empty(dir + "/published"));
   // The scripts are valid bash.
-  CHECK(lra::test::run_shell("bash -n " + dir + "/workers.sbatch && bash -n " + dir + "/report.sbatch").first == 0);
+  CHECK(lra::run_command("bash -n " + dir + "/workers.sbatch && bash -n " + dir + "/report.sbatch").first == 0);
 
   CHECK(run_lra(grid + " --workers 2").err.find("--workers is for the job array --slurm writes") != std::string::npos);
   CHECK(run_lra(grid + " --submit").err.find("--submit submits the --slurm job array") != std::string::npos);

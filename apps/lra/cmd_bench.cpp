@@ -101,13 +101,7 @@ nlohmann::json time_torch(const BenchTrainOptions& o, int threads) {
       "--warmup {} --dropout {} --attn-dropout {} --seed {}",
       o.python, script, o.attn, o.len, o.batch, o.dim, o.heads, o.layers, o.mlp, threads, o.steps, o.warmup,
       o.dropout, o.attn_dropout, o.seed);
-  FILE* p = popen(cmd.c_str(), "r");
-  LRA_CHECK(p != nullptr, "could not start `{}`", cmd);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
+  const auto [status, out] = run_command(cmd);
   LRA_CHECK(status == 0 && !out.empty(),
             "the PyTorch reference failed (`{}`); it needs Python 3 with torch: run scripts/setup.sh --bench "
             "(Debian's python3-torch) or point --python at an interpreter that has it",

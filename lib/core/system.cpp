@@ -2,17 +2,22 @@
 
 #include <omp.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 
 #include <Eigen/Core>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <sstream>
+
+#include "core/check.h"
 
 namespace lra {
 
@@ -61,6 +66,17 @@ std::string now_iso8601() {
 }
 
 bool stderr_is_terminal() { return isatty(STDERR_FILENO) != 0; }
+
+std::pair<int, std::string> run_command(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  LRA_CHECK(p != nullptr, "cannot start `{}`: {}", cmd, std::strerror(errno));
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
 
 
 namespace {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <string>
+#include <utility>
 
 namespace lra {
 
@@ -12,6 +13,10 @@ size_t peak_rss_bytes();     // the process's high-water resident set (VmHWM)
 std::string compiler_id();
 std::string now_iso8601();   // UTC, second resolution
 bool stderr_is_terminal();
+
+// Runs `cmd` with /bin/sh and returns its exit status (-1 when it did not exit normally) and its stdout;
+// stderr goes wherever `cmd` redirects it. Throws when no shell can be started.
+std::pair<int, std::string> run_command(const std::string& cmd);
 
 class Timer {
  public:

@@ -188,8 +188,10 @@ std::vector<AccuracyCellPlan> plan_accuracy_grid(const GridRequest& req, const R
           cell.existing = resume->record["checkpoint"].get<std::string>();
           cell.note = fmt::format("from step {}", resume->record["metrics"].value("steps_done", int64_t{0}));
         } else if (failed != nullptr) {
-          const bool this_grid =
-              !activity.retry_failed_before.empty() && failed->started_at >= activity.retry_failed_before;
+          // When the run failed (a resumed run keeps its first start): after the grid's planning time, it
+          // failed in this grid.
+          const std::string failed_at = failed->record.value("ended_at", failed->started_at);
+          const bool this_grid = !activity.retry_failed_before.empty() && failed_at >= activity.retry_failed_before;
           cell.state = this_grid ? CellState::Failed : CellState::Retry;
           cell.existing = failed->path;
           cell.note = fmt::format("{}{}: {}", failed->status, this_grid ? "" : " before",

@@ -61,8 +61,8 @@ OrphanScan find_orphan_checkpoints(const std::string& dir, const RecordSet& reco
 struct GridActivity {
   std::vector<OrphanCheckpoint> orphans;
   std::map<std::string, ClaimInfo> claims;  // by cell key (ClaimFolder::scan)
-  // Failed runs that started at or after this time (ISO 8601, UTC) failed in this grid's run: Failed,
-  // not retried. "" retries every failed cell.
+  // Failed runs that ended at or after this time (ISO 8601, UTC; their start where a record has no end)
+  // failed in this grid's run: Failed, not retried. "" retries every failed cell.
   std::string retry_failed_before;
 };
 

@@ -1,9 +1,6 @@
 #include "runner/slurm.h"
 
-#include <sys/wait.h>
-
 #include <algorithm>
-#include <cstdio>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -49,21 +46,9 @@ std::string resource_lines(const SlurmOptions& opt, bool workers) {
   return s;
 }
 
-// Runs a command; returns its exit status and what it printed (stdout and stderr).
-std::pair<int, std::string> run_command(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  LRA_CHECK(p != nullptr, "cannot run '{}'", cmd);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 std::string sbatch(const std::string& args) {
   const std::string cmd = "sbatch --parsable " + args;
-  auto [rc, out] = run_command(cmd);
+  auto [rc, out] = run_command(cmd + " 2>&1");
   while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
   LRA_CHECK(rc == 0, "`{}` failed (exit {}): {}", cmd, rc,
             rc == 127 ? "sbatch is not installed here; submit from a Slurm login node" : out);

@@ -159,6 +159,7 @@ RunConfig config_from_checkpoint(const std::string& path) {
 void Trainer::fail(const std::string& error) {
   record_["status"] = "failed";
   record_["error"] = error;
+  record_["ended_at"] = now_iso8601();
 }
 
 std::string Trainer::write_record() const {
@@ -384,6 +385,7 @@ void Trainer::finish_interrupted() {
   record_["interrupted_by"] = interrupt_signal() != 0 ? signal_name(interrupt_signal()) : "--stop-after";
   record_["checkpoint"] = checkpoint_path_;
   record_["wall_seconds"] = s.wall_seconds();
+  record_["ended_at"] = now_iso8601();
   if (opt_.progress)
     std::fprintf(stderr, "stopped after step %lld; continue with: lra run --resume %s\n",
                  static_cast<long long>(s.step), checkpoint_path_.c_str());
@@ -398,6 +400,7 @@ void Trainer::finish_with_test() {
   record_["memory"]["peak_rss_bytes"] = peak_rss_bytes();
   record_["status"] = "ok";
   record_["wall_seconds"] = s.wall_seconds();
+  record_["ended_at"] = now_iso8601();
   if (opt_.progress)
     std::fprintf(stderr, "test accuracy %.2f%%  (val %.2f%%, best val %.2f%% at step %lld)  %.2f step/s  %s\n",
                  100 * test.accuracy, 100 * std::max(s.last_val, 0.0), 100 * std::max(s.best_val, 0.0),
