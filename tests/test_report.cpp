@@ -17,6 +17,7 @@
 #include "results/record.h"
 #include "results/report_formats.h"
 #include "results/report_html.h"
+#include "train/config.h"
 #include "cli_util.h"
 #include "record_fixtures.h"
 #include "test_util.h"
@@ -667,4 +668,44 @@ TEST_CASE("report: the HTML page renders in headless Chromium", "[report][chromi
   CHECK(log.find("CONSOLE") == std::string::npos);
   CHECK(log.find("Uncaught") == std::string::npos);
   CHECK(log.find("net::ERR") == std::string::npos);
+}
+
+TEST_CASE("report: a full run and a later smoke run of the same cell are two rows, never one, and --latest picks and "
+          "says so",
+          "[report]") {
+  // The folder a user had: a full lra run --task listops --attn cosformer, then a 10-step smoke run.
+  TempDir d("mixed-configs");
+  nlohmann::json full = preset_config_json("listops", "cosformer", "cpu");
+  full["seed"] = 0;
+  nlohmann::json smoke = full;
+  smoke["num_train_steps"] = 10;
+  smoke["n_test"] = 64;
+  write_run(d.path, RunSpec("listops", "cosformer").accuracy(0.3675).config(full).started("2026-12-01T10:00:00Z"));
+  write_run(d.path, RunSpec("listops", "cosformer").accuracy(0.15625).config(smoke).started("2026-12-02T10:00:00Z"));
+  const std::string report = fmt::format("report {} --out {} --published {}", d.path, d / "out", kPublished);
+
+  auto r = run_lra(report);
+  INFO(r.out << r.err);
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("| cosformer | ours | 36.75 |") != std::string::npos);
+  CHECK(r.out.find("| cosformer [n_test=64, num_train_steps=10] | ours | 15.62 |") != std::string::npos);
+  CHECK(r.out.find("runs of different configs are never averaged") != std::string::npos);
+  CHECK(r.out.find("Config: every run changes") == std::string::npos);  // the full run changes nothing
+  const std::string html = read_file(d / "out/report.html");
+  CHECK(html.find("cosformer seed 0") != std::string::npos);  // one legend entry per run, each named
+  CHECK(html.find("cosformer [n_test=64, num_train_steps=10] seed 0") != std::string::npos);
+  const std::string csv = read_file(d / "out/accuracy.csv");
+  CHECK(csv.find("cpu,listops,cosformer,,ok,1,0,36.7500") != std::string::npos);
+  CHECK(csv.find("cpu,listops,cosformer,\"n_test=64, num_train_steps=10\",ok,1,0,15.6250") != std::string::npos);
+
+  r = run_lra(report + " --latest");
+  CHECK(r.out.find("| cosformer | ours | 15.62 |") != std::string::npos);
+  CHECK(r.out.find("36.75") == std::string::npos);
+  CHECK(r.out.find("Config: every run changes the preset's n_test=64, num_train_steps=10") != std::string::npos);
+  CHECK(r.out.find("--latest: each cell shows the config of its latest run; left out, of other configs: " + d.path) !=
+        std::string::npos);
+  CHECK(r.out.find("(the preset's config)") != std::string::npos);
+
+  r = run_lra(fmt::format("compare --task listops {}", d.path));
+  CHECK(r.out.find("| cosformer | cosformer [n_test=64, num_train_steps=10] |") != std::string::npos);
 }

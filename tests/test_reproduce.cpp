@@ -257,13 +257,18 @@ TEST_CASE("reproduce: a tiny grid runs, resumes a stopped cell, records a failed
   CHECK(r.out.find("## Accuracy (test %), preset cpu") != std::string::npos);
   CHECK(r.out.find("| softmax | ours | ") != std::string::npos);
   CHECK(r.out.find("| cosformer | ours | ") != std::string::npos);
-  CHECK(r.out.find("| local | ours | failed [1] |") != std::string::npos);
-  CHECK(r.out.find("[1] listops / local: seed 0: failed: local attention needs block >= 1") != std::string::npos);
+  // Only local takes block: its config is not the others', so it is named in its row.
+  CHECK(r.out.find("| local [attn_params.block=0] | ours | failed [1] |") != std::string::npos);
+  CHECK(r.out.find("[1] listops / local [attn_params.block=0]: seed 0: failed: local attention needs block >= 1") !=
+        std::string::npos);
+  CHECK(r.out.find("Config: every run changes the preset's batch_size=8, emb_dim=16") != std::string::npos);
   CHECK(r.out.find("LRA Table 1: Transformer | 36.37 |") != std::string::npos);
   const std::string csv = read_file(d / "report/accuracy.csv");
-  CHECK(csv.find("cpu,listops,softmax,ok,1,0,") != std::string::npos);
-  CHECK(csv.find("cpu,listops,local,failed,0,") != std::string::npos);
-  CHECK(csv.find("cpu,listops,cosformer,ok,1,0,") != std::string::npos);
+  const std::string changes = "\"batch_size=8, emb_dim=16, eval_frequency=3, mlp_dim=16, n_test=12, n_train=48, n_val=12, "
+                              "num_train_steps=8, qkv_dim=16, warmup=2";
+  CHECK(csv.find("cpu,listops,softmax," + changes + "\",ok,1,0,") != std::string::npos);
+  CHECK(csv.find("cpu,listops,local," + changes + ", attn_params.block=0\",failed,0,") != std::string::npos);
+  CHECK(csv.find("cpu,listops,cosformer," + changes + "\",ok,1,0,") != std::string::npos);
 
   // The failed cell is run again next time; the others are done.
   r = run_lra(with_local + " --dry-run");

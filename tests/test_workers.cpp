@@ -291,7 +291,7 @@ TEST_CASE("workers: a cell that fails in this grid's run is not retried by its w
   // The report job writes the table and runs nothing.
   r = run_lra(grid + " --report-only");
   CHECK(r.rc == 0);
-  CHECK(r.out.find("| local | ours | failed [1] |") != std::string::npos);
+  CHECK(r.out.find("| local [attn_params.block=0] | ours | failed [1] |") != std::string::npos);
   // A later lra reproduce retries it.
   r = run_lra(grid + " --dry-run");
   CHECK(r.out.find("1 done, 0 running, 0 to resume, 0 failed, 1 to retry, 0 to run") != std::string::npos);

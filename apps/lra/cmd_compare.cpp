@@ -12,6 +12,7 @@
 #include "results/compare.h"
 #include "results/report_formats.h"
 #include "tasks/task.h"
+#include "train/config.h"
 
 namespace lra {
 
@@ -40,7 +41,7 @@ int run_compare(const CompareOptions& opt) {
     columns = columns_per_run(records);
     LRA_CHECK(!columns.empty(), "no run records in {}", fmt::join(opt.paths, ", "));
   } else {
-    columns = columns_per_variant(records, opt.task, opt.preset, opt.attns);
+    columns = columns_per_variant(records, opt.task, opt.preset, opt.attns, preset_config_json);
   }
   TableText table = compare_table(columns);
   if (!opt.task.empty())

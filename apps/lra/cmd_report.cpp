@@ -11,6 +11,7 @@
 #include "results/published.h"
 #include "results/report_formats.h"
 #include "tasks/task.h"
+#include "train/config.h"
 
 namespace lra {
 
@@ -30,6 +31,9 @@ void setup_report(CLI::App& app, ReportOptions& opt) {
       ->delimiter(',')
       ->check(CLI::IsMember(attention_names()));
   app.add_option("--published", opt.published, "folder of published tables (default: results/published)");
+  app.add_flag("--latest", opt.latest,
+               "one config per cell, its latest run's, listing the runs of other configs left out (default: a row "
+               "per config of a variant, named by what it changes from the preset)");
   app.add_flag("-q,--quiet", opt.quiet, "do not print the Markdown report on stdout");
 }
 
@@ -44,6 +48,8 @@ int run_report(const ReportOptions& opt) {
   scope.preset = opt.preset;
   scope.tasks = opt.tasks;
   scope.attns = opt.attns;
+  scope.preset_config = preset_config_json;
+  scope.latest = opt.latest;
   const Report report = build_report(records, load_published(find_published_dir(opt.published)), scope);
   LRA_CHECK(!report.accuracy.empty() || !report.efficiency.empty(),
             "none of the {} run and {} bench records matches --preset/--tasks/--attn", records.runs.size(),

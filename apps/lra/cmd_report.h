@@ -16,6 +16,7 @@ struct ReportOptions {
   std::vector<std::string> tasks;
   std::vector<std::string> attns;
   std::string published;
+  bool latest = false;
   bool quiet = false;
 };
 

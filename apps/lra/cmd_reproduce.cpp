@@ -22,6 +22,7 @@
 #include "runner/reproduce.h"
 #include "runner/slurm.h"
 #include "runner/worker.h"
+#include "train/config.h"
 #include "tasks/task.h"
 #include "train/trainer.h"
 
@@ -206,6 +207,7 @@ void write_accuracy_table(const ReproduceOptions& opt, const GridRequest& req,
   scope.tasks = req.tasks.empty() ? task_names() : req.tasks;
   scope.attns = req.attns.empty() ? report_attention_order() : req.attns;
   scope.efficiency = false;
+  scope.preset_config = preset_config_json;
   scope.keep = [&](const RunEntry& e) {
     const auto it = want.find({e.task, e.attn, e.seed});
     return it != want.end() && config_matches(e.record.value("config", nlohmann::json::object()), it->second, nullptr);

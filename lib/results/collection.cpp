@@ -156,6 +156,72 @@ bool config_matches(const nlohmann::json& have, const nlohmann::json& want, std:
   return same;
 }
 
+std::vector<std::string> config_changes(const nlohmann::json& config, const nlohmann::json& base) {
+  std::vector<std::string> out;
+  auto text = [](const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
+  for (auto it = config.begin(); it != config.end(); ++it) {
+    if (it.key() == "seed" || it.key() == "threads" || !base.contains(it.key())) continue;
+    const nlohmann::json& b = base[it.key()];
+    if ((it.key() == "attn_params" || it.key() == "task_params") && b.is_object() && it->is_object()) {
+      for (auto p = it->begin(); p != it->end(); ++p)
+        if (b.contains(p.key()) && b[p.key()] != p.value())
+          out.push_back(fmt::format("{}.{}={}", it.key(), p.key(), text(p.value())));
+      continue;
+    }
+    if (b != *it) out.push_back(fmt::format("{}={}", it.key(), text(*it)));
+  }
+  return out;
+}
+
+std::map<const RunEntry*, std::vector<std::string>> run_changes(const std::vector<const RunEntry*>& runs,
+                                                                const PresetConfig& preset_config) {
+  std::map<std::string, nlohmann::json> base;  // by "task attn preset"
+  std::map<std::string, const RunEntry*> latest;
+  for (const RunEntry* e : runs) {
+    const RunEntry*& slot = latest[e->task + " " + e->attn + " " + e->preset];
+    if (slot == nullptr || e->started_at > slot->started_at) slot = e;
+  }
+  std::map<const RunEntry*, std::vector<std::string>> out;
+  for (const RunEntry* e : runs) {
+    const std::string key = e->task + " " + e->attn + " " + e->preset;
+    auto it = base.find(key);
+    if (it == base.end()) {
+      nlohmann::json b;
+      if (preset_config) {
+        try {
+          b = preset_config(e->task, e->attn, e->preset);
+        } catch (const std::exception&) {
+          b = nullptr;  // a task or variant this build does not have
+        }
+      }
+      if (!b.is_object()) b = latest[key]->record.value("config", nlohmann::json::object());
+      it = base.emplace(key, std::move(b)).first;
+    }
+    out[e] = config_changes(e->record.value("config", nlohmann::json::object()), it->second);
+  }
+  return out;
+}
+
+std::vector<std::string> common_changes(const std::vector<const RunEntry*>& runs,
+                                        const std::map<const RunEntry*, std::vector<std::string>>& changes) {
+  if (runs.empty()) return {};
+  std::vector<std::string> common = changes.at(runs[0]);
+  for (const RunEntry* e : runs) {
+    const auto& c = changes.at(e);
+    common.erase(std::remove_if(common.begin(), common.end(),
+                                [&](const std::string& s) { return std::find(c.begin(), c.end(), s) == c.end(); }),
+                 common.end());
+  }
+  return common;
+}
+
+std::string changes_label(const std::vector<std::string>& changes, const std::vector<std::string>& common) {
+  std::vector<std::string> own;
+  for (const auto& c : changes)
+    if (std::find(common.begin(), common.end(), c) == common.end()) own.push_back(c);
+  return fmt::format("{}", fmt::join(own, ", "));
+}
+
 std::string describe_hardware(const nlohmann::json& env) {
   const int threads = env.value("threads", 0);
   std::string s =

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -47,6 +49,27 @@ bool data_comparable(const nlohmann::json& record, std::string* why);
 // likewise; `threads` is ignored (it changes speed, not results). `diffs` (may be null) gets "key: have
 // vs want" for every difference.
 bool config_matches(const nlohmann::json& have, const nlohmann::json& want, std::vector<std::string>* diffs);
+
+// What config `config` changes from `base`: "key=value" (strings unquoted) for each key both have on
+// which they differ, attn_params and task_params key by key ("attn_params.eps=1e-05"), in key order;
+// seed and threads never count.
+std::vector<std::string> config_changes(const nlohmann::json& config, const nlohmann::json& base);
+
+// The config a run of (task, variant, preset) has when nothing is set: what the engine's presets give.
+using PresetConfig =
+    std::function<nlohmann::json(const std::string& task, const std::string& attn, const std::string& preset)>;
+
+// Each run's config_changes from its preset's config. Where `preset_config` is unset or throws (a task or
+// variant this build lacks), from the config of the latest run of the same task, variant and preset, so
+// that runs of different configs are still told apart.
+std::map<const RunEntry*, std::vector<std::string>> run_changes(const std::vector<const RunEntry*>& runs,
+                                                                const PresetConfig& preset_config);
+
+// The changes every one of `runs` makes (said once for a table), and a run's changes without them (what
+// names its row or column): "" when it has none.
+std::vector<std::string> common_changes(const std::vector<const RunEntry*>& runs,
+                                        const std::map<const RunEntry*, std::vector<std::string>>& changes);
+std::string changes_label(const std::vector<std::string>& changes, const std::vector<std::string>& common);
 
 // "CPU, N threads[, GPU name]" from a record's env.
 std::string describe_hardware(const nlohmann::json& env);

@@ -69,7 +69,8 @@ std::vector<CompareColumn> columns_per_run(const RecordSet& records) {
 }
 
 std::vector<CompareColumn> columns_per_variant(const RecordSet& records, const std::string& task,
-                                               const std::string& preset, const std::vector<std::string>& attns) {
+                                               const std::string& preset, const std::vector<std::string>& attns,
+                                               const PresetConfig& preset_config) {
   std::set<std::string> presets, found;
   for (const RunEntry& e : records.runs)
     if (e.task == task) presets.insert(e.preset);
@@ -79,13 +80,22 @@ std::vector<CompareColumn> columns_per_variant(const RecordSet& records, const s
             "never compared as one variant",
             task, fmt::join(presets, ", "));
   const std::string use = preset.empty() ? *presets.begin() : preset;
+  std::vector<const RunEntry*> mine;
+  for (const RunEntry& e : records.runs)
+    if (e.task == task && e.preset == use) mine.push_back(&e);
+  const auto changes = run_changes(mine, preset_config);
+  const auto common = common_changes(mine, changes);
   std::vector<CompareColumn> cols;
   for (const auto& attn : attns.empty() ? report_attention_order() : attns) {
-    CompareColumn c;
-    c.label = attn;
-    for (const RunEntry& e : records.runs)
-      if (e.task == task && e.preset == use && e.attn == attn) c.runs.push_back(&e);
-    if (!c.runs.empty()) cols.push_back(std::move(c));
+    std::map<std::string, CompareColumn> by_config;  // the preset's config ("") first
+    for (const RunEntry* e : mine) {
+      if (e->attn != attn) continue;
+      const std::string config = changes_label(changes.at(e), common);
+      CompareColumn& c = by_config[config];
+      c.label = config.empty() ? attn : fmt::format("{} [{}]", attn, config);
+      c.runs.push_back(e);
+    }
+    for (auto& [config, c] : by_config) cols.push_back(std::move(c));
   }
   LRA_CHECK(!cols.empty(), "no run records of task '{}' with preset '{}'{} found (presets found: {})", task, use,
             attns.empty() ? std::string() : fmt::format(" and variants {}", fmt::join(attns, ", ")),

@@ -128,10 +128,32 @@ AccuracyCell build_cell(const std::vector<const RunEntry*>& runs) {
   return c;
 }
 
-AccuracyTable build_accuracy_table(const std::string& preset, const std::vector<const RunEntry*>& runs,
+AccuracyTable build_accuracy_table(const std::string& preset, const std::vector<const RunEntry*>& all,
                                    const Published& published, const ReportScope& opt) {
   AccuracyTable t;
   t.preset = preset;
+  const auto changes = run_changes(all, opt.preset_config);
+  std::vector<const RunEntry*> runs = all;
+  if (opt.latest) {
+    // Per (task, variant): the latest ok run's config (the latest run's when none is ok).
+    std::map<std::pair<std::string, std::string>, const RunEntry*> pick;
+    for (const RunEntry* e : all) {
+      const RunEntry*& slot = pick[{e->task, e->attn}];
+      if (slot == nullptr || (e->ok() && !slot->ok()) || (e->ok() == slot->ok() && e->started_at > slot->started_at))
+        slot = e;
+    }
+    runs.clear();
+    for (const RunEntry* e : all) {
+      if (changes.at(e) == changes.at(pick.at({e->task, e->attn}))) {
+        runs.push_back(e);
+        continue;
+      }
+      const std::string what = changes_label(changes.at(e), {});
+      t.left_out.push_back(fmt::format("{} ({})", e->path, what.empty() ? "the preset's config" : what));
+    }
+  }
+  t.common_changes = common_changes(runs, changes);
+  auto label = [&](const RunEntry* e) { return changes_label(changes.at(e), t.common_changes); };
   std::set<std::string> tasks, attns;
   for (const RunEntry* e : runs) {
     tasks.insert(e->task);
@@ -143,15 +165,25 @@ AccuracyTable build_accuracy_table(const std::string& preset, const std::vector<
     if (task != "pathx") t.avg_tasks.push_back(task);
 
   std::map<std::string, std::vector<std::string>> data_by_task;
+  // A row per (variant, config): the preset's config first, then the others by name.
+  std::vector<std::pair<std::string, std::string>> row_keys;
   for (const auto& attn : attn_order) {
+    std::set<std::string> configs;
+    for (const RunEntry* e : runs)
+      if (e->attn == attn && contains(t.tasks, e->task)) configs.insert(label(e));
+    if (configs.empty()) configs.insert("");  // a variant asked for by name, with no runs yet
+    for (const auto& c : configs) row_keys.emplace_back(attn, c);
+  }
+  for (const auto& [attn, config] : row_keys) {
     AccuracyRow row;
     row.attn = attn;
+    row.config = config;
     row.published_row = published.accuracy_row(attn);
     std::vector<double> avg_values, speeds, mems;
     for (const auto& task : t.tasks) {
       std::vector<const RunEntry*> cell_runs;
       for (const RunEntry* e : runs)
-        if (e->task == task && e->attn == attn) cell_runs.push_back(e);
+        if (e->task == task && e->attn == attn && label(e) == config) cell_runs.push_back(e);
       AccuracyCell cell = build_cell(cell_runs);
       if (!cell.data.empty()) add_unique(data_by_task[task], cell.data);
       if (cell.has_value() && (contains(t.avg_tasks, task) || t.avg_tasks.empty())) {
@@ -191,6 +223,7 @@ AccuracyTable build_accuracy_table(const std::string& preset, const std::vector<
     RunCurve rc;
     rc.task = e->task;
     rc.attn = e->attn;
+    rc.config = label(e);
     rc.status = e->status;
     rc.seed = e->seed;
     for (const auto& p : curve) {
@@ -205,8 +238,8 @@ AccuracyTable build_accuracy_table(const std::string& preset, const std::vector<
     return std::find(v.begin(), v.end(), s) - v.begin();
   };
   std::stable_sort(t.curves.begin(), t.curves.end(), [&](const RunCurve& a, const RunCurve& b) {
-    return std::make_tuple(rank(t.tasks, a.task), rank(attn_order, a.attn), a.seed) <
-           std::make_tuple(rank(t.tasks, b.task), rank(attn_order, b.attn), b.seed);
+    return std::make_tuple(rank(t.tasks, a.task), rank(attn_order, a.attn), a.config, a.seed) <
+           std::make_tuple(rank(t.tasks, b.task), rank(attn_order, b.attn), b.config, b.seed);
   });
   return t;
 }
@@ -382,6 +415,8 @@ TableText accuracy_text(const AccuracyTable& t, const Published& published) {
                                           : t.preset));
   out.context.push_back(
       fmt::format("Data: {}", t.data.empty() ? std::string("none") : fmt::format("{}", fmt::join(t.data, "; "))));
+  if (!t.common_changes.empty())
+    out.context.push_back(fmt::format("Config: every run changes the preset's {}", fmt::join(t.common_changes, ", ")));
   out.context.push_back(
       "Ours: test accuracy of the final model, mean \u00b1 sample std over seeds (n = number of seeds); the paper's "
       "row follows, then the difference ours \u2212 paper in points");
@@ -399,13 +434,20 @@ TableText accuracy_text(const AccuracyTable& t, const Published& published) {
                 : "The paper's Avg covers ListOps, Text, Retrieval, Image and Pathfinder, so the paper's row shows "
                   "the mean of its own values over the same tasks instead."));
 
+  if (!t.left_out.empty())
+    notes.plain(fmt::format("--latest: each cell shows the config of its latest run; left out, of other configs: {}.",
+                            fmt::join(t.left_out, "; ")));
+  if (std::any_of(t.rows.begin(), t.rows.end(), [](const AccuracyRow& r) { return !r.config.empty(); }))
+    notes.plain("variant [changes]: the runs of a config other than the preset's, named by what they change; runs "
+                "of different configs are never averaged (lra report --latest shows the latest config of each cell "
+                "instead).");
   out.header = {"Variant", "Source"};
   for (const auto& task : t.tasks) out.header.push_back(task_label(task));
   if (has_avg) out.header.push_back("Avg");
 
   std::vector<std::string> no_row;
   for (const AccuracyRow& row : t.rows) {
-    std::vector<std::string> ours = {row.attn, "ours"};
+    std::vector<std::string> ours = {row.name(), "ours"};
     for (size_t i = 0; i < t.tasks.size(); ++i) {
       const AccuracyCell& c = row.cells[i];
       std::string s;
@@ -421,19 +463,19 @@ TableText accuracy_text(const AccuracyTable& t, const Published& published) {
         if (!c.failures.empty())
           s += fmt::format(
               " + {} {} {}", c.failures.size(), what,
-              notes.numbered(fmt::format("{} / {}: {}", t.tasks[i], row.attn, fmt::join(c.failures, "; "))));
+              notes.numbered(fmt::format("{} / {}: {}", t.tasks[i], row.name(), fmt::join(c.failures, "; "))));
       } else if (!c.failures.empty()) {
         s = fmt::format("{} {}", what,
-                        notes.numbered(fmt::format("{} / {}: {}", t.tasks[i], row.attn, fmt::join(c.failures, "; "))));
+                        notes.numbered(fmt::format("{} / {}: {}", t.tasks[i], row.name(), fmt::join(c.failures, "; "))));
       } else {
         s = "missing";
       }
       if (!c.config_diffs.empty())
         s += " " + notes.numbered(fmt::format("{} / {}: the runs differ in config ({}); they are averaged anyway",
-                                              t.tasks[i], row.attn, fmt::join(c.config_diffs, "; ")));
+                                              t.tasks[i], row.name(), fmt::join(c.config_diffs, "; ")));
       if (c.other_data > 0)
         s += " " + notes.numbered(fmt::format("{} / {}: {} run(s) on stand-in data left out beside the paper's data",
-                                              t.tasks[i], row.attn, c.other_data));
+                                              t.tasks[i], row.name(), c.other_data));
       ours.push_back(s);
     }
     if (has_avg) {
@@ -446,7 +488,7 @@ TableText accuracy_text(const AccuracyTable& t, const Published& published) {
     out.rows.push_back(ours);
     out.row_kind.push_back("ours");
     if (row.published_row.empty()) {
-      no_row.push_back(row.attn);
+      add_unique(no_row, row.attn);
       continue;
     }
     std::vector<std::string> paper = {"", row.published_row}, diff = {"", "\u0394 ours \u2212 paper"};
@@ -576,6 +618,8 @@ TableText efficiency_text(const EfficiencyTable& t, size_t index, const Publishe
 }
 
 }  // namespace
+
+std::string AccuracyRow::name() const { return config.empty() ? attn : fmt::format("{} [{}]", attn, config); }
 
 bool AccuracyTable::avg_is_lra() const {
   for (const auto& task : kLraAvgTasks)

@@ -23,6 +23,12 @@ struct ReportScope {
   std::vector<std::string> attns;  // rows; empty = the variants the records have, in LRA's order
   bool accuracy = true, efficiency = true;
   std::function<bool(const RunEntry&)> keep;  // when set, only runs it accepts count
+  // What each preset's config is (see run_changes): runs whose configs differ are never one cell; each
+  // config of a variant is a row of its own, named by what it changes from the preset.
+  PresetConfig preset_config;
+  // One config per cell instead: that of its latest ok run (its latest run when none is ok); the runs of
+  // other configs are left out and listed.
+  bool latest = false;
 };
 
 // One (task, variant) cell of an accuracy table: the ok runs, one per seed (the latest when a seed ran
@@ -44,6 +50,8 @@ struct AccuracyCell {
 
 struct AccuracyRow {
   std::string attn;
+  std::string config;               // what its runs change from the preset, beyond the table's common changes
+  std::string name() const;         // "cosformer", or "cosformer [num_train_steps=10]"
   std::vector<AccuracyCell> cells;  // one per task column
   std::optional<double> avg;        // ours, over the table's average tasks this row has
   int avg_count = 0;                // how many of them it has
@@ -55,6 +63,7 @@ struct AccuracyRow {
 // One run's training curve, for the plots.
 struct RunCurve {
   std::string task, attn, status;
+  std::string config;  // as its row's
   uint64_t seed = 0;
   std::vector<double> step, loss, val_accuracy;  // val_accuracy in percent
 };
@@ -68,6 +77,8 @@ struct AccuracyTable {
   std::vector<std::string> builds;    // distinct "lra VERSION (git SHA)"
   std::vector<std::string> data;      // per task: what data its runs used
   std::vector<RunCurve> curves;
+  std::vector<std::string> common_changes;  // what every run changes from the preset's config
+  std::vector<std::string> left_out;        // with ReportScope::latest: "PATH (its changes)" of the runs left out
   // The average is over every task of LRA's (so the paper's Avg is comparable).
   bool avg_is_lra() const;
 };

@@ -157,12 +157,16 @@ std::vector<std::pair<std::string, std::string>> report_csv(const Report& report
   std::vector<std::pair<std::string, std::string>> out;
   const Published& pub = report.published;
   if (!report.accuracy.empty()) {
-    std::string csv = csv_line({"preset", "task", "attn", "status", "n_seeds", "seeds", "values", "mean", "std",
+    std::string csv = csv_line({"preset", "task", "attn", "config", "status", "n_seeds", "seeds", "values", "mean", "std",
                                 "failures", "comparable", "data", "config_diffs", "published", "published_text",
                                 "published_row", "published_verified", "published_caveat", "difference"});
     for (const auto& t : report.accuracy) {
       const bool lra_avg = t.avg_is_lra();
       for (const auto& row : t.rows) {
+        // What the row's runs change from the preset: the table's common changes and the row's own.
+        std::vector<std::string> changes = t.common_changes;
+        if (!row.config.empty()) changes.push_back(row.config);
+        const std::string config = fmt::format("{}", fmt::join(changes, ", "));
         for (size_t i = 0; i < t.tasks.size(); ++i) {
           const AccuracyCell& c = row.cells[i];
           const PublishedValue* v = pub.accuracy(row.attn, t.tasks[i]);
@@ -174,7 +178,7 @@ std::vector<std::pair<std::string, std::string>> report_csv(const Report& report
                                      : c.all_interrupted  ? "interrupted"
                                                           : "failed";
           const bool diff = c.has_value() && c.comparable && v != nullptr && v->value;
-          csv += csv_line({t.preset, t.tasks[i], row.attn, status, std::to_string(c.values.size()),
+          csv += csv_line({t.preset, t.tasks[i], row.attn, config, status, std::to_string(c.values.size()),
                            fmt::format("{}", fmt::join(seeds, " ")), fmt::format("{}", fmt::join(values, " ")),
                            c.has_value() ? format_number(c.mean, 4) : "", c.has_value() ? format_number(c.std, 4) : "",
                            fmt::format("{}", fmt::join(c.failures, " | ")), c.comparable ? "true" : "false", c.data,
@@ -188,7 +192,7 @@ std::vector<std::pair<std::string, std::string>> report_csv(const Report& report
         const bool complete = row.avg && row.avg_count == static_cast<int>(t.avg_tasks.size());
         const PublishedValue* v = lra_avg ? pub.accuracy(row.attn, "avg") : nullptr;
         const bool diff = complete && row.avg_comparable && v != nullptr && v->value;
-        csv += csv_line({t.preset, "avg", row.attn,
+        csv += csv_line({t.preset, "avg", row.attn, config,
                          !row.avg   ? "missing"
                          : complete ? "ok"
                                     : "partial",

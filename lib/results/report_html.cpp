@@ -95,7 +95,8 @@ std::string curves_figure(const AccuracyTable& t, const std::string& task, Figur
     if (c.task != task) continue;
     ++runs;
     PlotSeries s;
-    s.label = fmt::format("{} seed {}{}", c.attn, c.seed, c.status == "ok" ? "" : " (" + c.status + ")");
+    s.label = fmt::format("{}{} seed {}{}", c.attn, c.config.empty() ? "" : " [" + c.config + "]", c.seed,
+                          c.status == "ok" ? "" : " (" + c.status + ")");
     s.color = variant_color(c.attn);
     const size_t k = static_cast<size_t>(std::find(seeds.begin(), seeds.end(), c.seed) - seeds.begin());
     s.dash = kDashes[k % (sizeof kDashes / sizeof kDashes[0])];
@@ -129,14 +130,14 @@ std::string accuracy_speed_figure(const AccuracyTable& t, const Published& pub, 
   for (const auto& r : t.rows) {
     if (!r.avg || !r.steps_per_sec) continue;
     PlotSeries s;
-    s.label = r.attn;
+    s.label = r.name();
     s.color = variant_color(r.attn);
     s.x = {*r.steps_per_sec};
     s.y = {*r.avg};
     s.radius = {4 + 14 * std::sqrt(*r.peak_mib / std::max(max_mib, 1e-9))};
     s.point_labels = {r.avg_count < static_cast<int>(t.avg_tasks.size())
-                          ? fmt::format("{} ({}/{})", r.attn, r.avg_count, t.avg_tasks.size())
-                          : r.attn};
+                          ? fmt::format("{} ({}/{})", r.name(), r.avg_count, t.avg_tasks.size())
+                          : r.name()};
     lo = lo == 0 ? *r.steps_per_sec : std::min(lo, *r.steps_per_sec);
     hi = std::max(hi, *r.steps_per_sec);
     ours.series.push_back(s);

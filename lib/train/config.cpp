@@ -250,4 +250,8 @@ RunConfig resolve_config(const std::string& task_name, const std::string& attn, 
   return c;
 }
 
+nlohmann::json preset_config_json(const std::string& task, const std::string& attn, const std::string& preset) {
+  return resolve_config(task, attn, preset, "", {}).to_json();
+}
+
 }  // namespace lra

@@ -61,4 +61,8 @@ std::pair<std::string, nlohmann::json> parse_set(const std::string& arg);
 RunConfig resolve_config(const std::string& task, const std::string& attn, const std::string& preset,
                          const std::string& config_file, const std::vector<std::string>& sets);
 
+// The config of (task, attn, preset) with nothing set, as a record holds it: what reports name a run's
+// changes against (results/collection.h's PresetConfig).
+nlohmann::json preset_config_json(const std::string& task, const std::string& attn, const std::string& preset);
+
 }  // namespace lra
