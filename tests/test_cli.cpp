@@ -237,12 +237,25 @@ TEST_CASE("cli: bad input fails with a clear message", "[cli]") {
   r = run_lra(fmt::format("run --out {}/runs --set no_such_key=1", d.path));
   CHECK(r.rc != 0);
   CHECK(r.err.find("unknown config key 'no_such_key'") != std::string::npos);
+  // Written for people: the message, not the internal check and its source file, unless debugging.
+  CHECK(r.err.find("check `") == std::string::npos);
+  CHECK(r.err.find(".cpp:") == std::string::npos);
+  const std::string bin = LRA_BIN;
+  for (const std::string& debug : {"env LRA_DEBUG=1 " + bin + " run", bin + " --debug run"}) {
+    const auto [rc, err] =
+        run_command(fmt::format("{} --out {}/runs --set no_such_key=1 2>&1 >/dev/null", debug, d.path));
+    CHECK(rc == 1);
+    CHECK(err.find("unknown config key 'no_such_key'") != std::string::npos);
+    CHECK(err.find("failed at ") != std::string::npos);
+    CHECK(err.find(".cpp:") != std::string::npos);
+  }
   r = run_lra(fmt::format("run --data-dir {}/nowhere --out {}/runs --cache-dir {}/cache --steps 1", d.path, d.path, d.path));
   CHECK(r.rc == 1);
   CHECK(r.err.find("nowhere") != std::string::npos);
   const auto rec = nlohmann::json::parse(read_file(last_line(r.out)));  // the failed run has a record
   CHECK(rec["status"] == "failed");
   CHECK(rec["error"].get<std::string>().find("nowhere") != std::string::npos);
+  CHECK(rec["error"].get<std::string>().find("check `") == std::string::npos);
   r = run_lra("run --resume /nonexistent/run.ckpt");
   CHECK(r.rc != 0);
   CHECK(r.err.find("/nonexistent/run.ckpt") != std::string::npos);

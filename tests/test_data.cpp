@@ -344,7 +344,7 @@ TEST_CASE("data status: fixture folders give the files, the reasons and the coun
 
   r = run_lra(fmt::format("data status --preset paper --data-dir {} --cache-dir {}", dir.path, cache.path));
   CHECK(r.rc == 0);
-  CHECK_THAT(r.out, Contains(listops_dir.string()) && Contains("fnv1a64:"));
+  CHECK_THAT(r.out, Contains(listops_dir.string()) && Contains("sha256:"));
 }
 
 TEST_CASE("data: listops and pathfinder fall back to their generators when --data-dir has nothing for them",

@@ -1,4 +1,5 @@
 #include <omp.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -355,6 +356,45 @@ TEST_CASE("listops: each malformed line has its own error naming file and line",
   write_text(no_examples, "Source\tTarget\r\n");
   CHECK_THROWS_WITH(read_tsv(no_examples), Contains(no_examples) && Contains("no examples"));
   CHECK_THROWS_WITH(read_tsv(dir / "missing.tsv"), Contains("missing.tsv"));
+}
+
+TEST_CASE("listops: processes generating one cache folder at once all load it, none removes another's",
+          "[listops]") {
+  // Workers of one grid start together on one --cache-dir: each generates, and the first to finish puts
+  // its folder in place while the others are still writing theirs.
+  constexpr int kProcs = 4, kRounds = 5;
+  for (int round = 0; round < kRounds; ++round) {
+    TempDir dir("listops-race");
+    std::vector<pid_t> kids;
+    for (int p = 0; p < kProcs; ++p) {
+      const pid_t pid = fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        int rc = 1;
+        try {
+          DataOptions opt;
+          opt.cache_dir = dir.path;
+          opt.n_train = 200;
+          opt.n_val = 20;
+          opt.n_test = 20;
+          opt.quiet = true;
+          const TaskData d = find_task("listops").load(opt);
+          rc = d.train.size() == 200 && d.info.files.size() == 3 ? 0 : 2;
+        } catch (...) {
+          rc = 3;
+        }
+        _exit(rc);
+      }
+      kids.push_back(pid);
+    }
+    for (pid_t k : kids) {
+      int status = 0;
+      REQUIRE(waitpid(k, &status, 0) == k);
+      INFO("round " << round);
+      CHECK(WIFEXITED(status));
+      CHECK(WEXITSTATUS(status) == 0);
+    }
+  }
 }
 
 TEST_CASE("listops: generated data is cached and reused", "[listops]") {

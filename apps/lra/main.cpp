@@ -1,6 +1,7 @@
 // lra: the Long-Range Arena harness. One subcommand per file (cmd_*.cpp); errors exit here.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 
 #include "cmd_bench.h"
 #include "cmd_compare.h"
@@ -14,6 +15,10 @@ int main(int argc, char** argv) {
   CLI::App app{"lra: train and benchmark efficient attention on the Long-Range Arena"};
   app.require_subcommand(1);
   app.set_version_flag("--version", LRA_VERSION);
+  bool debug = false;
+  app.add_flag("--debug", debug,
+               "errors also name the failed check and its source line (as LRA_DEBUG=1 does); give it before the "
+               "command");
 
   lra::RunOptions run_opt;
   CLI::App* run = app.add_subcommand("run", "train a model on a task and write its run record (JSON)");
@@ -54,6 +59,7 @@ int main(int argc, char** argv) {
   lra::setup_reproduce(*reproduce, reproduce_opt);
 
   CLI11_PARSE(app, argc, argv);
+  if (debug) setenv("LRA_DEBUG", "1", 1);
   try {
     if (run->parsed()) return lra::run_run(run_opt, *run);
     if (list->parsed()) return lra::run_list(list_opt);

@@ -1,5 +1,6 @@
 #include "core/files.h"
 
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,8 +10,10 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "core/check.h"
+#include "core/digest.h"
 
 namespace lra {
 
@@ -81,16 +84,41 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-std::string file_checksum(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  LRA_CHECK(f.good(), "cannot read '{}' to checksum it: {}", path, std::strerror(errno));
-  Fnv1a64 sum;
-  char buf[1 << 16];
-  while (f) {
-    f.read(buf, sizeof buf);
-    sum.add(buf, static_cast<size_t>(f.gcount()));
-  }
-  return fmt::format("fnv1a64:{:016x}", sum.h);
+Digest::Digest(const std::string& algorithm) : algorithm_(algorithm), ctx_(EVP_MD_CTX_new()) {
+  const EVP_MD* md = EVP_get_digestbyname(algorithm.c_str());
+  LRA_CHECK(md != nullptr, "OpenSSL has no digest named '{}'", algorithm);
+  LRA_CHECK(ctx_ != nullptr && EVP_DigestInit_ex(ctx_, md, nullptr) == 1, "OpenSSL could not start a {} digest",
+            algorithm);
 }
+
+Digest::~Digest() { EVP_MD_CTX_free(ctx_); }
+
+void Digest::add(const void* data, size_t bytes) {
+  LRA_CHECK(EVP_DigestUpdate(ctx_, data, bytes) == 1, "OpenSSL's {} digest failed", algorithm_);
+}
+
+std::string Digest::hex() {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  LRA_CHECK(EVP_DigestFinal_ex(ctx_, out, &len) == 1, "OpenSSL's {} digest failed", algorithm_);
+  std::string h;
+  for (unsigned int i = 0; i < len; ++i) h += fmt::format("{:02x}", out[i]);
+  return h;
+}
+
+std::string file_digest(const std::string& path, const std::string& algorithm) {
+  std::ifstream f(path, std::ios::binary);
+  LRA_CHECK(f.good(), "cannot read '{}' to compute its {}: {}", path, algorithm, std::strerror(errno));
+  Digest digest(algorithm);
+  std::vector<char> buf(size_t{1} << 20);
+  while (f) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    digest.add(buf.data(), static_cast<size_t>(f.gcount()));
+  }
+  LRA_CHECK(!f.bad(), "error while reading '{}' to compute its {}", path, algorithm);
+  return digest.hex();
+}
+
+std::string file_checksum(const std::string& path) { return "sha256:" + file_digest(path, "sha256"); }
 
 }  // namespace lra

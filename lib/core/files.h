@@ -43,7 +43,10 @@ struct Fnv1a64 {
   }
 };
 
-// FNV-1a 64-bit over a file's bytes, as 16 hex digits (a fast, dependency-free checksum for records).
+// A file's digest in hex, by OpenSSL's name for the algorithm ("sha256", "md5").
+std::string file_digest(const std::string& path, const std::string& algorithm);
+// "sha256:<hex>": the checksum run records give the data files they read, comparable with the SHA-256
+// that download pages and TFDS publish.
 std::string file_checksum(const std::string& path);
 
 }  // namespace lra

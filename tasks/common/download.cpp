@@ -1,4 +1,4 @@
-// Downloads (libcurl), MD5 (OpenSSL EVP) and release extraction (libarchive); see download.h.
+// Downloads (libcurl), their MD5 (core/files.h) and release extraction (libarchive); see download.h.
 #include "tasks/common/download.h"
 
 #include <archive.h>
@@ -6,7 +6,6 @@
 #include <curl/curl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -326,26 +325,7 @@ OfficialArchive official_archive(const std::string& task) {
 
 std::vector<std::string> fetchable_tasks() { return {"listops", "text", "image", "pathfinder", "pathx", "retrieval"}; }
 
-std::string md5_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  LRA_CHECK(f.good(), "cannot read '{}' to compute its MD5: {}", path, std::strerror(errno));
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  LRA_CHECK(ctx != nullptr && EVP_DigestInit_ex(ctx.get(), EVP_md5(), nullptr) == 1,
-            "OpenSSL could not start an MD5 digest");
-  std::vector<char> buf(size_t{1} << 20);
-  while (f) {
-    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const auto got = static_cast<size_t>(f.gcount());
-    LRA_CHECK(EVP_DigestUpdate(ctx.get(), buf.data(), got) == 1, "OpenSSL's MD5 failed on '{}'", path);
-  }
-  LRA_CHECK(!f.bad(), "error while reading '{}' to compute its MD5", path);
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  LRA_CHECK(EVP_DigestFinal_ex(ctx.get(), md, &len) == 1, "OpenSSL's MD5 failed on '{}'", path);
-  std::string hex;
-  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
-  return hex;
-}
+std::string md5_file(const std::string& path) { return file_digest(path, "md5"); }
 
 void download(const std::string& url, const std::string& dest, const std::string& md5, bool progress,
               const std::string& manual) {

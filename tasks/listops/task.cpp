@@ -141,7 +141,10 @@ TaskData load_generated(const DataOptions& opt, const fs::path& dir) {
       fs::remove_all(tmp, ec);
       throw;
     }
-    fs::remove_all(dir, ec);  // a folder missing some of its files
+    // A folder missing some of its files (an older run's) goes; a complete one is another process's, with
+    // the same files, and stays: workers sharing a cache read it while this one finishes (rename(2) does
+    // not replace a folder that has files, so the rename below then fails and this copy is dropped).
+    if (!complete(dir)) fs::remove_all(dir, ec);
     fs::rename(tmp, dir, ec);
     if (ec) {
       // Another process may have finished the same folder first; its files are identical.

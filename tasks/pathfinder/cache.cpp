@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "core/check.h"
+#include "core/digest.h"
 #include "core/files.h"
 #include "tasks/pathfinder/pathfinder.h"
 
@@ -66,12 +67,14 @@ std::string write_cache(const std::string& path, uint64_t seed, const Dataset& d
   const ImageSet* sets[3] = {&d.train, &d.val, &d.test};
   const uint64_t counts[3] = {d.train.size(), d.val.size(), d.test.size()};
   AtomicFile f(path);
-  uint64_t h = kFnvOffset;
+  uint64_t h = kFnvOffset;  // the file's own integrity check, its last 8 bytes
+  Digest sha("sha256");     // what the run record names it by
   auto write = [&](const void* data, size_t bytes) {
     const auto* p = static_cast<const uint8_t*>(data);
     for (size_t off = 0; off < bytes; off += kChunk) {
       const size_t n = std::min(kChunk, bytes - off);
       h = fnv(h, p + off, n);
+      sha.add(p + off, n);
       f.write(p + off, n);
     }
   };
@@ -87,7 +90,8 @@ std::string write_cache(const std::string& path, uint64_t seed, const Dataset& d
   put_u64(tail, h);
   f.write(tail.data(), tail.size());
   f.commit();
-  return fmt::format("fnv1a64:{:016x}", fnv(h, reinterpret_cast<const uint8_t*>(tail.data()), tail.size()));
+  sha.add(tail.data(), tail.size());
+  return "sha256:" + sha.hex();
 }
 
 bool read_cache(const std::string& path, uint64_t seed, const Params& p, const SplitSizes& sizes, Dataset& d,
@@ -141,6 +145,8 @@ bool read_cache(const std::string& path, uint64_t seed, const Params& p, const S
     return false;
   }
   uint64_t h = fnv(kFnvOffset, head, kHeaderBytes);
+  Digest sha("sha256");
+  sha.add(head, kHeaderBytes);
   bool short_read = false;
   auto read = [&](void* data, size_t n) {
     auto* q = static_cast<uint8_t*>(data);
@@ -148,6 +154,7 @@ bool read_cache(const std::string& path, uint64_t seed, const Params& p, const S
       const size_t k = std::min(kChunk, n - off);
       if (std::fread(q + off, 1, k, f.get()) != k) short_read = true;
       h = fnv(h, q + off, k);
+      sha.add(q + off, k);
     }
   };
   d = Dataset();
@@ -181,7 +188,8 @@ bool read_cache(const std::string& path, uint64_t seed, const Params& p, const S
         reason = fmt::format("it holds a label {} (labels are 0 or 1)", l);
         return false;
       }
-  checksum = fmt::format("fnv1a64:{:016x}", fnv(h, tail, 8));
+  sha.add(tail, 8);
+  checksum = "sha256:" + sha.hex();
   return true;
 }
 
