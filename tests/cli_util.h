@@ -97,6 +97,19 @@ class LraProcess {
   std::string out_file_, err_file_;
 };
 
+// `lra reproduce` of a tiny ListOps grid in folder `dir` (runs/, report/, cache/): the `attns` variants x
+// `seeds` seeds, each `steps` steps of a 16-wide, one-layer model on 64-token documents, one thread.
+inline std::string tiny_grid(const std::string& dir, int steps, const std::string& attns = "softmax,linear,cosformer",
+                             int seeds = 2) {
+  std::string s = fmt::format("reproduce --tasks listops --attn {} --seeds {} --threads 1 -q --out {}/runs "
+                              "--report-dir {}/report --cache-dir {}/cache",
+                              attns, seeds, dir, dir, dir);
+  for (const char* k : {"n_train=48", "n_val=12", "n_test=12", "emb_dim=16", "qkv_dim=16", "mlp_dim=16", "num_heads=2",
+                        "num_layers=1", "batch_size=8", "warmup=2", "eval_frequency=50", "max_length=64"})
+    s += fmt::format(" --set {}", k);
+  return s + fmt::format(" --set num_train_steps={}", steps);
+}
+
 // The first *.ckpt file in `dir` ("" if none), waiting up to `seconds` for one to appear.
 inline std::string wait_for_checkpoint(const std::string& dir, double seconds = 120) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);

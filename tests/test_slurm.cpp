@@ -159,17 +159,6 @@ std::string missing_slurm() {
   return "";
 }
 
-// The 4-cell grid (listops x softmax, linear x 2 seeds) of `steps` steps on short documents.
-std::string grid_args(const TempDir& d, int steps, const std::string& attns, int seeds) {
-  std::string s = fmt::format("reproduce --tasks listops --attn {} --seeds {} --threads 1 -q --out {} --report-dir {} "
-                              "--cache-dir {}",
-                              attns, seeds, d / "runs", d / "report", d / "cache");
-  for (const char* k : {"n_train=48", "n_val=12", "n_test=12", "emb_dim=16", "qkv_dim=16", "mlp_dim=16", "num_heads=2",
-                        "num_layers=1", "batch_size=8", "warmup=2", "eval_frequency=50", "max_length=64"})
-    s += fmt::format(" --set {}", k);
-  return s + fmt::format(" --set num_train_steps={}", steps);
-}
-
 }  // namespace
 
 TEST_CASE("slurm: a 2-worker array runs a 4-cell grid to its table, and a worker stopped mid-cell is requeued "
@@ -185,7 +174,7 @@ TEST_CASE("slurm: a 2-worker array runs a 4-cell grid to its table, and a worker
   {
     SlurmCluster cluster(d / "cluster");
     daemons = cluster.pids();
-    const std::string grid = grid_args(d, kSteps, "softmax,linear", 2);
+    const std::string grid = lra::test::tiny_grid(d.path, kSteps, "softmax,linear", 2);
     auto sub = run_lra(grid + " --slurm --submit --workers 2 --cpus-per-task 1");
     INFO(sub.out << sub.err);
     REQUIRE(sub.rc == 0);
@@ -260,7 +249,7 @@ TEST_CASE("slurm: a 2-worker array runs a 4-cell grid to its table, and a worker
 
     // The same cell run in one go here has the same numbers.
     TempDir whole("slurm-whole");
-    REQUIRE(run_lra(grid_args(whole, kSteps, attn, std::stoi(seed) + 1)).rc == 0);
+    REQUIRE(run_lra(lra::test::tiny_grid(whole.path, kSteps, attn, std::stoi(seed) + 1)).rc == 0);
     for (const auto& e : load_records({whole / "runs"}).runs)
       if (std::to_string(e.seed) == seed) lra::test::check_same_numbers(e.record, preempted);
   }

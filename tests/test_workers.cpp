@@ -23,6 +23,7 @@
 
 using namespace lra;
 using lra::test::run_lra;
+using lra::test::tiny_grid;
 using lra::test::TempDir;
 
 namespace {
@@ -35,18 +36,6 @@ void age(const std::string& path, double seconds) {
   t[0].tv_sec = t[1].tv_sec = st.st_mtim.tv_sec - static_cast<time_t>(seconds);
   t[0].tv_nsec = t[1].tv_nsec = 0;
   REQUIRE(utimensat(AT_FDCWD, path.c_str(), t, 0) == 0);
-}
-
-// The tiny grid's settings: 6 cells (listops x softmax, linear, cosformer x 2 seeds) of `steps` steps.
-std::string tiny_grid(const TempDir& d, int steps, const std::string& attns = "softmax,linear,cosformer",
-                      int seeds = 2) {
-  std::string s = fmt::format("reproduce --tasks listops --attn {} --seeds {} --threads 1 -q --out {} --report-dir {} "
-                              "--cache-dir {}",
-                              attns, seeds, d / "runs", d / "report", d / "cache");
-  for (const char* k : {"n_train=48", "n_val=12", "n_test=12", "emb_dim=16", "qkv_dim=16", "mlp_dim=16", "num_heads=2",
-                        "num_layers=1", "batch_size=8", "warmup=2", "eval_frequency=50", "max_length=64"})
-    s += fmt::format(" --set {}", k);
-  return s + fmt::format(" --set num_train_steps={}", steps);
 }
 
 }  // namespace
@@ -141,6 +130,16 @@ TEST_CASE("claims: of many processes racing for one cell, exactly one gets it", 
           if (c) write_file_atomic(d / fmt::format("won.{}.{}", r, getpid()), "1");
           held.push_back(std::move(c));
         }
+        // Live until every child has tried every round: the claims of an exited process are dead, and a
+        // slower child would rightly take them over.
+        write_file_atomic(d / fmt::format("done.{}", getpid()), "1");
+        for (int waited = 0; waited < 6000; ++waited) {
+          int done = 0;
+          for (const auto& e : std::filesystem::directory_iterator(d.path))
+            done += e.path().filename().string().rfind("done.", 0) == 0;
+          if (done == kProcs) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
         _exit(0);
       } catch (...) {
         rc = 1;
@@ -192,7 +191,7 @@ TEST_CASE("shards: K/N takes every Nth cell, and a Slurm array task's shard come
 
 TEST_CASE("workers: three lra reproduce processes on one grid run each cell once", "[workers]") {
   TempDir d("three");
-  const std::string grid = tiny_grid(d, 30);
+  const std::string grid = tiny_grid(d.path, 30);
   {
     lra::test::LraProcess a(grid), b(grid), c(grid);
     CHECK(a.wait() == 0);
@@ -225,7 +224,7 @@ TEST_CASE("workers: a killed worker's cell is resumed by another at once, a stop
           "[workers][signals]") {
   // One cell of 2000 steps on short documents: checkpoints from step 3, seconds before the end.
   TempDir whole("takeover-whole");
-  REQUIRE(run_lra(tiny_grid(whole, 2000, "softmax", 1)).rc == 0);
+  REQUIRE(run_lra(tiny_grid(whole.path, 2000, "softmax", 1)).rc == 0);
   const RecordSet ref = load_records({whole / "runs"});
   REQUIRE(ref.runs.size() == 1);
   auto check_resumed = [&](const TempDir& d) {
@@ -239,7 +238,7 @@ TEST_CASE("workers: a killed worker's cell is resumed by another at once, a stop
 
   SECTION("SIGKILL: the process is gone, so its claim is dead at once") {
     TempDir d("takeover-kill");
-    const std::string grid = tiny_grid(d, 2000, "softmax", 1);
+    const std::string grid = tiny_grid(d.path, 2000, "softmax", 1);
     lra::test::LraProcess first(grid);
     REQUIRE(!lra::test::wait_for_checkpoint(d / "runs").empty());
     lra::test::LraProcess second(grid);  // finds the cell claimed, and waits
@@ -257,7 +256,7 @@ TEST_CASE("workers: a killed worker's cell is resumed by another at once, a stop
   }
   SECTION("SIGSTOP: no heartbeat for --claim-timeout, taken over; the stopped worker, continued, writes nothing") {
     TempDir d("takeover-stop");
-    const std::string grid = tiny_grid(d, 2000, "softmax", 1) + " --claim-timeout 2";
+    const std::string grid = tiny_grid(d.path, 2000, "softmax", 1) + " --claim-timeout 2";
     lra::test::LraProcess first(grid);
     REQUIRE(!lra::test::wait_for_checkpoint(d / "runs").empty());
     lra::test::LraProcess second(grid);
@@ -277,7 +276,7 @@ TEST_CASE("workers: a killed worker's cell is resumed by another at once, a stop
 TEST_CASE("workers: a cell that fails in this grid's run is not retried by its workers, only by a later run",
           "[workers]") {
   TempDir d("failed");
-  const std::string grid = tiny_grid(d, 10, "softmax,local", 1) + " --set block=0";
+  const std::string grid = tiny_grid(d.path, 10, "softmax,local", 1) + " --set block=0";
   auto r = run_lra(grid + " --worker");
   INFO(r.out);
   CHECK(r.rc == 1);
@@ -300,7 +299,7 @@ TEST_CASE("workers: a cell that fails in this grid's run is not retried by its w
 TEST_CASE("slurm: --slurm writes a job array of workers and a report job that run a copy of this binary",
           "[workers][slurm]") {
   TempDir d("slurm-script");
-  const std::string grid = tiny_grid(d, 10, "softmax,linear", 1);
+  const std::string grid = tiny_grid(d.path, 10, "softmax,linear", 1);
   auto r = run_lra(grid + " --slurm --workers 3 --partition gpu --time 12:00:00 --gpus-per-task 1 --cpus-per-task 8 "
                           "--mem 32G --account lab --sbatch-arg=--qos=high --signal-before 120");
   INFO(r.out);
