@@ -22,8 +22,8 @@
 #include "runner/reproduce.h"
 #include "runner/slurm.h"
 #include "runner/worker.h"
-#include "train/config.h"
 #include "tasks/task.h"
+#include "train/config.h"
 #include "train/trainer.h"
 
 namespace lra {
