@@ -85,23 +85,23 @@ void setup_reproduce(CLI::App& app, ReproduceOptions& opt) {
                "OUT/slurm/; print how to submit them")
       ->group(workers);
   app.add_flag("--submit", opt.submit, "with --slurm: submit both with sbatch and print the job ids")->group(workers);
-  app.add_option("--workers", opt.workers, "with --slurm: tasks in the array")
+  app.add_option("--workers", opt.job.workers, "with --slurm: tasks in the array")
       ->capture_default_str()
       ->check(CLI::PositiveNumber)
       ->group(workers);
-  app.add_option("--partition", opt.partition, "with --slurm: sbatch --partition")->group(workers);
-  app.add_option("--time", opt.time, "with --slurm: each worker's sbatch --time")->group(workers);
-  app.add_option("--account", opt.account, "with --slurm: sbatch --account")->group(workers);
-  app.add_option("--mem", opt.mem, "with --slurm: each worker's sbatch --mem")->group(workers);
-  app.add_option("--cpus-per-task", opt.cpus_per_task, "with --slurm: each worker's sbatch --cpus-per-task")
+  app.add_option("--partition", opt.job.partition, "with --slurm: sbatch --partition")->group(workers);
+  app.add_option("--time", opt.job.time, "with --slurm: each worker's sbatch --time")->group(workers);
+  app.add_option("--account", opt.job.account, "with --slurm: sbatch --account")->group(workers);
+  app.add_option("--mem", opt.job.mem, "with --slurm: each worker's sbatch --mem")->group(workers);
+  app.add_option("--cpus-per-task", opt.job.cpus_per_task, "with --slurm: each worker's sbatch --cpus-per-task")
       ->group(workers);
-  app.add_option("--gpus-per-task", opt.gpus_per_task, "with --slurm: each worker's sbatch --gpus-per-task")
+  app.add_option("--gpus-per-task", opt.job.gpus_per_task, "with --slurm: each worker's sbatch --gpus-per-task")
       ->group(workers);
-  app.add_option("--sbatch-arg", opt.sbatch_args, "with --slurm: any other sbatch option, e.g. --qos=high; repeatable")
+  app.add_option("--sbatch-arg", opt.job.sbatch_args, "with --slurm: any other sbatch option, e.g. --qos=high; repeatable")
       ->type_name("ARG")
       ->allow_extra_args(false)
       ->group(workers);
-  app.add_option("--signal-before", opt.signal_before,
+  app.add_option("--signal-before", opt.job.signal_before_s,
                  "with --slurm: seconds before the time limit at which Slurm sends USR1 (the worker checkpoints its "
                  "cell and requeues itself)")
       ->capture_default_str()
@@ -164,21 +164,11 @@ std::vector<std::string> worker_args(const ReproduceOptions& opt) {
 }
 
 int plan_slurm(const ReproduceOptions& opt, size_t cells) {
-  SlurmOptions s;
-  s.workers = opt.workers;
-  s.partition = opt.partition;
-  s.time = opt.time;
-  s.account = opt.account;
-  s.mem = opt.mem;
-  s.cpus_per_task = opt.cpus_per_task;
-  s.gpus_per_task = opt.gpus_per_task;
-  s.sbatch_args = opt.sbatch_args;
-  s.signal_before_s = opt.signal_before;
   make_dirs(opt.out);
-  const SlurmGrid g = write_slurm_grid(s, opt.out, opt.table, find_published_dir(opt.published), worker_args(opt),
+  const SlurmGrid g = write_slurm_grid(opt.job, opt.out, opt.table, find_published_dir(opt.published), worker_args(opt),
                                        now_iso8601());
   std::printf("wrote %s (%d worker(s) for %zu cell(s) to run) and %s, which run %s\n", g.worker_script.c_str(),
-              opt.workers, cells, g.report_script.c_str(), g.lra.c_str());
+              opt.job.workers, cells, g.report_script.c_str(), g.lra.c_str());
   const std::string status = fmt::format("lra reproduce {} --dry-run", fmt::join(worker_args(opt), " "));
   if (!opt.submit) {
     std::printf("submit both with:\n  array=$(sbatch --parsable %s) && sbatch --dependency=afterany:$array %s\n"

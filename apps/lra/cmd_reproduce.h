@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "runner/slurm.h"
+
 namespace lra {
 
 struct ReproduceOptions {
@@ -38,11 +40,7 @@ struct ReproduceOptions {
   double claim_timeout = 600;
   std::string retry_failed_before;
   bool slurm = false, submit = false;
-  int workers = 1;
-  std::string partition, time, account, mem;
-  int cpus_per_task = 0, gpus_per_task = 0;
-  std::vector<std::string> sbatch_args;
-  int signal_before = 300;
+  SlurmOptions job;  // --workers and the resources of --slurm's job array
 };
 
 // The exit status of a worker whose claim on a cell was taken over by another worker.

@@ -153,7 +153,9 @@ AccuracyTable build_accuracy_table(const std::string& preset, const std::vector<
     }
   }
   t.common_changes = common_changes(runs, changes);
-  auto label = [&](const RunEntry* e) { return changes_label(changes.at(e), t.common_changes); };
+  std::map<const RunEntry*, std::string> labels;  // what names each run's row
+  for (const RunEntry* e : runs) labels[e] = changes_label(changes.at(e), t.common_changes);
+  auto label = [&](const RunEntry* e) -> const std::string& { return labels.at(e); };
   std::set<std::string> tasks, attns;
   for (const RunEntry* e : runs) {
     tasks.insert(e->task);
