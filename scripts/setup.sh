@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what lra needs to build and test on Debian 12 (idempotent: installs only what is missing).
 #   scripts/setup.sh            the build and test dependencies
-#   scripts/setup.sh --bench    also Debian's python3-torch, for bench/torch_reference.py and the parity fixtures
+#   scripts/setup.sh --bench    also Debian's python3-torch, for bench/torch_reference.py and the parity fixtures,
+#                               on OpenBLAS (the BLAS torch is compared on) with threadpoolctl (which names its kernel)
 set -euo pipefail
 
 # libarchive, zlib and libpng read the official archives, IDX files and Pathfinder PNGs; libcurl and
@@ -13,7 +14,7 @@ packages=(build-essential cmake libeigen3-dev nlohmann-json3-dev libcli11-dev li
           libarchive-dev zlib1g-dev libpng-dev libcurl4-openssl-dev libssl-dev dataset-fashion-mnist
           slurm-wlm munge)
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3 python3-torch)
+  packages+=(python3 python3-torch libopenblas0-pthread python3-threadpoolctl)
 fi
 
 missing=()

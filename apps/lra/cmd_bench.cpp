@@ -93,14 +93,16 @@ void setup_bench(CLI::App& bench, BenchTrainOptions& o, BenchAttnOptions& a) {
 
 namespace {
 
-// Runs bench/torch_reference.py on the same shapes and returns its JSON result.
-nlohmann::json time_torch(const BenchTrainOptions& o, int threads) {
+// Runs bench/torch_reference.py on the same shapes and the same resolved attention hyperparameters and
+// returns its JSON result (the script checks that it resolved the same settings, and runs torch on the
+// best BLAS installed, without this machine's OpenBLAS kernel overrides).
+nlohmann::json time_torch(const BenchTrainOptions& o, int threads, const nlohmann::json& attn_params) {
   const std::string script = std::string(LRA_SOURCE_DIR) + "/bench/torch_reference.py";
   const std::string cmd = fmt::format(
       "{} {} --json --attn {} --len {} --batch {} --dim {} --heads {} --layers {} --mlp {} --threads {} --steps {} "
-      "--warmup {} --dropout {} --attn-dropout {} --seed {}",
+      "--warmup {} --dropout {} --attn-dropout {} --seed {} --attn-params {}",
       o.python, script, o.attn, o.len, o.batch, o.dim, o.heads, o.layers, o.mlp, threads, o.steps, o.warmup,
-      o.dropout, o.attn_dropout, o.seed);
+      o.dropout, o.attn_dropout, o.seed, shell_quote(attn_params.dump()));
   const auto [status, out] = run_command(cmd);
   LRA_CHECK(status == 0 && !out.empty(),
             "the PyTorch reference failed (`{}`); it needs Python 3 with torch: run scripts/setup.sh --bench "
@@ -180,10 +182,10 @@ int run_bench_train(const BenchTrainOptions& o) {
                         {"ms_per_step_median", med}, {"ms_per_step_min", lo}, {"ms_per_step_max", hi},
                         {"ms_per_step", ms},       {"peak_arena_bytes", arena},
                         {"peak_rss_bytes", peak_rss_bytes()}, {"num_params", model.num_params()},
-                        {"env", env_json(threads)}};
+                        {"attn_params", mc.attn_params}, {"env", env_json(threads)}};
   if (const nlohmann::json dev = be->device_info(); !dev.empty()) out["env"]["device"] = dev;
   if (o.torch) {
-    const nlohmann::json t = time_torch(o, threads);
+    const nlohmann::json t = time_torch(o, threads, mc.attn_params);
     out["torch"] = t;
     out["speedup_vs_torch"] = t["ms_per_step_median"].get<double>() / med;
     out["rss_ratio_vs_torch"] = t["peak_rss_bytes"].get<double>() / static_cast<double>(peak_rss_bytes());

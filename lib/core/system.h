@@ -18,6 +18,9 @@ bool stderr_is_terminal();
 // stderr goes wherever `cmd` redirects it. Throws when no shell can be started.
 std::pair<int, std::string> run_command(const std::string& cmd);
 
+// `s` quoted for a POSIX shell (as is when it needs no quoting).
+std::string shell_quote(const std::string& s);
+
 class Timer {
  public:
   Timer() : t0_(std::chrono::steady_clock::now()) {}

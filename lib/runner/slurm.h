@@ -40,7 +40,4 @@ struct SlurmSubmission {
 // own message when it fails (no Slurm, a bad partition, ...).
 SlurmSubmission submit_slurm_grid(const SlurmGrid& grid);
 
-// `s` quoted for a POSIX shell (as is when it needs no quoting).
-std::string shell_quote(const std::string& s);
-
 }  // namespace lra
