@@ -261,6 +261,36 @@ TEST_CASE("cli: bad input fails with a clear message", "[cli]") {
   CHECK(r.err.find("/nonexistent/run.ckpt") != std::string::npos);
 }
 
+TEST_CASE("cli: a run that goes non-finite stops, naming the step, the cause and the last good checkpoint",
+          "[cli][nonfinite]") {
+  TempDir d("nonfinite");
+  // A learning rate of 1e30 blows the weights up at the first update; an evaluation (and a checkpoint)
+  // after every step.
+  std::string args = fmt::format(fmt::runtime(tiny(d)), "softmax") + " --lr 1e30";
+  args.replace(args.find("--eval-every 3"), 14, "--eval-every 1");
+  const CliResult r = run_lra(args);
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.err, Catch::Matchers::Contains("lower learning_rate (--lr)"));
+  const auto rec = nlohmann::json::parse(read_file(last_line(r.out)));
+  CHECK(rec["status"] == "failed");
+  const auto& nf = rec.at("non_finite");
+  INFO(nf.dump());
+  const int64_t step = nf.at("step").get<int64_t>();
+  CHECK(step >= 1);
+  CHECK(nf.at("checkpoint_step") == step);  // checkpointed after every evaluation: the last good step
+  const std::string ckpt = nf.at("checkpoint").get<std::string>();
+  CHECK(std::filesystem::exists(ckpt));
+  CHECK_THAT(r.err, Catch::Matchers::Contains(fmt::format("The last good checkpoint is '{}' (step {})", ckpt, step)));
+  if (nf["what"] == "loss") {
+    CHECK_THAT(r.err, Catch::Matchers::Contains(fmt::format("the training loss became {} at step {}",
+                                                            nf["value"].get<std::string>(), step)));
+  } else {
+    REQUIRE(nf["what"] == "gradient");
+    CHECK_THAT(r.err, Catch::Matchers::Contains("the first parameter the backward pass left non-finite is " +
+                                                nf["parameter"].get<std::string>()));
+  }
+}
+
 TEST_CASE("cli: lra list and lra bench train", "[cli]") {
   CliResult r = run_lra("list attn");
   CHECK(r.rc == 0);

@@ -1,10 +1,13 @@
 // The whole model: finite-difference gradients of every parameter (double, dropout on, padding
 // masks, examples of different lengths), determinism, and padding invariance.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 
 #include "backend/backend.h"
 #include "model/model.h"
+#include "train/non_finite.h"
+#include "train/optimizer.h"
 #include "test_util.h"
 
 using namespace lra;
@@ -257,4 +260,69 @@ TEST_CASE("a pair's logits do not depend on the rest of its batch", "[model][pad
     for (int c = 0; c < 2; ++c)
       CHECK(alone[static_cast<size_t>(c)] == Approx(all[static_cast<size_t>(2 + c)]).epsilon(1e-12));
   }
+}
+
+TEST_CASE("a non-finite gradient is traced to the tensor nearest the output that holds one", "[model][nonfinite]") {
+  auto be = make_backend<float>(Device::Cpu);
+  Model<float> m(tiny_config("softmax", Pool::Cls, false), *be, 3, 2);
+  m.init_params(3);
+  m.load_batch(tiny_batch(false));
+  m.forward(true, 1, 0);
+  m.zero_grads();
+  m.backward(1, 0);
+  std::vector<float> grads(static_cast<size_t>(m.num_params()));
+  be->download(grads.data(), m.grad_block(), grads.size() * sizeof(float));
+  CHECK_FALSE(find_non_finite_grad(m.params(), grads).has_value());
+
+  // A NaN in layer 0's qkv weight and an infinity in layer 1's MLP: the backward pass writes layer 1 first.
+  auto offset_of = [&](const std::string& name) {
+    int64_t at = 0;
+    for (const auto& p : m.params()) {
+      if (p.name == name) return at;
+      at += p.size;
+    }
+    FAIL("no parameter " << name);
+    return at;
+  };
+  grads[static_cast<size_t>(offset_of("layers.0.attn.qkv.weight") + 5)] = std::nanf("");
+  grads[static_cast<size_t>(offset_of("layers.1.mlp.fc1.weight") + 7)] = -INFINITY;
+  grads[static_cast<size_t>(offset_of("layers.1.mlp.fc1.weight") + 9)] = INFINITY;
+  const auto bad = find_non_finite_grad(m.params(), grads);
+  REQUIRE(bad.has_value());
+  CHECK(bad->parameter == "layers.1.mlp.fc1.weight");
+  CHECK(bad->layer == "layers.1");
+  CHECK(bad->index == 7);
+  CHECK(bad->value == -INFINITY);
+  CHECK(bad->tensors == 2);
+  CHECK(number_text(bad->value) == "-inf");
+  CHECK(number_text(std::nan("")) == "nan");
+
+  grads.assign(grads.size(), 0.0f);
+  grads[static_cast<size_t>(offset_of("head.fc2.bias"))] = std::nanf("");
+  const auto head = find_non_finite_grad(m.params(), grads);
+  REQUIRE(head.has_value());
+  CHECK(head->layer == "head");
+  CHECK(head->tensors == 1);
+}
+
+TEST_CASE("adamw: a non-finite gradient norm leaves the parameters and moments as they were", "[model][nonfinite]") {
+  auto be = make_backend<float>(Device::Cpu);
+  Model<float> m(tiny_config("linear", Pool::Cls, false), *be, 3, 2);
+  m.init_params(4);
+  AdamWOptimizer<float> opt(*be, m.num_params(), AdamW{});
+  const size_t n = static_cast<size_t>(m.num_params());
+  std::vector<float> before(n), after(n), moment(n), g(n, 0.25f);
+  be->download(before.data(), m.param_block(), n * sizeof(float));
+  g[n / 2] = std::nanf("");
+  be->upload(m.grad_block(), g.data(), n * sizeof(float));
+  CHECK(std::isnan(opt.step(m.param_block(), m.grad_block(), 1e-3, 1, 1.0)));
+  be->download(after.data(), m.param_block(), n * sizeof(float));
+  CHECK(after == before);
+  be->download(moment.data(), opt.m(), n * sizeof(float));
+  CHECK(std::all_of(moment.begin(), moment.end(), [](float x) { return x == 0.0f; }));
+  g[n / 2] = 0.25f;  // a finite gradient then updates as usual
+  be->upload(m.grad_block(), g.data(), n * sizeof(float));
+  CHECK(std::isfinite(opt.step(m.param_block(), m.grad_block(), 1e-3, 1, 1.0)));
+  be->download(after.data(), m.param_block(), n * sizeof(float));
+  CHECK(after != before);
 }

@@ -19,6 +19,7 @@ AdamWOptimizer<T>::AdamWOptimizer(Backend<T>& be, int64_t n, const AdamW& hp)
 template <class T>
 double AdamWOptimizer<T>::step(T* params, T* grads, double lr, int64_t t, double clip_norm) {
   const double norm = std::sqrt(be_.sum_squares(grads, n_));
+  if (!std::isfinite(norm)) return norm;
   if (clip_norm > 0.0 && norm > clip_norm) be_.scale_inplace(grads, n_, static_cast<T>(clip_norm / norm));
   AdamW hp = hp_;
   hp.lr = lr;

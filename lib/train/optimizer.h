@@ -15,7 +15,8 @@ class AdamWOptimizer {
  public:
   AdamWOptimizer(Backend<T>& be, int64_t n, const AdamW& hp);
   // Clips the gradients to clip_norm (when > 0) and applies one step with learning rate lr; t is the
-  // 1-based update count. Returns the gradient norm before clipping.
+  // 1-based update count. Returns the gradient norm before clipping. When that norm is NaN or infinite
+  // nothing is updated: the parameters and moments stay as they were, for the caller to report.
   double step(T* params, T* grads, double lr, int64_t t, double clip_norm);
   T* m() { return m_; }
   T* v() { return v_; }

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
+#include <optional>
+#include <vector>
 
 #include "backend/backend.h"
 #include "core/check.h"
@@ -16,6 +18,7 @@
 #include "results/record.h"
 #include "tasks/task.h"
 #include "train/checkpoint.h"
+#include "train/non_finite.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
@@ -79,6 +82,7 @@ struct Trainer::State {
   int64_t interval_steps = 0;
   nlohmann::json curve = nlohmann::json::array();
   bool stopped_early = false;  // interrupted, or --stop-after reached
+  int64_t checkpoint_step = -1;  // the step the checkpoint file holds (-1: none written or resumed from)
 
   std::vector<double> step_ms;  // this process's steps
   double train_seconds = 0.0;   // their time (evaluation excluded)
@@ -232,6 +236,7 @@ void Trainer::resume_or_init() {
   s.interval_steps = c.meta.at("interval_steps").get<int64_t>();
   s.wall_before = c.meta.at("wall_seconds").get<double>();
   s.last_val = s.curve.empty() ? -1.0 : s.curve.back().value("val_accuracy", -1.0);
+  s.checkpoint_step = s.step;
   record_["resumed_from_step"] = s.step;
 }
 
@@ -243,8 +248,8 @@ void Trainer::announce() const {
                  s.data.train.size(), s.data.val.size(), s.data.test.size(), s.data.info.source.c_str(), s.threads);
 }
 
-void Trainer::save_checkpoint_now() const {
-  const State& s = *st_;
+void Trainer::save_checkpoint_now() {
+  State& s = *st_;
   const size_t n = static_cast<size_t>(s.num_params);
   std::vector<float> p(n), m(n), v(n);
   s.be->download(p.data(), s.model->param_block(), sizeof(float) * n);
@@ -261,6 +266,23 @@ void Trainer::save_checkpoint_now() const {
                                {"interval_steps", s.interval_steps},
                                {"wall_seconds", s.wall_seconds()}};
   save_checkpoint(checkpoint_path_, meta, p.data(), m.data(), v.data(), s.num_params);
+  s.checkpoint_step = s.step;
+}
+
+void Trainer::stop_non_finite(nlohmann::json what, const std::string& message) {
+  const State& s = *st_;
+  what["step"] = s.step;
+  what["checkpoint"] = s.checkpoint_step >= 0 ? nlohmann::json(checkpoint_path_) : nlohmann::json(nullptr);
+  what["checkpoint_step"] = s.checkpoint_step >= 0 ? nlohmann::json(s.checkpoint_step) : nlohmann::json(nullptr);
+  record_["non_finite"] = what;
+  const std::string checkpoint =
+      s.checkpoint_step >= 0
+          ? fmt::format("The last good checkpoint is '{}' (step {}): lra run --resume {} continues from it",
+                        checkpoint_path_, s.checkpoint_step, checkpoint_path_)
+          : std::string("No checkpoint was written before it (one is written at every evaluation, eval_frequency)");
+  throw Error(fmt::format("{}; lower learning_rate (--lr), add grad_clip_norm (--set grad_clip_norm=1.0) or check "
+                          "the data. {}",
+                          message, checkpoint));
 }
 
 double Trainer::train_step(EpochSampler& sampler, double lr) {
@@ -269,13 +291,32 @@ double Trainer::train_step(EpochSampler& sampler, double lr) {
   const Batch b = make_batch(s.data.train, sampler.batch(s.step, cfg_.batch_size), cfg_.model.max_length);
   s.model->load_batch(b);
   const double loss = s.model->forward(true, cfg_.seed, s.step);
-  LRA_CHECK(std::isfinite(loss),
-            "the training loss became {} at step {} (learning rate {:.3g}); lower learning_rate (--lr), add "
-            "grad_clip_norm (--set grad_clip_norm=1.0) or check the data. The last checkpoint is '{}'",
-            loss, s.step, lr, checkpoint_path_);
+  if (!std::isfinite(loss))
+    stop_non_finite({{"what", "loss"}, {"value", number_text(loss)}},
+                    fmt::format("the training loss became {} at step {} (learning rate {:.3g})", number_text(loss),
+                                s.step, lr));
   s.model->zero_grads();
   s.model->backward(cfg_.seed, s.step);
-  s.opt->step(s.model->param_block(), s.model->grad_block(), lr, s.step + 1, cfg_.grad_clip_norm);
+  const double grad_norm =
+      s.opt->step(s.model->param_block(), s.model->grad_block(), lr, s.step + 1, cfg_.grad_clip_norm);
+  if (!std::isfinite(grad_norm)) {
+    std::vector<float> grads(static_cast<size_t>(s.num_params));
+    s.be->download(grads.data(), s.model->grad_block(), sizeof(float) * grads.size());
+    const std::optional<NonFiniteGrad> bad = find_non_finite_grad(s.model->params(), grads);
+    nlohmann::json what = {{"what", "gradient"}, {"grad_norm", number_text(grad_norm)}, {"loss", loss}};
+    std::string where = "every element is finite: their sum of squares overflowed";
+    if (bad) {
+      what.update({{"parameter", bad->parameter}, {"layer", bad->layer}, {"index", bad->index},
+                   {"value", number_text(bad->value)}, {"tensors", bad->tensors}});
+      where = fmt::format("the first parameter the backward pass left non-finite is {} (layer {}, element {} is {}; "
+                          "{} of {} tensors hold one)",
+                          bad->parameter, bad->layer, bad->index, number_text(bad->value), bad->tensors,
+                          s.model->params().size());
+    }
+    stop_non_finite(what, fmt::format("the gradient norm became {} at step {} (loss {:.4g}, learning rate {:.3g}): "
+                                      "{}. The update was not applied",
+                                      number_text(grad_norm), s.step, loss, lr, where));
+  }
   s.be->synchronize();
   const double ms = t.ms();
   s.step_ms.push_back(ms);

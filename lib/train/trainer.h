@@ -63,7 +63,10 @@ class Trainer {
   // Parts of the loop.
   double train_step(EpochSampler& sampler, double lr);  // one optimizer step; returns its loss
   void evaluate_val(double lr);  // a point of the curve
-  void save_checkpoint_now() const;
+  void save_checkpoint_now();
+  // Stops the run on a NaN or an infinity: `what` (with the step and the last good checkpoint) becomes the
+  // record's "non_finite", and the error says the same, how to fix it and where to resume from.
+  [[noreturn]] void stop_non_finite(nlohmann::json what, const std::string& message);
   void draw_progress(double loss, double lr) const;
 
   struct State;
