@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <utility>
 
@@ -69,6 +71,37 @@ nlohmann::json DatasetInfo::to_json(size_t n_train, size_t n_val, size_t n_test)
 void check_split_sizes(const DataOptions& opt) {
   for (const auto& [n, option] : {std::pair{opt.n_train, "n_train"}, {opt.n_val, "n_val"}, {opt.n_test, "n_test"}})
     LRA_CHECK(n >= 0, "{} must not be negative (got {}); use 0 for the default", option, n);
+}
+
+DocumentView byte_text_view(const uint16_t* ids, size_t n) {
+  DocumentView v;
+  v.text.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int b = static_cast<int>(ids[i]) - 1;
+    if (b >= 0x20 && b < 0x7f && b != '\\')
+      v.text += static_cast<char>(b);
+    else if (b == '\\')
+      v.text += "\\\\";
+    else if (b == '\n')
+      v.text += "\\n";
+    else if (b == '\t')
+      v.text += "\\t";
+    else if (b < 0)
+      v.text += "\\<pad>";
+    else
+      v.text += fmt::format("\\x{:02x}", b);
+  }
+  return v;
+}
+
+DocumentView pixel_view(const uint16_t* ids, size_t n, int width) {
+  DocumentView v;
+  const auto side = static_cast<size_t>(std::lround(std::sqrt(static_cast<double>(n))));
+  v.width = side * side == n ? static_cast<int>(side) : width;
+  v.height = v.width > 0 ? static_cast<int>((n + static_cast<size_t>(v.width) - 1) / static_cast<size_t>(v.width)) : 0;
+  v.pixels.assign(static_cast<size_t>(v.width) * static_cast<size_t>(v.height), 0);
+  for (size_t i = 0; i < n; ++i) v.pixels[i] = static_cast<uint8_t>(std::min<uint16_t>(ids[i], 255));
+  return v;
 }
 
 nlohmann::json lra_text_task_config(const nlohmann::json& task_keys) {

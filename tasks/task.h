@@ -79,6 +79,20 @@ struct TaskShape {
   std::string interaction;  // pairs: how the head combines the two pooled vectors u, v ("nli", "concat")
 };
 
+// One document as `lra data show` presents it: its tokens decoded back to text, or, for an image task,
+// the image they are.
+struct DocumentView {
+  std::string text;           // the decoded text (empty for an image)
+  int width = 0, height = 0;  // an image: pixels holds height rows of width gray values (0..255)
+  std::vector<uint8_t> pixels;
+};
+
+// Byte-level text (id = byte + 1, 0 = padding): the bytes, with what is not printable ASCII escaped.
+DocumentView byte_text_view(const uint16_t* ids, size_t n);
+// Pixel tokens (id = gray value): a square image when n is a square, else rows of `width`, the last
+// one cut short (a document truncated by max_length).
+DocumentView pixel_view(const uint16_t* ids, size_t n, int width);
+
 class Task {
  public:
   virtual ~Task() = default;
@@ -93,6 +107,8 @@ class Task {
   // The shape of its examples under its resolved options (resolve_task_params); throws, naming the
   // option, when an option's value is not one the task knows.
   virtual TaskShape shape(const nlohmann::json& task_params) const = 0;
+  // One document's n tokens as a person reads them (`lra data show`).
+  virtual DocumentView view(const uint16_t* ids, size_t n) const = 0;
   virtual TaskData load(const DataOptions& opt) const = 0;
   // The source load(opt) would use and why, its location, examples per split and checksums, without
   // generating anything; a broken layout of official files throws as load() would.

@@ -126,6 +126,7 @@ class OptionTask final : public Task {
   std::string name() const override { return "option-task"; }
   std::string summary() const override { return "test"; }
   TaskShape shape(const nlohmann::json&) const override { return {2, 2, false, ""}; }
+  DocumentView view(const uint16_t* ids, size_t n) const override { return byte_text_view(ids, n); }
   nlohmann::json defaults() const override { return nlohmann::json::object(); }
   std::map<std::string, nlohmann::json> presets() const override { return {}; }
   std::vector<HyperParam> params() const override {

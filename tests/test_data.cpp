@@ -611,3 +611,80 @@ TEST_CASE("data generate: ListOps and Pathfinder in the released layout, read ba
   r = run_lra(fmt::format("data generate listops --out {} --size 2", dir.path));
   CHECK_THAT(r.err, Contains("too small"));
 }
+
+TEST_CASE("data show: one example as the model sees it, with the file and line it came from", "[data][show]") {
+  TempDir dir("data-show"), cache("data-show-cache");
+  const fs::path root(dir.path);
+  write_imdb_folder(root);
+  write_cifar_folder(root);
+  const TaskData lo = listops::generate(5, {12, 4, 4});
+  const fs::path listops_dir = root / "lra_release" / "lra_release" / "listops-1000";
+  write_listops(listops_dir, lo);
+  const std::string common = fmt::format("--preset paper --data-dir {} --cache-dir {}", dir.path, cache.path);
+
+  // ListOps: test example 2 is line 4 of basic_test.tsv (after the header), which holds its tree.
+  CliResult r = run_lra(fmt::format("data show listops --split test --index 2 --json {}", common));
+  INFO(r.err);
+  REQUIRE(r.rc == 0);
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  const fs::path test_tsv = listops_dir / "basic_test.tsv";
+  CHECK(j["origin"] == test_tsv.string() + ", line 4");
+  CHECK(j["label"] == lo.test.labels[2]);
+  const std::vector<uint16_t> ids(lo.test.tokens.begin() + static_cast<std::ptrdiff_t>(lo.test.offsets[2]),
+                                  lo.test.tokens.begin() + static_cast<std::ptrdiff_t>(lo.test.offsets[3]));
+  CHECK(j["documents"][0]["ids"].get<std::vector<uint16_t>>() == ids);
+  std::string names;
+  for (uint16_t id : ids) names += (names.empty() ? "" : " ") + std::string(listops::token_name(id));
+  CHECK(j["documents"][0]["text"] == names);
+  const std::string file = read_file(test_tsv.string());
+  size_t at = 0;
+  for (int line = 1; line < 4; ++line) at = file.find('\n', at) + 1;
+  CHECK(file.compare(at, file.find('\t', at) - at, listops::to_source(ids)) == 0);
+
+  // IMDB: each review is a file; the text is its bytes. The second time the parse cache gives the same.
+  for (int pass = 0; pass < 2; ++pass) {
+    r = run_lra(fmt::format("data show text --split train --index 3 --json {}", common));
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    j = nlohmann::json::parse(r.out);
+    const std::string origin = j["origin"];
+    const size_t colon = origin.find(": ");
+    REQUIRE(colon != std::string::npos);
+    CHECK(j["documents"][0]["text"] == read_file(origin.substr(0, colon) + "/" + origin.substr(colon + 2)));
+    CHECK(j["label"] == (origin.find("/pos/") != std::string::npos ? 1 : 0));
+  }
+
+  // CIFAR-10: record 1 of test_batch.bin, drawn in text and written as a PNG.
+  const std::string png = (fs::path(cache.path) / "example.png").string();
+  r = run_lra(fmt::format("data show image --index 1 --png {} {}", png, common));
+  INFO(r.err);
+  REQUIRE(r.rc == 0);
+  CHECK_THAT(r.out, Contains("cifar-10-batches-bin/test_batch.bin, record 1") && Contains("image:   32x32") &&
+                        Contains("label:   1"));
+  CHECK(read_file(png).substr(1, 3) == "PNG");
+
+  // Generated data names the generator's file and line, whether generated now or read from its cache.
+  for (int pass = 0; pass < 2; ++pass) {
+    r = run_lra(fmt::format("data show listops --split val --index 1 --json --cache-dir {} --set n_train=8 "
+                            "--set n_val=4 --set n_test=4",
+                            cache.path));
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    j = nlohmann::json::parse(r.out);
+    CHECK_THAT(j["origin"].get<std::string>(), Contains(cache.path) && Contains("basic_val.tsv, line 3"));
+  }
+  // Pairs show both documents; a stand-in names its generator.
+  r = run_lra(fmt::format("data show retrieval --cache-dir {} --set n_train=2 --set n_val=2 --set n_test=2",
+                          cache.path));
+  INFO(r.err);
+  REQUIRE(r.rc == 0);
+  CHECK_THAT(r.out, Contains("document 1: ") && Contains("document 2: ") && Contains("stand-in generator") &&
+                        Contains(", example 0"));
+
+  r = run_lra(fmt::format("data show listops --split test --index 4 {}", common));
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.err, Contains("--index 4") && Contains("holds 4 examples (0..3)"));
+  r = run_lra(fmt::format("data show listops --png {}/x.png {}", cache.path, common));
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.err, Contains("not an image task"));
+}

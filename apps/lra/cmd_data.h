@@ -3,6 +3,7 @@
 // `lra data fetch`: download the official archives into the data folder (resumable, MD5-checked) and
 // extract what the tasks need from LRA's release.
 // `lra data generate`: write generated ListOps / Pathfinder / Path-X data in the released layout.
+// `lra data show`: one example as the model sees it, with its label and the file and line it came from.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -37,10 +38,25 @@ struct DataGenerateOptions {
   bool quiet = false;
 };
 
+struct DataShowOptions {
+  std::string task;
+  std::string split = "test";
+  size_t index = 0;
+  std::string data_dir;
+  std::string cache_dir;
+  std::string preset = "cpu";
+  std::vector<std::string> sets;
+  bool all_ids = false;
+  std::string png;  // write an image example here
+  bool json = false;
+};
+
 void setup_data(CLI::App& data, DataStatusOptions& status_opt, DataFetchOptions& fetch_opt,
                 DataGenerateOptions& generate_opt);
 int run_data_status(const DataStatusOptions& opt);
 int run_data_fetch(const DataFetchOptions& opt);
 int run_data_generate(const DataGenerateOptions& opt);
+void setup_data_show(CLI::App& data, DataShowOptions& opt);
+int run_data_show(const DataShowOptions& opt);
 
 }  // namespace lra

@@ -37,10 +37,13 @@ int main(int argc, char** argv) {
   lra::DataStatusOptions data_status_opt;
   lra::DataFetchOptions data_fetch_opt;
   lra::DataGenerateOptions data_generate_opt;
+  lra::DataShowOptions data_show_opt;
   CLI::App* data = app.add_subcommand(
       "data", "the tasks' data: `data status` shows what `lra run` would use, `data fetch` downloads the official "
-              "files, `data generate` writes generated data in the released layout");
+              "files, `data generate` writes generated data in the released layout, `data show` prints one "
+              "example with the file and line it came from");
   lra::setup_data(*data, data_status_opt, data_fetch_opt, data_generate_opt);
+  lra::setup_data_show(*data, data_show_opt);
 
   lra::ReportOptions report_opt;
   CLI::App* report = app.add_subcommand(
@@ -68,6 +71,7 @@ int main(int argc, char** argv) {
     if (data->got_subcommand("status")) return lra::run_data_status(data_status_opt);
     if (data->got_subcommand("fetch")) return lra::run_data_fetch(data_fetch_opt);
     if (data->got_subcommand("generate")) return lra::run_data_generate(data_generate_opt);
+    if (data->got_subcommand("show")) return lra::run_data_show(data_show_opt);
     if (report->parsed()) return lra::run_report(report_opt);
     if (compare->parsed()) return lra::run_compare(compare_opt);
     if (reproduce->parsed()) return lra::run_reproduce(reproduce_opt, *reproduce);

@@ -6,6 +6,33 @@
 
 namespace lra {
 
+void Origins::add(const std::string& src, const std::string& unit, int64_t at) {
+  if (sources.empty() || sources.back() != src || units.back() != unit) {
+    sources.push_back(src);
+    units.push_back(unit);
+  }
+  source.push_back(static_cast<uint32_t>(sources.size() - 1));
+  item.push_back(at);
+}
+
+void Origins::copy(const Origins& from, size_t i) {
+  if (i < from.source.size()) add(from.sources[from.source[i]], from.units[from.source[i]], from.item[i]);
+}
+
+void Origins::keep_first(size_t n) {
+  if (n < source.size()) {
+    source.resize(n);
+    item.resize(n);
+  }
+}
+
+std::string Origins::describe(size_t i) const {
+  if (i >= source.size()) return "";
+  const std::string& unit = units[source[i]];
+  const std::string& src = sources[source[i]];
+  return unit.empty() ? src : src + ", " + unit + " " + std::to_string(item[i]);
+}
+
 Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_length) {
   LRA_CHECK(split.docs >= 1 && split.num_docs() == split.size() * static_cast<size_t>(split.docs),
             "a split of {} examples holds {} documents, not {} per example", split.size(), split.num_docs(),

@@ -5,9 +5,31 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace lra {
+
+// Where a split's examples came from, so that `lra data show` can point at the place in the files a
+// reader took an example from. Example i is item item[i] of sources[source[i]], counted in that
+// source's unit: "line" (1-based, of a text file), "record" (0-based, of a binary file), "example" (the
+// index in a generator's output), or "" (the example is the whole file). Empty when the code that
+// built the split did not say.
+struct Origins {
+  std::vector<std::string> sources;
+  std::vector<std::string> units;  // per source
+  std::vector<uint32_t> source;    // per example
+  std::vector<int64_t> item;       // per example
+  bool empty() const { return source.empty(); }
+  // The origin of the next example (sources repeat in runs, so only a change adds one).
+  void add(const std::string& src, const std::string& unit, int64_t at);
+  // The origin of example i of `from`, when `from` has origins.
+  void copy(const Origins& from, size_t i);
+  // Only the first n examples' origins.
+  void keep_first(size_t n);
+  // "path, line 12", "path, record 3", "path": where example i came from ("" when not known).
+  std::string describe(size_t i) const;
+};
 
 // One split in memory: document d's tokens are tokens[offsets[d] .. offsets[d+1]), unpadded and
 // already truncated to max_length. An example is one document, or (docs = 2, retrieval) the pair of
@@ -19,6 +41,7 @@ struct Split {
   int docs = 1;  // documents per example
   // Token 0 is padding (LRA's image models mask pixel value 0): make_batch hides those keys.
   bool zero_is_padding = false;
+  Origins origins;  // per example, or empty
 
   size_t size() const { return labels.size(); }              // examples
   size_t num_docs() const { return offsets.size() - 1; }     // documents

@@ -139,12 +139,18 @@ void write(const std::string& path, const std::string& key, const Entry& entry) 
               "split '{}' is inconsistent ({} labels of {} document(s), {} offsets, {} tokens); it cannot be cached",
               name, s.size(), s.docs, s.offsets.size(), s.tokens.size());
     widths.push_back(token_bytes_for(s));
-    header["splits"].push_back({{"name", name},
-                                {"examples", s.size()},
-                                {"docs", s.docs},
-                                {"tokens", s.tokens.size()},
-                                {"token_bytes", widths.back()},
-                                {"zero_is_padding", s.zero_is_padding}});
+    nlohmann::json sh = {{"name", name},
+                         {"examples", s.size()},
+                         {"docs", s.docs},
+                         {"tokens", s.tokens.size()},
+                         {"token_bytes", widths.back()},
+                         {"zero_is_padding", s.zero_is_padding}};
+    if (s.origins.source.size() == s.size() && !s.origins.empty())
+      sh["origins"] = {{"sources", s.origins.sources},
+                       {"units", s.origins.units},
+                       {"source", s.origins.source},
+                       {"item", s.origins.item}};
+    header["splits"].push_back(std::move(sh));
   }
   const std::string text = header.dump();
   AtomicFile f(path);
@@ -242,6 +248,22 @@ ReadResult read(const std::string& path, const std::string& key) {
     Split s;
     s.docs = sh["docs"].get<int>();
     s.zero_is_padding = sh.value("zero_is_padding", false);
+    if (sh.contains("origins")) {
+      try {
+        const nlohmann::json& o = sh["origins"];
+        o.at("sources").get_to(s.origins.sources);
+        o.at("units").get_to(s.origins.units);
+        o.at("source").get_to(s.origins.source);
+        o.at("item").get_to(s.origins.item);
+      } catch (const nlohmann::json::exception&) {
+        return corrupt(fmt::format("the origins of split '{}' are not the expected JSON", sh["name"].dump()));
+      }
+      const bool whole = s.origins.source.size() == n && s.origins.item.size() == n &&
+                         s.origins.units.size() == s.origins.sources.size() &&
+                         std::all_of(s.origins.source.begin(), s.origins.source.end(),
+                                     [&](uint32_t k) { return k < s.origins.sources.size(); });
+      if (!whole) return corrupt(fmt::format("the origins of split '{}' do not match its examples", sh["name"].dump()));
+    }
     const size_t docs = n * static_cast<size_t>(s.docs);
     lengths.resize(docs);
     s.labels.resize(n);

@@ -10,7 +10,8 @@
 //   u32 header_bytes
 //   header                     JSON: {"key": ..., "meta": {...}, "splits": [{"name", "examples", "docs"
 //                              (documents per example), "tokens", "token_bytes" (1 or 2),
-//                              "zero_is_padding"}, ...]}
+//                              "zero_is_padding", "origins" (Split::origins, when known: {"sources",
+//                              "units", "source", "item"})}, ...]}
 //   per split, in header order:
 //     u32 lengths[examples * docs]  tokens per document
 //     i32 labels[examples]
@@ -33,7 +34,7 @@
 
 namespace lra::cache {
 
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: splits keep their examples' origins
 
 // An incremental 64-bit FNV-1a over bytes, for keys and for digests of many small source files.
 class Digest {

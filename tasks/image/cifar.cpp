@@ -75,6 +75,7 @@ void decode_cifar_batch(const std::string& bytes, const std::string& name, Split
     for (int j = 0; j < kCifarLength; ++j) dst[j] = gray(t, red[j], green[j], blue[j]);
     out.offsets.push_back(at + (i + 1) * kCifarLength);
     out.labels.push_back(rec[0]);
+    out.origins.add(name, "record", static_cast<int64_t>(i));
   }
 }
 

@@ -57,6 +57,7 @@ Split read_pair(const fs::path& dir, const std::string& images_stem, const std::
     LRA_CHECK(labels[i] < kNumClasses, "the IDX label file '{}', label {} (0-based) is {}; labels are 0..9",
               labels_path, i, labels[i]);
     s.labels[i] = labels[i];
+    s.origins.add(images_path, "record", static_cast<int64_t>(i));
   }
   return s;
 }

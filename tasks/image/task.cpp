@@ -76,6 +76,7 @@ Split copy_range(const Split& s, size_t begin, size_t end, int max_length) {
     const auto b = s.tokens.begin() + static_cast<std::ptrdiff_t>(s.offsets[i]);
     ids.assign(b, b + std::min(s.length(i), max_length));
     out.add(ids, s.labels[i]);
+    out.origins.copy(s.origins, i);
   }
   return out;
 }
@@ -86,6 +87,7 @@ Split keep_first(Split s, size_t count, int max_length) {
   s.labels.resize(count);
   s.offsets.resize(count + 1);
   s.tokens.resize(s.offsets.back());
+  s.origins.keep_first(count);
   cache::truncate_in_place(s, max_length);
   return s;
 }
@@ -114,6 +116,7 @@ class ImageTask final : public Task {
            "CIFAR-10 is not found (task option dataset)";
   }
   TaskShape shape(const nlohmann::json&) const override { return {kVocabSize, kNumClasses, false, ""}; }
+  DocumentView view(const uint16_t* ids, size_t n) const override { return pixel_view(ids, n, 32); }  // CIFAR-10's rows
   // LRA's base_cifar10_config.py with the model size of its transformer config (128 / 8 heads / 1
   // layer / qkv 64 / mlp 128, ee6649e; the base file's 32 / 1 / 1 / 32 / 64 is overridden by every
   // model LRA ran, and 1 head gave 36% instead of 42%, issues #16 and #33). max_length is

@@ -115,6 +115,7 @@ Split read_tsv(const std::string& path, int64_t limit, int max_length) {
     if (max_length > 0 && ids.size() > static_cast<size_t>(max_length))
       ids.resize(static_cast<size_t>(max_length));
     split.add(ids, label);
+    split.origins.add(path, "line", static_cast<int64_t>(line_no));
   }
   LRA_CHECK(f.good() || f.eof(), "error while reading the ListOps file '{}' after line {}", path,
             line_no);

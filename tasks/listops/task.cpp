@@ -59,6 +59,7 @@ void truncate(Split& s, int max_length) {
     ids.assign(b, b + std::min(s.length(i), max_length));
     t.add(ids, s.labels[i]);
   }
+  t.origins = std::move(s.origins);
   s = std::move(t);
 }
 
@@ -155,7 +156,13 @@ TaskData load_generated(const DataOptions& opt, const fs::path& dir) {
                 "the cache folder is writable or set --cache-dir",
                 dir.string(), reason);
     }
-    for (Split* s : {&data.train, &data.val, &data.test}) truncate(*s, max_length);
+    // What a later run reads from the cache: example i is line i + 2 (after the header) of its file.
+    Split* splits[] = {&data.train, &data.val, &data.test};
+    for (size_t k = 0; k < 3; ++k) {
+      const std::string file = (dir / kFiles[k]).string();
+      for (size_t i = 0; i < splits[k]->size(); ++i) splits[k]->origins.add(file, "line", static_cast<int64_t>(i) + 2);
+      truncate(*splits[k], max_length);
+    }
     if (!opt.quiet)
       fmt::print(stderr, "done in {:.1f} s, cached in {}\n", timer.seconds(), dir.string());
   }
@@ -202,6 +209,14 @@ class ListOpsTask final : public Task {
     return "ListOps: the value (0-9) of a nested MIN/MAX/MED/SM expression of up to 2000 tokens";
   }
   TaskShape shape(const nlohmann::json&) const override { return {kVocabSize, kNumClasses, false, ""}; }
+  DocumentView view(const uint16_t* ids, size_t n) const override {
+    DocumentView v;  // the tokens the model sees, by name
+    for (size_t i = 0; i < n; ++i) {
+      if (i > 0) v.text += ' ';
+      v.text += token_name(ids[i]);
+    }
+    return v;
+  }
   nlohmann::json defaults() const override {
     return lra_text_task_config({{"max_length", kDefaultMaxLength},
                                  {"emb_dim", 512},

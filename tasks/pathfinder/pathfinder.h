@@ -63,6 +63,7 @@ struct ImageSet {
   std::vector<uint8_t> pixels;
   std::vector<int32_t> labels;
   std::vector<uint8_t> margins;  // the paddle margin each image was drawn with (0 = unknown)
+  Origins origins;               // per image: its metadata line (released files), or empty
   size_t size() const { return labels.size(); }
   const uint8_t* image(size_t i) const {
     return pixels.data() + i * static_cast<size_t>(resolution) * static_cast<size_t>(resolution);

@@ -298,6 +298,7 @@ Dataset read_released(const std::string& dir, const Params& p, int64_t n_train, 
       const Record& r = idx.kept[idx.begin[s] + i];
       set.labels[i] = r.label;
       set.margins[i] = r.margin;
+      set.origins.add(idx.metadata_files[r.meta], "line", static_cast<int64_t>(r.line));
       jobs.emplace_back(&set, i);
       job_records.push_back(&r);
     }

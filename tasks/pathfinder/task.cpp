@@ -41,6 +41,7 @@ Split to_split(ImageSet& set, bool zero_is_padding) {
   s.offsets.resize(set.size() + 1);
   for (size_t i = 0; i <= set.size(); ++i) s.offsets[i] = i * area;
   s.labels = std::move(set.labels);
+  s.origins = std::move(set.origins);
   set = ImageSet();
   return s;
 }
@@ -136,6 +137,12 @@ TaskData load_generated(const DataOptions& opt, const std::string& path, const P
                  total / std::max(seconds, 1e-9), checksum.empty() ? "" : ", cached in " + path);
   }
   TaskData data = finish(d, zero_is_padding);
+  // Generated images are named by their place in the generator's output (and in its cache file).
+  const char* names[] = {"train", "val", "test"};
+  Split* splits[] = {&data.train, &data.val, &data.test};
+  for (size_t k = 0; k < 3; ++k)
+    for (size_t i = 0; i < splits[k]->size(); ++i)
+      splits[k]->origins.add(fmt::format("{} ({} split)", path, names[k]), "example", static_cast<int64_t>(i));
   data.info.source = "generated";
   data.info.path = path;
   data.info.generated = true;
@@ -201,6 +208,7 @@ class PathfinderTask final : public Task {
                : "Path-X: Pathfinder at 128x128 pixels = 16384 tokens, 2 classes (LRA's pathfinder128 hard)";
   }
   TaskShape shape(const nlohmann::json&) const override { return {kVocabSize, kNumClasses, false, ""}; }
+  DocumentView view(const uint16_t* ids, size_t n) const override { return pixel_view(ids, n, resolution_); }
   nlohmann::json defaults() const override {
     if (resolution_ == 32)
       return {{"max_length", 1024},

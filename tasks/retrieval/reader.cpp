@@ -74,6 +74,7 @@ Split read_tsv(const std::string& path, int max_length, int64_t limit) {
               "{}:{}: {}; an AAN line is label<TAB>id1<TAB>id2<TAB>text1<TAB>text2 (the release's "
               "tsv_data/new_aan_pairs.*.tsv): re-extract the file from lra_release.gz",
               path, line_no, err);
+    split.origins.add(path, "line", line_no);
   }
   LRA_CHECK(!in.bad(), "reading the AAN file '{}' failed after line {}", path, line_no);
   LRA_CHECK(split.size() > 0, "the AAN file '{}' holds no pairs; re-extract it from lra_release.gz", path);

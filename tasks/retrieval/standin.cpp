@@ -17,6 +17,8 @@
 //
 // Every pair is a pure function of (seed, stream, index, max_length), drawn from its own Philox
 // stream, so generation runs in parallel and does not depend on the thread count.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 
@@ -171,7 +173,10 @@ Split standin_split(uint64_t seed, uint64_t stream, int64_t n, int max_length, c
       [&](int64_t i, Pair& p) {
         p.label = standin_pair(seed, stream, static_cast<uint64_t>(i), max_length, cfg, p.first, p.second);
       },
-      [&](int64_t, const Pair& p) { split.add_pair(p.first, p.second, p.label); });
+      [&](int64_t i, const Pair& p) {
+        split.add_pair(p.first, p.second, p.label);
+        split.origins.add(fmt::format("the stand-in generator (seed {}, stream {})", seed, stream), "example", i);
+      });
   return split;
 }
 

@@ -216,6 +216,7 @@ class RetrievalTask final : public Task {
               i);
     return {kVocabSize, kNumClasses, true, i};
   }
+  DocumentView view(const uint16_t* ids, size_t n) const override { return byte_text_view(ids, n); }
   TaskData load(const DataOptions& opt) const override { return retrieval::load(opt); }
   DataStatus data_status(const DataOptions& opt) const override {
     const Choice c = choose(opt);

@@ -71,6 +71,7 @@ ImdbReviews encode(std::array<std::vector<RawReview>, 4>& groups, const std::str
       ids.clear();
       append_byte_ids(text, ids);
       split.add(ids, label);
+      split.origins.add(where + ": " + r.rel, "", 0);
     }
   }
   out.digest = digest.hex();

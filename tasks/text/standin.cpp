@@ -15,6 +15,8 @@
 // stream, so generation runs in parallel, is independent of the thread count and is fast enough
 // (tens of MB/s per core) that the documents are generated at every load instead of cached: a cache
 // of 25k + 25k documents of 4000 ids would be ~400 MB to read back.
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "core/check.h"
@@ -110,7 +112,10 @@ Split standin_split(uint64_t seed, uint64_t stream, int64_t n, int max_length, c
   };
   standin::generate_in_order<Doc>(
       n, [&](int64_t i, Doc& d) { d.label = standin_document(seed, stream, static_cast<uint64_t>(i), max_length, cfg, d.ids); },
-      [&](int64_t, const Doc& d) { split.add(d.ids, d.label); });
+      [&](int64_t i, const Doc& d) {
+        split.add(d.ids, d.label);
+        split.origins.add(fmt::format("the stand-in generator (seed {}, stream {})", seed, stream), "example", i);
+      });
   return split;
 }
 

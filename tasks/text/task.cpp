@@ -75,6 +75,7 @@ Split pick(const Split& from, const std::vector<size_t>& order, size_t begin, si
     const auto b = from.tokens.begin() + static_cast<std::ptrdiff_t>(from.offsets[i]);
     ids.assign(b, b + std::min(from.length(i), max_length));
     s.add(ids, from.labels[i]);
+    s.origins.copy(from.origins, i);
   }
   return s;
 }
@@ -264,6 +265,7 @@ class TextTask final : public Task {
            "released config used 1000: --set max_length=1000); a generated stand-in when no IMDB is found";
   }
   TaskShape shape(const nlohmann::json&) const override { return {kVocabSize, kNumClasses, false, ""}; }
+  DocumentView view(const uint16_t* ids, size_t n) const override { return byte_text_view(ids, n); }
   // LRA's base_tc_config.py with the paper's length (4000 instead of the config's 1000).
   nlohmann::json defaults() const override {
     return lra_text_task_config({{"max_length", kDefaultMaxLength},
