@@ -776,6 +776,12 @@ class LraClassifier(nn.Module):
         x = self.final_ln(x)
         if self.embed.has_cls:
             pooled = x[:, 0]
+        elif self.cfg["classifier_pool"] == "MAX":
+            # Over the real positions only; a sequence with none pools to 0, as in lra.
+            if mask is None:
+                return x.max(1).values
+            pooled = x.masked_fill(~mask[:, :, None], float("-inf")).max(1).values
+            pooled = torch.where(mask.any(1)[:, None], pooled, torch.zeros_like(pooled))
         elif mask is None:
             pooled = x.mean(1)
         else:

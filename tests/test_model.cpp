@@ -106,9 +106,10 @@ ModelConfig tiny_dual_config(const std::string& attn, Pool pool, Interaction int
 TEST_CASE("model gradients match finite differences for every parameter", "[model][grad]") {
   auto be = make_backend<double>(Device::Cpu);
   for (const char* attn : {"softmax", "cosformer"}) {
-    for (Pool pool : {Pool::Cls, Pool::Mean}) {
+    for (Pool pool : {Pool::Cls, Pool::Mean, Pool::Max}) {
       const bool learned = pool == Pool::Cls;
-      DYNAMIC_SECTION(attn << (pool == Pool::Cls ? " CLS" : " MEAN") << (learned ? " learned" : " sinusoidal")) {
+      DYNAMIC_SECTION(attn << (pool == Pool::Cls ? " CLS" : pool == Pool::Mean ? " MEAN" : " MAX")
+                           << (learned ? " learned" : " sinusoidal")) {
         check_model_gradients(tiny_config(attn, pool, learned), tiny_batch(true));
       }
     }

@@ -190,19 +190,30 @@ TEST_CASE("pooling backward matches finite differences, with masks", "[ops][grad
   const std::vector<uint8_t> mask = {1, 1, 0, 1, 0, 0, 0};  // example 2 has no real row
   auto x = randn(7 * D, 17), R = randn(B * D, 18);
   std::vector<double> out(B * D), dx(7 * D);
-  for (Pool kind : {Pool::Cls, Pool::Mean}) {
+  for (Pool kind : {Pool::Cls, Pool::Mean, Pool::Max}) {
     auto loss = [&] {
       pool_forward(out.data(), x.data(), off.data(), mask.data(), B, D, kind);
       return dot(out, R);
     };
     loss();
     for (double v : out) CHECK(std::isfinite(v));
-    pool_backward(dx.data(), R.data(), off.data(), mask.data(), B, D, kind);
+    pool_backward(dx.data(), R.data(), x.data(), off.data(), mask.data(), B, D, kind);
     CHECK(fd_rel_error(x, dx, loss) < kTol);
   }
   pool_forward(out.data(), x.data(), off.data(), mask.data(), B, D, Pool::Mean);
   CHECK(out[0] == Approx((x[0] + x[3] + x[9]) / 3));
   CHECK(out[2 * D] == 0.0);
+  // Max: example 0's real rows are 0, 1 and 3 (row 2 is masked); a tie goes to the first row.
+  x[2 * D] = 100.0;
+  x[0] = x[3] = x[9] = 5.0;
+  pool_forward(out.data(), x.data(), off.data(), mask.data(), B, D, Pool::Max);
+  CHECK(out[0] == 5.0);
+  CHECK(out[2 * D] == 0.0);
+  pool_backward(dx.data(), R.data(), x.data(), off.data(), mask.data(), B, D, Pool::Max);
+  CHECK(dx[0] == R[0]);
+  CHECK(dx[3] == 0.0);
+  CHECK(dx[9] == 0.0);
+  CHECK(dx[2 * D] == 0.0);
 }
 
 TEST_CASE("the dual encoder's pair features match their definition and finite differences", "[ops][grad]") {

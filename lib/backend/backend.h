@@ -80,7 +80,8 @@ class Backend {
   virtual void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens,
                                   const int32_t* tok_offsets, const PackedRows& batch, int D) = 0;
   virtual void pool_forward(T* out, const T* x, const PackedRows& batch, int D, Pool kind) = 0;
-  virtual void pool_backward(T* dx, const T* dout, const PackedRows& batch, int D, Pool kind) = 0;
+  // x: the forward's input (Max pooling sends each column's gradient to the row holding its maximum).
+  virtual void pool_backward(T* dx, const T* dout, const T* x, const PackedRows& batch, int D, Pool kind) = 0;
   virtual void pair_features_forward(T* out, const T* pooled, int B, int D, Interaction kind) = 0;
   virtual void pair_features_backward(T* dpooled, const T* dout, const T* pooled, int B, int D,
                                       Interaction kind) = 0;

@@ -68,8 +68,8 @@ class CpuBackend final : public Backend<T> {
   void pool_forward(T* out, const T* x, const PackedRows& batch, int D, Pool kind) override {
     lra::pool_forward(out, x, batch.row_offsets, batch.key_mask, batch.B, D, kind);
   }
-  void pool_backward(T* dx, const T* dout, const PackedRows& batch, int D, Pool kind) override {
-    lra::pool_backward(dx, dout, batch.row_offsets, batch.key_mask, batch.B, D, kind);
+  void pool_backward(T* dx, const T* dout, const T* x, const PackedRows& batch, int D, Pool kind) override {
+    lra::pool_backward(dx, dout, x, batch.row_offsets, batch.key_mask, batch.B, D, kind);
   }
   void pair_features_forward(T* out, const T* pooled, int B, int D, Interaction kind) override {
     lra::pair_features_forward(out, pooled, B, D, kind);

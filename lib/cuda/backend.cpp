@@ -167,8 +167,8 @@ class CudaBackend final : public Backend<float> {
   void pool_forward(float* out, const float* x, const PackedRows& batch, int D, Pool kind) override {
     cuda::pool_forward(out, x, batch.row_offsets, batch.key_mask, batch.B, D, kind, ctx_);
   }
-  void pool_backward(float* dx, const float* dout, const PackedRows& batch, int D, Pool kind) override {
-    cuda::pool_backward(dx, dout, batch.row_offsets, batch.key_mask, batch.B, D, batch.rows, kind, ctx_);
+  void pool_backward(float* dx, const float* dout, const float* x, const PackedRows& batch, int D, Pool kind) override {
+    cuda::pool_backward(dx, dout, x, batch.row_offsets, batch.key_mask, batch.B, D, batch.rows, kind, ctx_);
   }
   void pair_features_forward(float* out, const float* pooled, int B, int D, Interaction kind) override {
     cuda::pair_features_forward(out, pooled, B, D, kind, ctx_);

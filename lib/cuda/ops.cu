@@ -16,6 +16,8 @@
 // pool       out: (B, D). Cls: out[b] = x[first row of b], dx[first row] = dout[b], other rows 0.
 //            Mean: out[b] = sum_r mu_r x[r] / n_b (n_b = sum_r mu_r, 0 rows pool to 0),
 //            dx[r] = mu_r dout[b] / n_b
+//            Max: out[b][c] = max over rows with mu_r of x[r][c] (0 when none), dx[r*][c] = dout[b][c] at the
+//            first such row r* holding it, other rows 0
 // pair       pooled: (2B, D) = [u; v];  out: (B, K D) with block k of row b = pair_feature(k, u_b, v_b)
 //            (K = 4: u, v, u*v, u-v; K = 2: u, v);  du, dv = pair_feature_grads (overwrite)
 // cross-entropy  logits, probs: (B, C):  loss_b = m + log(sum_c exp(z_c - m)) - z_y,  loss = mean_b loss_b;
@@ -273,9 +275,47 @@ __global__ void pool_backward_kernel(float* __restrict__ dx, const float* __rest
     float v;
     if (kind == Pool::Cls)
       v = p == 0 ? g[c] : 0.0f;
+    else if (kind == Pool::Max)
+      v = 0.0f;  // pool_max_backward_kernel then writes each column's one gradient
     else
       v = (n > 0 && (key_mask == nullptr || key_mask[r] != 0)) ? g[c] * inv : 0.0f;
     dx[r * D + c] = v;
+  }
+}
+
+// Max pooling, one thread per (b, c): the column's first real row holding its largest value, as the CPU's
+// argmax_rows finds it (-1 when the example has no real row).
+__device__ int64_t pool_argmax(const float* __restrict__ x, const uint8_t* __restrict__ key_mask, int64_t r0,
+                               int64_t r1, int D, int c) {
+  int64_t best = -1;
+  for (int64_t r = r0; r < r1; ++r) {
+    if (key_mask != nullptr && key_mask[r] == 0) continue;
+    if (best < 0 || x[r * D + c] > x[best * D + c]) best = r;
+  }
+  return best;
+}
+
+__global__ void pool_max_forward_kernel(float* __restrict__ out, const float* __restrict__ x,
+                                        const int32_t* __restrict__ row_offsets, const uint8_t* __restrict__ key_mask,
+                                        int B, int D) {
+  const int64_t n = static_cast<int64_t>(B) * D;
+  for (int64_t i = global_thread(); i < n; i += grid_stride()) {
+    const int64_t b = i / D;
+    const int c = static_cast<int>(i - b * D);
+    const int64_t best = pool_argmax(x, key_mask, row_offsets[b], row_offsets[b + 1], D, c);
+    out[i] = best >= 0 ? x[best * D + c] : 0.0f;
+  }
+}
+
+__global__ void pool_max_backward_kernel(float* __restrict__ dx, const float* __restrict__ dout,
+                                         const float* __restrict__ x, const int32_t* __restrict__ row_offsets,
+                                         const uint8_t* __restrict__ key_mask, int B, int D) {
+  const int64_t n = static_cast<int64_t>(B) * D;
+  for (int64_t i = global_thread(); i < n; i += grid_stride()) {
+    const int64_t b = i / D;
+    const int c = static_cast<int>(i - b * D);
+    const int64_t best = pool_argmax(x, key_mask, row_offsets[b], row_offsets[b + 1], D, c);
+    if (best >= 0) dx[best * D + c] = dout[i];
   }
 }
 
@@ -547,18 +587,30 @@ void pool_forward(float* out, const float* x, const int32_t* row_offsets, const 
                   Pool kind, const Context& ctx) {
   if (B == 0 || D == 0) return;
   check_batch(B, "pool_forward");
+  if (kind == Pool::Max) {
+    const int64_t n = static_cast<int64_t>(B) * D;
+    pool_max_forward_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(out, x, row_offsets, key_mask, B, D);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   pool_forward_kernel<<<dim3((D + kPoolW - 1) / kPoolW, B), dim3(kPoolW, kPoolG), 0, ctx.stream>>>(
       out, x, row_offsets, key_mask, D, kind);
   CUDA_CHECK_LAUNCH();
 }
 
-void pool_backward(float* dx, const float* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B,
-                   int D, int64_t rows, Pool kind, const Context& ctx) {
+void pool_backward(float* dx, const float* dout, const float* x, const int32_t* row_offsets, const uint8_t* key_mask,
+                   int B, int D, int64_t rows, Pool kind, const Context& ctx) {
   if (B == 0 || D == 0 || rows == 0) return;
   check_batch(B, "pool_backward");
   const unsigned gx = blocks_per_example(rows * D, B, ctx);
   pool_backward_kernel<<<dim3(gx, B), kThreads, 0, ctx.stream>>>(dx, dout, row_offsets, key_mask, D, kind);
   CUDA_CHECK_LAUNCH();
+  if (kind == Pool::Max) {
+    const int64_t n = static_cast<int64_t>(B) * D;
+    pool_max_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(dx, dout, x, row_offsets, key_mask,
+                                                                               B, D);
+    CUDA_CHECK_LAUNCH();
+  }
 }
 
 void pair_features_forward(float* out, const float* pooled, int B, int D, Interaction kind, const Context& ctx) {

@@ -47,9 +47,9 @@ void embedding_backward(float* dwte, float* dpos, float* dcls, const float* dx, 
 
 void pool_forward(float* out, const float* x, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
                   Pool kind, const Context& ctx);
-// Writes every row of dx; `rows` = row_offsets[B].
-void pool_backward(float* dx, const float* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B,
-                   int D, int64_t rows, Pool kind, const Context& ctx);
+// Writes every row of dx; `rows` = row_offsets[B]; x: the forward's input (read by Max only).
+void pool_backward(float* dx, const float* dout, const float* x, const int32_t* row_offsets, const uint8_t* key_mask,
+                   int B, int D, int64_t rows, Pool kind, const Context& ctx);
 
 void pair_features_forward(float* out, const float* pooled, int B, int D, Interaction kind, const Context& ctx);
 void pair_features_backward(float* dpooled, const float* dout, const float* pooled, int B, int D, Interaction kind,

@@ -391,7 +391,7 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
     if (k > 0) be_.relu_backward(dx, dx, x, static_cast<int64_t>(B_) * h.in);
   }
   if (cfg_.dual) be_.pair_features_backward(dpooled_, dpair_, pooled_, B_, D, cfg_.interaction);
-  be_.pool_backward(dln_, dpooled_, packed_rows(), D, cfg_.pool);
+  be_.pool_backward(dln_, dpooled_, lnf_, packed_rows(), D, cfg_.pool);
   be_.fill_zero(dx_, R * D);
   be_.layernorm_backward(dx_, dlnf_g_, dlnf_b_, dln_, x_.back(), lnf_mean_, lnf_rstd_, lnf_g_, R, D);
   for (int li = cfg_.num_layers - 1; li >= 0; --li) {

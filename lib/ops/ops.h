@@ -18,7 +18,7 @@
 
 namespace lra {
 
-enum class Pool { Cls, Mean };
+enum class Pool { Cls, Mean, Max };
 
 // linear.cpp. y = x W^T + b.  x: (N, in), W: (out, in), b: (out) or nullptr, y: (N, out)
 template <class T>
@@ -76,13 +76,15 @@ template <class T>
 void sinusoidal_table(T* table, int P, int D);
 
 // pool.cpp. out: (B, D). Cls: out[b] = x[row_offsets[b]]. Mean: the mean of the example's rows whose
-// key_mask is 1 (0 when there are none). The backward writes every row of dx (overwrite).
+// key_mask is 1. Max: per column, the largest value over those rows (the backward sends the gradient to
+// the first row holding it). An example with no such row pools to 0. The backward writes every row of
+// dx (overwrite); x is the forward's input (read by Max only).
 template <class T>
 void pool_forward(T* out, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
                   Pool kind);
 template <class T>
-void pool_backward(T* dx, const T* dout, const int32_t* row_offsets, const uint8_t* key_mask, int B, int D,
-                   Pool kind);
+void pool_backward(T* dx, const T* dout, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B,
+                   int D, Pool kind);
 
 // pair.cpp. The dual encoder's head input. pooled: (2B, D), rows 0..B-1 the first documents (u), rows
 // B..2B-1 the second (v); out: (B, pair_blocks(kind) * D), row b = [u_b, v_b, u_b*v_b, u_b-v_b] (Nli)

@@ -12,11 +12,12 @@ namespace lra {
 
 namespace {
 
-std::string pool_name(Pool p) { return p == Pool::Cls ? "CLS" : "MEAN"; }
+std::string pool_name(Pool p) { return p == Pool::Cls ? "CLS" : p == Pool::Mean ? "MEAN" : "MAX"; }
 Pool parse_pool(const std::string& s) {
   if (s == "CLS" || s == "cls") return Pool::Cls;
   if (s == "MEAN" || s == "mean") return Pool::Mean;
-  LRA_FAIL("classifier_pool must be CLS or MEAN, got '{}'", s);
+  if (s == "MAX" || s == "max") return Pool::Max;
+  LRA_FAIL("classifier_pool must be CLS, MEAN or MAX, got '{}'", s);
 }
 std::string gelu_name(GeluKind g) { return g == GeluKind::Tanh ? "tanh" : "exact"; }
 GeluKind parse_gelu(const std::string& s) {

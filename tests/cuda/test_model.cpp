@@ -115,11 +115,12 @@ void compare_training(const ModelConfig& cfg, bool pairs) {
 TEST_CASE("the model trains the same on the GPU as on the CPU", "[cuda][model]") {
   for (const std::string& attn : cuda::attention_names()) {
     for (bool causal : {false, true}) {
-      for (Pool pool : {Pool::Cls, Pool::Mean}) {
+      for (Pool pool : {Pool::Cls, Pool::Mean, Pool::Max}) {
         if (causal && !has_hyperparam(find_attention(attn), "causal")) continue;
         // Causal with CLS pooling is refused by the model (the CLS row, first, would see only itself).
         if (causal && pool == Pool::Cls) continue;
-        DYNAMIC_SECTION(attn << (causal ? " causal" : "") << (pool == Pool::Cls ? " CLS" : " MEAN")) {
+        DYNAMIC_SECTION(attn << (causal ? " causal" : "")
+                             << (pool == Pool::Cls ? " CLS" : pool == Pool::Mean ? " MEAN" : " MAX")) {
           compare_training(small_config(attn, pool, causal), false);
         }
       }

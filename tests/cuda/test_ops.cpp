@@ -304,16 +304,16 @@ TEST_CASE("cuda pooling matches the CPU", "[cuda][ops]") {
   for (int D : {7, 130}) {
     const auto x = rnd(static_cast<size_t>(pk.rows) * D, ++seed), dout = rnd(static_cast<size_t>(pk.B) * D, ++seed);
     DeviceBuffer<float> gx(x), gdout(dout);
-    for (Pool kind : {Pool::Cls, Pool::Mean}) {
+    for (Pool kind : {Pool::Cls, Pool::Mean, Pool::Max}) {
       for (bool masked : {false, true}) {
-        INFO("D=" << D << " kind=" << (kind == Pool::Cls ? "cls" : "mean") << " key_mask=" << masked);
+        INFO("D=" << D << " kind=" << static_cast<int>(kind) << " key_mask=" << masked);
         const uint8_t* km = masked ? mask.data() : nullptr;
         std::vector<float> out(static_cast<size_t>(pk.B) * D), dx(x.size());
         pool_forward(out.data(), x.data(), pk.row_offsets.data(), km, pk.B, D, kind);
-        pool_backward(dx.data(), dout.data(), pk.row_offsets.data(), km, pk.B, D, kind);
+        pool_backward(dx.data(), dout.data(), x.data(), pk.row_offsets.data(), km, pk.B, D, kind);
         DeviceBuffer<float> gout(std::vector<float>(out.size(), 9.0f)), gdx(std::vector<float>(x.size(), 7.0f));
         cuda::pool_forward(gout, gx, groff, masked ? gmask.ptr : nullptr, pk.B, D, kind, tc);
-        cuda::pool_backward(gdx, gdout, groff, masked ? gmask.ptr : nullptr, pk.B, D, pk.rows, kind, tc);
+        cuda::pool_backward(gdx, gdout, gx, groff, masked ? gmask.ptr : nullptr, pk.B, D, pk.rows, kind, tc);
         CHECK(nmse(gout.download(), out) < kReduce);
         CHECK(nmse(gdx.download(), dx) < kElem);  // every row written (the 7s are gone)
       }
