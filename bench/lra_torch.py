@@ -31,6 +31,18 @@ def sinusoidal_table(positions, dim):
     return pe
 
 
+def rotary(t):
+    """Rotary position embedding of t (B, H, L, dh): column pairs (i, i + dh/2) turned by p * 10000^(-2i/dh) at
+    position p (the "rotate half" layout), the angles computed in float64 as lra's table is."""
+    dh = t.shape[-1]
+    half = dh // 2
+    pos = torch.arange(t.shape[2], dtype=torch.float64)[:, None]
+    angle = pos * torch.pow(10000.0, -2.0 * torch.arange(half, dtype=torch.float64) / dh)
+    c, s = angle.cos().to(t.dtype), angle.sin().to(t.dtype)
+    x1, x2 = t[..., :half], t[..., half:]
+    return torch.cat([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1)
+
+
 ATTN_DEFAULTS = {
     "softmax": dict(causal=False),
     "cosformer": dict(causal=False, eps=1e-6),
@@ -618,6 +630,8 @@ class Attention(nn.Module):
             self.train_forwards += 1
         q, k, v = self.qkv(x).split(Q, dim=-1)
         q, k, v = (t.reshape(B, L, H, Q // H).transpose(1, 2) for t in (q, k, v))
+        if self.cfg.get("pos_emb") == "rope":
+            q, k = rotary(q), rotary(k)
         name, hp = self.cfg["attn"], self.hp
         if name == "softmax":
             o = softmax_attention(q, k, v, key_mask, hp["causal"], self.cfg["attention_dropout_rate"], self.training)
@@ -685,7 +699,9 @@ class Embed(nn.Module):
         self.has_cls = cfg["classifier_pool"] == "CLS"
         positions = cfg["max_length"] + (1 if self.has_cls else 0)
         self.tok = nn.Parameter(torch.randn(cfg["vocab_size"], D))
-        if cfg.get("learn_pos_emb", False):
+        if cfg.get("pos_emb") == "rope":  # positions enter through the rotation of queries and keys only
+            self.pos = None
+        elif cfg.get("learn_pos_emb", False):
             self.pos = nn.Parameter(torch.randn(positions, D) * 0.02)
         else:
             self.register_buffer("pos", sinusoidal_table(positions, D).to(torch.get_default_dtype()))
@@ -698,7 +714,7 @@ class Embed(nn.Module):
             x = torch.cat([self.cls.expand(x.shape[0], 1, -1), x], dim=1)
             if key_mask is not None:
                 key_mask = torch.cat([torch.ones_like(key_mask[:, :1]), key_mask], dim=1)
-        return x + self.pos[: x.shape[1]], key_mask
+        return (x if self.pos is None else x + self.pos[: x.shape[1]]), key_mask
 
 
 def dual_interaction(cfg):

@@ -60,7 +60,18 @@ TEST_CASE("config: bad keys and values are clear errors", "[config]") {
   CHECK_THROWS_WITH(resolve_config("listops", "flash", "cpu", "", {}), Contains("valid names: softmax, cosformer"));
   CHECK_THROWS_WITH(resolve_config("imagenet", "softmax", "cpu", "", {}), Contains("valid tasks: listops"));
   CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"num_heads=3"}), Contains("divisible"));
-  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"classifier_pool=MAX"}), Contains("CLS or MEAN"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"classifier_pool=MIN"}),
+                    Contains("CLS, MEAN or MAX"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"pos_emb=alibi"}),
+                    Contains("pos_emb must be absolute") && Contains("or rope"));
+  CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "", {"pos_emb=rope", "num_heads=8", "qkv_dim=24"}),
+                    Contains("must be even"));
+  // ListOps learns its absolute positions by default; with rotary embeddings there are none to learn.
+  const RunConfig rope = resolve_config("listops", "softmax", "cpu", "", {"pos_emb=rope", "classifier_pool=MAX"});
+  CHECK(rope.model.rope);
+  CHECK_FALSE(rope.model.learn_pos_emb);
+  CHECK(rope.model.pool == Pool::Max);
+  CHECK(rope.to_json()["pos_emb"] == "rope");
   CHECK_THROWS_WITH(resolve_config("listops", "softmax", "cpu", "/nonexistent/c.json", {}), Contains("/nonexistent/c.json"));
 }
 

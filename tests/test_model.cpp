@@ -116,6 +116,18 @@ TEST_CASE("model gradients match finite differences for every parameter", "[mode
   }
 }
 
+TEST_CASE("model gradients with rotary position embeddings match finite differences", "[model][grad][rope]") {
+  for (const char* attn : {"softmax", "cosformer", "performer"}) {
+    for (Pool pool : {Pool::Cls, Pool::Mean}) {
+      DYNAMIC_SECTION(attn << (pool == Pool::Cls ? " CLS" : " MEAN")) {
+        ModelConfig c = tiny_config(attn, pool, false);
+        c.rope = true;
+        check_model_gradients(c, tiny_batch(true));
+      }
+    }
+  }
+}
+
 TEST_CASE("the dual encoder's gradients match finite differences for every parameter", "[model][grad][dual]") {
   for (const char* attn : {"softmax", "cosformer"})
     for (Interaction interaction : {Interaction::Nli, Interaction::Concat}) {

@@ -184,6 +184,40 @@ TEST_CASE("sinusoidal table follows LRA's layout", "[ops]") {
   CHECK(t[3 * D + 5] == Approx(std::cos(3 * std::pow(10000.0, -2.0 / 8))));
 }
 
+TEST_CASE("rotary embeddings: the rotation at each sequence's positions, its inverse and its gradient",
+          "[ops][grad][rope]") {
+  const int heads = 2, dh = 6, half = 3, P = 5;
+  const int64_t ld = 2 * heads * dh + 1;  // q's columns of a wider row, as in the qkv block
+  const std::vector<int32_t> off = {0, 4, 4, 7};  // sequences of 4, 0 and 3 rows
+  std::vector<double> cos_t(P * half), sin_t(P * half);
+  rope_table(cos_t.data(), sin_t.data(), P, dh);
+  CHECK(cos_t[0] == 1.0);
+  CHECK(sin_t[0] == 0.0);
+  CHECK(sin_t[3 * half + 1] == Approx(std::sin(3 * std::pow(10000.0, -2.0 / 6))));
+  const auto x0 = randn(7 * ld, 41);
+  auto x = x0;
+  rope_rotate(x.data(), ld, off.data(), 3, heads, dh, cos_t.data(), sin_t.data(), false);
+  // Row 5 is position 1 of the third sequence: head 1's pair 2 (columns 6 + 2 and 6 + 5) turns by theta_2.
+  const double c = cos_t[1 * half + 2], s = sin_t[1 * half + 2];
+  CHECK(x[5 * ld + 8] == Approx(x0[5 * ld + 8] * c - x0[5 * ld + 11] * s));
+  CHECK(x[5 * ld + 11] == Approx(x0[5 * ld + 8] * s + x0[5 * ld + 11] * c));
+  CHECK(x[4 * ld + 8] == x0[4 * ld + 8]);     // position 0: no turn
+  CHECK(x[5 * ld + 12] == x0[5 * ld + 12]);   // columns past the heads are left alone
+  rope_rotate(x.data(), ld, off.data(), 3, heads, dh, cos_t.data(), sin_t.data(), true);
+  for (size_t i = 0; i < x.size(); ++i) CHECK(x[i] == Approx(x0[i]).margin(1e-12));
+  // The backward of the rotation is the inverse rotation of the output's gradient.
+  const auto R = randn(7 * ld, 42);
+  std::vector<double> y;
+  auto loss = [&] {
+    y = x;
+    rope_rotate(y.data(), ld, off.data(), 3, heads, dh, cos_t.data(), sin_t.data(), false);
+    return dot(y, R);
+  };
+  auto g = R;
+  rope_rotate(g.data(), ld, off.data(), 3, heads, dh, cos_t.data(), sin_t.data(), true);
+  CHECK(fd_rel_error(x, g, loss) < kTol);
+}
+
 TEST_CASE("pooling backward matches finite differences, with masks", "[ops][grad]") {
   const int D = 3, B = 3;
   const std::vector<int32_t> off = {0, 4, 4, 7};  // example 1 is empty

@@ -80,6 +80,9 @@ class Backend {
   virtual void embedding_backward(T* dwte, T* dpos, T* dcls, const T* dx, const int32_t* tokens,
                                   const int32_t* tok_offsets, const PackedRows& batch, int D) = 0;
   virtual void pool_forward(T* out, const T* x, const PackedRows& batch, int D, Pool kind) = 0;
+  // ops/ops.h rope_rotate over the batch's sequences; the tables live on this device.
+  virtual void rope_rotate(T* x, int64_t ld, const PackedRows& batch, int heads, int head_dim, const T* cos_table,
+                           const T* sin_table, bool inverse) = 0;
   // x: the forward's input (Max pooling sends each column's gradient to the row holding its maximum).
   virtual void pool_backward(T* dx, const T* dout, const T* x, const PackedRows& batch, int D, Pool kind) = 0;
   virtual void pair_features_forward(T* out, const T* pooled, int B, int D, Interaction kind) = 0;

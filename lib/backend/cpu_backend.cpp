@@ -68,6 +68,10 @@ class CpuBackend final : public Backend<T> {
   void pool_forward(T* out, const T* x, const PackedRows& batch, int D, Pool kind) override {
     lra::pool_forward(out, x, batch.row_offsets, batch.key_mask, batch.B, D, kind);
   }
+  void rope_rotate(T* x, int64_t ld, const PackedRows& batch, int heads, int head_dim, const T* cos_table,
+                   const T* sin_table, bool inverse) override {
+    lra::rope_rotate(x, ld, batch.row_offsets, batch.B, heads, head_dim, cos_table, sin_table, inverse);
+  }
   void pool_backward(T* dx, const T* dout, const T* x, const PackedRows& batch, int D, Pool kind) override {
     lra::pool_backward(dx, dout, x, batch.row_offsets, batch.key_mask, batch.B, D, kind);
   }

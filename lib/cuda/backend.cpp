@@ -167,6 +167,11 @@ class CudaBackend final : public Backend<float> {
   void pool_forward(float* out, const float* x, const PackedRows& batch, int D, Pool kind) override {
     cuda::pool_forward(out, x, batch.row_offsets, batch.key_mask, batch.B, D, kind, ctx_);
   }
+  void rope_rotate(float* x, int64_t ld, const PackedRows& batch, int heads, int head_dim, const float* cos_table,
+                   const float* sin_table, bool inverse) override {
+    cuda::rope_rotate(x, ld, batch.row_offsets, batch.B, batch.rows, heads, head_dim, cos_table, sin_table, inverse,
+                      ctx_);
+  }
   void pool_backward(float* dx, const float* dout, const float* x, const PackedRows& batch, int D, Pool kind) override {
     cuda::pool_backward(dx, dout, x, batch.row_offsets, batch.key_mask, batch.B, D, batch.rows, kind, ctx_);
   }

@@ -319,6 +319,28 @@ __global__ void pool_max_backward_kernel(float* __restrict__ dx, const float* __
   }
 }
 
+// ---- rotary position embedding -------------------------------------------------------------------
+
+// One thread per (row, head, pair); products and sums rounded separately (no FMA), as the CPU computes them.
+__global__ void rope_rotate_kernel(float* __restrict__ x, int64_t ld, const int32_t* __restrict__ row_offsets, int S,
+                                   int64_t rows, int heads, int head_dim, const float* __restrict__ cos_table,
+                                   const float* __restrict__ sin_table, float sign) {
+  const int half = head_dim / 2;
+  const int64_t per_row = static_cast<int64_t>(heads) * half;
+  const int64_t n = rows * per_row;
+  for (int64_t i = global_thread(); i < n; i += grid_stride()) {
+    const int64_t r = i / per_row;
+    const int rem = static_cast<int>(i - r * per_row);
+    const int h = rem / half, k = rem - h * half;
+    const int64_t p = r - row_offsets[example_of(row_offsets, S, r)];
+    const float c = cos_table[p * half + k], si = sign * sin_table[p * half + k];
+    float* v = x + r * ld + static_cast<int64_t>(h) * head_dim;
+    const float x1 = v[k], x2 = v[k + half];
+    v[k] = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, si));
+    v[k + half] = __fadd_rn(__fmul_rn(x1, si), __fmul_rn(x2, c));
+  }
+}
+
 // ---- the dual encoder's pair features ------------------------------------------------------------
 
 // One thread per output element (b, k, c).
@@ -611,6 +633,16 @@ void pool_backward(float* dx, const float* dout, const float* x, const int32_t* 
                                                                                B, D);
     CUDA_CHECK_LAUNCH();
   }
+}
+
+void rope_rotate(float* x, int64_t ld, const int32_t* row_offsets, int S, int64_t rows, int heads, int head_dim,
+                 const float* cos_table, const float* sin_table, bool inverse, const Context& ctx) {
+  const int64_t n = rows * heads * (head_dim / 2);
+  if (n == 0) return;
+  check_batch(S, "rope_rotate");
+  rope_rotate_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(x, ld, row_offsets, S, rows, heads, head_dim,
+                                                                         cos_table, sin_table, inverse ? -1.0f : 1.0f);
+  CUDA_CHECK_LAUNCH();
 }
 
 void pair_features_forward(float* out, const float* pooled, int B, int D, Interaction kind, const Context& ctx) {

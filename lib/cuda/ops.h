@@ -51,6 +51,10 @@ void pool_forward(float* out, const float* x, const int32_t* row_offsets, const 
 void pool_backward(float* dx, const float* dout, const float* x, const int32_t* row_offsets, const uint8_t* key_mask,
                    int B, int D, int64_t rows, Pool kind, const Context& ctx);
 
+// ops/ops.h rope_rotate; rows = row_offsets[S].
+void rope_rotate(float* x, int64_t ld, const int32_t* row_offsets, int S, int64_t rows, int heads, int head_dim,
+                 const float* cos_table, const float* sin_table, bool inverse, const Context& ctx);
+
 void pair_features_forward(float* out, const float* pooled, int B, int D, Interaction kind, const Context& ctx);
 void pair_features_backward(float* dpooled, const float* dout, const float* pooled, int B, int D, Interaction kind,
                             const Context& ctx);

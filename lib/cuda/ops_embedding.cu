@@ -91,7 +91,7 @@ __global__ void embedding_forward_kernel(float* __restrict__ x, const int32_t* _
     const int64_t p = i / D;
     const int c = static_cast<int>(i - p * D);
     const float* src = (has_cls && p == 0) ? cls : wte + static_cast<int64_t>(tok[p - has_cls]) * D;
-    x[(r0 + p) * D + c] = src[c] + pos[p * D + c];
+    x[(r0 + p) * D + c] = pos != nullptr ? src[c] + pos[p * D + c] : src[c];
   }
 }
 

@@ -22,6 +22,9 @@ struct ModelConfig {
   float attention_dropout_rate = 0.1f;
   Pool pool = Pool::Cls;      // CLS prepends a learned vector inside the model
   bool learn_pos_emb = false; // false: LRA's sinusoidal table
+  // Rotary position embeddings (config pos_emb=rope): queries and keys are rotated by their position
+  // before the attention, and no absolute position is added to the embeddings.
+  bool rope = false;
   bool qkv_bias = false;      // LRA's attention has no q/k/v bias
   double layernorm_eps = 1e-6;
   GeluKind gelu = GeluKind::Tanh;
@@ -35,6 +38,7 @@ struct ModelConfig {
   nlohmann::json attn_params = nlohmann::json::object();  // resolved hyperparameters of `attn`
 
   bool has_cls() const { return pool == Pool::Cls; }
+  bool sinusoidal() const { return !learn_pos_emb && !rope; }  // LRA's absolute table is added
   int positions() const { return max_length + (has_cls() ? 1 : 0); }
   int head_dim() const { return qkv_dim / num_heads; }
   int docs() const { return dual ? 2 : 1; }  // documents (encoder sequences) per example

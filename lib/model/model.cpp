@@ -15,7 +15,14 @@ void ModelConfig::validate() const {
   LRA_CHECK(emb_dim > 0 && num_heads > 0 && num_layers >= 0 && qkv_dim > 0 && mlp_dim > 0,
             "emb_dim, num_heads, qkv_dim and mlp_dim must be positive and num_layers non-negative");
   LRA_CHECK(qkv_dim % num_heads == 0, "qkv_dim ({}) must be divisible by num_heads ({})", qkv_dim, num_heads);
-  LRA_CHECK(learn_pos_emb || emb_dim % 2 == 0,
+  LRA_CHECK(!(rope && learn_pos_emb),
+            "pos_emb=rope and learn_pos_emb=true: with rotary embeddings positions enter through the rotation of "
+            "queries and keys only; set learn_pos_emb=false (or pos_emb=absolute)");
+  LRA_CHECK(!rope || head_dim() % 2 == 0,
+            "pos_emb=rope rotates pairs of a head's columns, so the head size qkv_dim / num_heads must be even "
+            "(got {} / {} = {})",
+            qkv_dim, num_heads, head_dim());
+  LRA_CHECK(!sinusoidal() || emb_dim % 2 == 0,
             "the sinusoidal position table needs an even emb_dim (got {}); use an even size or learn_pos_emb=true",
             emb_dim);
   LRA_CHECK(!dual || mlp_dim >= 2, "the dual encoder's head has a layer of mlp_dim/2 units; mlp_dim must be at least "
@@ -96,10 +103,17 @@ Model<T>::Model(const ModelConfig& cfg, Backend<T>& be, int max_batch, int threa
   scratch_arena_.reserve(scratch);
   layout();
   scratch_ = scratch_arena_.take_bytes(scratch);
-  if (!cfg_.learn_pos_emb) {
+  if (cfg_.sinusoidal()) {
     std::vector<T> table(static_cast<size_t>(cfg_.positions()) * cfg_.emb_dim);
     sinusoidal_table(table.data(), cfg_.positions(), cfg_.emb_dim);
     be_.upload(pos_table_, table.data(), table.size() * sizeof(T));
+  }
+  if (cfg_.rope) {
+    const size_t n = static_cast<size_t>(cfg_.positions()) * static_cast<size_t>(cfg_.head_dim() / 2);
+    std::vector<T> c(n), s(n);
+    rope_table(c.data(), s.data(), cfg_.positions(), cfg_.head_dim());
+    be_.upload(rope_cos_, c.data(), n * sizeof(T));
+    be_.upload(rope_sin_, s.data(), n * sizeof(T));
   }
 }
 
@@ -189,7 +203,10 @@ void Model<T>::layout() {
   row_offsets_ = acts_arena_.take<int32_t>(static_cast<size_t>(max_seqs_) + 1);
   key_mask_ = acts_arena_.take<uint8_t>(static_cast<size_t>(R));
   labels_ = acts_arena_.take<int32_t>(static_cast<size_t>(max_batch_));
-  pos_table_ = cfg_.learn_pos_emb ? nullptr : acts_arena_.take<T>(static_cast<size_t>(cfg_.positions()) * D);
+  pos_table_ = cfg_.sinusoidal() ? acts_arena_.take<T>(static_cast<size_t>(cfg_.positions()) * D) : nullptr;
+  const size_t rope_entries = static_cast<size_t>(cfg_.positions()) * static_cast<size_t>(cfg_.head_dim() / 2);
+  rope_cos_ = cfg_.rope ? acts_arena_.take<T>(rope_entries) : nullptr;
+  rope_sin_ = cfg_.rope ? acts_arena_.take<T>(rope_entries) : nullptr;
   // Forward activations kept for the backward.
   x_.assign(static_cast<size_t>(cfg_.num_layers) + 1, nullptr);
   for (auto& x : x_) x = acts_arena_.take<T>(static_cast<size_t>(R * D));
@@ -341,7 +358,7 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
   const float p = training ? cfg_.dropout_rate : 0.0f;
   const SeqBatch s = seq();
   be_.embedding_forward(x_[0], tokens_, tok_offsets_, packed_rows(), wte_,
-                        cfg_.learn_pos_emb ? wpe_ : pos_table_, cfg_.has_cls() ? cls_ : nullptr, D);
+                        cfg_.learn_pos_emb ? wpe_ : pos_table_, cfg_.has_cls() ? cls_ : nullptr, D);  // null: rope
   be_.dropout_forward(x_[0], x_[0], R * D, p, seed, stream(step, kEmbDrop));
   for (int li = 0; li < cfg_.num_layers; ++li) {
     Layer& l = layers_[static_cast<size_t>(li)];
@@ -349,6 +366,10 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
     T* x = x_[static_cast<size_t>(li)];
     be_.layernorm_forward(l.ln1, l.mean1, l.rstd1, x, l.ln1_g, l.ln1_b, R, D, static_cast<T>(cfg_.layernorm_eps));
     be_.linear_forward(l.qkv, l.ln1, l.qkv_w, l.qkv_b, R, D, 3 * Q);
+    if (cfg_.rope)
+      for (int part = 0; part < 2; ++part)  // queries, then keys
+        be_.rope_rotate(l.qkv + part * Q, 3 * Q, packed_rows(), cfg_.num_heads, cfg_.head_dim(), rope_cos_, rope_sin_,
+                        false);
     AttnStep st{training, seed, stream(step, site + kAttnDrop), step};
     attn_[static_cast<size_t>(li)]->forward(s, attn_io(l), l.attn_saved, scratch_, st);
     be_.linear_forward(tmp_, l.ao, l.o_w, l.o_b, R, Q, D);
@@ -416,6 +437,10 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
     g.dv = dqkv_ + 2 * Q;
     AttnStep st{true, seed, stream(step, site + kAttnDrop), step};
     attn_[static_cast<size_t>(li)]->backward(s, attn_io(l), g, l.attn_saved, scratch_, st);
+    if (cfg_.rope)
+      for (int part = 0; part < 2; ++part)
+        be_.rope_rotate(dqkv_ + part * Q, 3 * Q, packed_rows(), cfg_.num_heads, cfg_.head_dim(), rope_cos_, rope_sin_,
+                        true);
     be_.linear_backward(dln_, l.d_qkv_w, l.d_qkv_b, dqkv_, l.ln1, l.qkv_w, R, D, 3 * Q);
     be_.layernorm_backward(dx_, l.d_ln1_g, l.d_ln1_b, dln_, x_[static_cast<size_t>(li)], l.mean1, l.rstd1,
                            l.ln1_g, R, D);

@@ -113,6 +113,7 @@ class Model {
   int64_t rows_ = 0;
   // Activations (forward) and gradient buffers (backward).
   T* pos_table_ = nullptr;  // sinusoidal table when positions are not learned
+  T *rope_cos_ = nullptr, *rope_sin_ = nullptr;  // pos_emb=rope: cos and sin per (position, pair)
   std::vector<T*> x_;       // residual stream: x_[l] enters layer l, x_[N] leaves the last one
   T *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *pooled_ = nullptr, *probs_ = nullptr;
   T* pair_ = nullptr;  // the dual encoder's head input (pair_features of pooled_)

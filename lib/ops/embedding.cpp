@@ -21,6 +21,10 @@ void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets, 
     parallel_for(rows, D, [&](int64_t p) {
       T* xr = x + (r0 + p) * D;
       const T* src = (has_cls && p == 0) ? cls : wte + static_cast<int64_t>(tok[p - has_cls]) * D;
+      if (pos == nullptr) {  // positions enter elsewhere (rotary embeddings)
+        for (int c = 0; c < D; ++c) xr[c] = src[c];
+        return;
+      }
       const T* pr = pos + p * D;
       for (int c = 0; c < D; ++c) xr[c] = src[c] + pr[c];
     });

@@ -86,6 +86,16 @@ template <class T>
 void pool_backward(T* dx, const T* dout, const T* x, const int32_t* row_offsets, const uint8_t* key_mask, int B,
                    int D, Pool kind);
 
+// rope.cpp. Rotary position embedding. rope_table fills cos and sin (positions, head_dim / 2) with the
+// angles p * 10000^(-2i/head_dim). rope_rotate turns, in place, the `heads` blocks of head_dim columns of
+// each row of x (row stride ld) by its position within its sequence (row_offsets: S + 1), pairing
+// column i with i + head_dim/2; inverse = true applies the transposed rotation (the backward).
+template <class T>
+void rope_table(T* cos_table, T* sin_table, int positions, int head_dim);
+template <class T>
+void rope_rotate(T* x, int64_t ld, const int32_t* row_offsets, int S, int heads, int head_dim, const T* cos_table,
+                 const T* sin_table, bool inverse);
+
 // pair.cpp. The dual encoder's head input. pooled: (2B, D), rows 0..B-1 the first documents (u), rows
 // B..2B-1 the second (v); out: (B, pair_blocks(kind) * D), row b = [u_b, v_b, u_b*v_b, u_b-v_b] (Nli)
 // or [u_b, v_b] (Concat). The backward overwrites dpooled (2B, D) (see pair_feature_grads).

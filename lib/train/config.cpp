@@ -59,6 +59,7 @@ nlohmann::json RunConfig::to_json() const {
   j["attention_dropout_rate"] = model.attention_dropout_rate;
   j["classifier_pool"] = pool_name(model.pool);
   j["learn_pos_emb"] = model.learn_pos_emb;
+  j["pos_emb"] = model.rope ? "rope" : "absolute";
   j["qkv_bias"] = model.qkv_bias;
   j["layernorm_eps"] = model.layernorm_eps;
   j["gelu"] = gelu_name(model.gelu);
@@ -113,6 +114,17 @@ RunConfig RunConfig::from_json(const nlohmann::json& j) {
   get("attention_dropout_rate", c.model.attention_dropout_rate);
   if (j.contains("classifier_pool")) c.model.pool = parse_pool(j.at("classifier_pool").get<std::string>());
   get("learn_pos_emb", c.model.learn_pos_emb);
+  if (j.contains("pos_emb")) {
+    const std::string p = j.at("pos_emb").get<std::string>();
+    LRA_CHECK(p == "absolute" || p == "rope",
+              "pos_emb must be absolute (positions added to the embeddings: sinusoidal, or learned with "
+              "learn_pos_emb=true) or rope (rotary embeddings of queries and keys), got '{}'",
+              p);
+    c.model.rope = p == "rope";
+    // learn_pos_emb chooses the absolute embedding (ListOps and Image default to learned ones); rotary
+    // embeddings add none, so it does not apply and is recorded false.
+    if (c.model.rope) c.model.learn_pos_emb = false;
+  }
   get("qkv_bias", c.model.qkv_bias);
   get("layernorm_eps", c.model.layernorm_eps);
   if (j.contains("gelu")) c.model.gelu = parse_gelu(j.at("gelu").get<std::string>());

@@ -289,6 +289,27 @@ TEST_CASE("cuda embedding backward matches the CPU and is deterministic", "[cuda
   }
 }
 
+TEST_CASE("cuda rotary embeddings match the CPU bit for bit", "[cuda][ops]") {
+  TestContext tc;
+  const std::vector<int> lengths = {5, 0, 37, 1, 200};
+  const Packed pk = make_packed(lengths, false, 2, false, 730);
+  DeviceBuffer<int32_t> groff(pk.row_offsets);
+  const int heads = 4, dh = 8, P = 200;
+  const int64_t ld = 3 * heads * dh;
+  std::vector<float> cos_t(static_cast<size_t>(P) * dh / 2), sin_t(cos_t.size());
+  rope_table(cos_t.data(), sin_t.data(), P, dh);
+  DeviceBuffer<float> gcos(cos_t), gsin(sin_t);
+  const auto x = rnd(static_cast<size_t>(pk.rows) * ld, 731);
+  for (bool inverse : {false, true}) {
+    INFO("inverse=" << inverse);
+    std::vector<float> want = x;
+    rope_rotate(want.data(), ld, pk.row_offsets.data(), pk.B, heads, dh, cos_t.data(), sin_t.data(), inverse);
+    DeviceBuffer<float> gx(x);
+    cuda::rope_rotate(gx, ld, groff, pk.B, pk.rows, heads, dh, gcos, gsin, inverse, tc);
+    CHECK(gx.download() == want);
+  }
+}
+
 TEST_CASE("cuda pooling matches the CPU", "[cuda][ops]") {
   TestContext tc;
   // Example 1 is empty, example 3 has one row, which the mask hides (it pools to 0).
