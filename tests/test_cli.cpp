@@ -312,8 +312,27 @@ TEST_CASE("cli: lra list and lra bench train", "[cli]") {
   REQUIRE(r.rc == 0);
   const auto j = nlohmann::json::parse(r.out);
   for (const char* key : {"attn", "len", "batch", "ms_per_step_median", "ms_per_step_min", "ms_per_step_max",
-                          "peak_arena_bytes", "peak_rss_bytes"})
+                          "peak_arena_bytes", "peak_rss_bytes", "attn_params"})
     CHECK(j.contains(key));
+  CHECK_FALSE(j.contains("breakdown"));
+  // --breakdown: every phase of the step, which with the optimizer and the rest add up to the mean step.
+  r = run_lra("bench train --attn softmax --len 64 --batch 2 --dim 16 --heads 2 --layers 1 --mlp 16 --steps 2 "
+              "--warmup 1 --threads 1 --json --breakdown");
+  REQUIRE(r.rc == 0);
+  const auto b = nlohmann::json::parse(r.out).at("breakdown");
+  REQUIRE(b.at("phases").size() == 8);
+  double sum = b.at("optimizer").get<double>() + b.at("other").get<double>();
+  for (const auto& [name, ms] : b.at("phases").items()) {
+    INFO(name);
+    CHECK(ms.get<double>() >= 0.0);
+    sum += ms.get<double>();
+  }
+  CHECK(b.at("phases").at("attention bwd").get<double>() > 0.0);
+  CHECK(sum == Approx(b.at("ms_per_step_mean").get<double>()));
+  r = run_lra("bench train --attn softmax --len 64 --batch 2 --dim 16 --heads 2 --layers 1 --mlp 16 --steps 1 "
+              "--warmup 0 --threads 1 --breakdown");
+  REQUIRE(r.rc == 0);
+  CHECK_THAT(r.out, Catch::Matchers::Contains("attention fwd") && Catch::Matchers::Contains("optimizer"));
 }
 
 TEST_CASE("cli: lra bench attn", "[cli]") {

@@ -339,3 +339,28 @@ TEST_CASE("adamw: a non-finite gradient norm leaves the parameters and moments a
   be->download(after.data(), m.param_block(), n * sizeof(float));
   CHECK(after != before);
 }
+
+TEST_CASE("a profiled step computes the same numbers and charges every phase", "[model][profile]") {
+  auto be = make_backend<float>(Device::Cpu);
+  Model<float> m(tiny_config("softmax", Pool::Cls, false), *be, 3, 2);
+  m.init_params(5);
+  m.load_batch(tiny_batch(true));
+  auto step = [&] {
+    const double loss = m.forward(true, 1, 2);
+    m.zero_grads();
+    m.backward(1, 2);
+    std::vector<float> g(static_cast<size_t>(m.num_params()));
+    be->download(g.data(), m.grad_block(), g.size() * sizeof(float));
+    return std::make_pair(loss, g);
+  };
+  const auto plain = step();
+  StepProfile prof;
+  m.set_profile(&prof);
+  const auto profiled = step();
+  m.set_profile(nullptr);
+  CHECK(profiled == plain);
+  for (int p = 0; p < static_cast<int>(Phase::Count); ++p) {
+    INFO(phase_name(static_cast<Phase>(p)));
+    CHECK(prof.ms[static_cast<size_t>(p)] > 0.0);
+  }
+}

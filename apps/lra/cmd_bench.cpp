@@ -48,6 +48,9 @@ void setup_bench(CLI::App& bench, BenchTrainOptions& o, BenchAttnOptions& a) {
                   "then time the same step in PyTorch (bench/torch_reference.py, Debian's python3-torch) and "
                   "print the ratio");
   train->add_option("--python", o.python, "Python interpreter with torch, for --torch")->capture_default_str();
+  train->add_flag("--breakdown", o.breakdown,
+                  "also time each phase of the step (embedding, layer norms, projections, attention forward and "
+                  "backward, MLP, dropout, pooling and head, optimizer); on a GPU each phase boundary synchronises");
 
   CLI::App* attn = bench.add_subcommand(
       "attn", "time one attention layer (qkv projection, attention, output projection) per variant and length");
@@ -156,16 +159,26 @@ int run_bench_train(const BenchTrainOptions& o) {
     batch.labels.push_back(static_cast<int32_t>(rng.below(10)));
   }
   std::vector<double> ms;
+  StepProfile prof;
+  double optimizer_ms = 0.0;
   for (int s = 0; s < o.warmup + o.steps; ++s) {
+    const bool timed = s >= o.warmup;
+    model.set_profile(o.breakdown && timed ? &prof : nullptr);
     be->timer_start();
     model.load_batch(batch);
     model.forward(true, o.seed, s);
     model.zero_grads();
     model.backward(o.seed, s);
+    Timer opt_clock;
     opt.step(model.param_block(), model.grad_block(), 1e-4, s + 1, 0.0);
+    if (o.breakdown && timed) {
+      be->synchronize();
+      optimizer_ms += opt_clock.ms();
+    }
     const double t = be->timer_stop();
-    if (s >= o.warmup) ms.push_back(t);
+    if (timed) ms.push_back(t);
   }
+  model.set_profile(nullptr);
   const MemoryReport mem = model.memory();
   const size_t arena = mem.total() + opt.bytes();
   const double med = percentile(ms, 0.5);
@@ -184,6 +197,19 @@ int run_bench_train(const BenchTrainOptions& o) {
                         {"peak_rss_bytes", peak_rss_bytes()}, {"num_params", model.num_params()},
                         {"attn_params", mc.attn_params}, {"env", env_json(threads)}};
   if (const nlohmann::json dev = be->device_info(); !dev.empty()) out["env"]["device"] = dev;
+  double mean_step = 0.0;
+  for (double v : ms) mean_step += v / static_cast<double>(ms.size());
+  if (o.breakdown) {
+    // Means per timed step; "other" is the rest of the step (copying the batch in, zeroing the gradients).
+    const double n = static_cast<double>(ms.size());
+    nlohmann::json phases = nlohmann::json::object();
+    for (int p = 0; p < static_cast<int>(Phase::Count); ++p)
+      phases[phase_name(static_cast<Phase>(p))] = prof.ms[static_cast<size_t>(p)] / n;
+    out["breakdown"] = {{"ms_per_step_mean", mean_step},
+                        {"phases", phases},
+                        {"optimizer", optimizer_ms / n},
+                        {"other", mean_step - (prof.total() + optimizer_ms) / n}};
+  }
   if (o.torch) {
     const nlohmann::json t = time_torch(o, threads, mc.attn_params);
     out["torch"] = t;
@@ -199,6 +225,19 @@ int run_bench_train(const BenchTrainOptions& o) {
   std::printf("  ms/step  median %.1f  min %.1f  max %.1f  (%d steps after %d warm-up)\n", med, lo, hi, o.steps,
               o.warmup);
   std::printf("  memory   arena %.1f MiB  peak RSS %.1f MiB\n", arena / 1048576.0, peak_rss_bytes() / 1048576.0);
+  if (o.breakdown) {
+    const nlohmann::json& b = out["breakdown"];
+    std::printf("  breakdown, ms per step (mean of %d steps, %.1f ms):\n", o.steps, mean_step);
+    auto row = [&](const std::string& name, double v) {
+      std::printf("    %-20s %9.2f  %5.1f%%\n", name.c_str(), v, mean_step > 0 ? 100.0 * v / mean_step : 0.0);
+    };
+    for (int p = 0; p < static_cast<int>(Phase::Count); ++p) {
+      const char* name = phase_name(static_cast<Phase>(p));
+      row(name, b["phases"][name].get<double>());
+    }
+    row("optimizer", b["optimizer"].get<double>());
+    row("other", b["other"].get<double>());
+  }
   if (o.torch) {
     const nlohmann::json& t = out["torch"];
     std::printf("  pytorch  median %.1f ms/step, peak RSS %.1f MiB (torch %s, BLAS %s)\n",

@@ -31,6 +31,7 @@ struct BenchTrainOptions {
   uint64_t seed = 0;
   bool json = false;
   bool torch = false;  // also time bench/torch_reference.py on the same shapes and print the ratio
+  bool breakdown = false;  // time each phase of the step (model/profile.h)
   std::string python = "python3";
 };
 

@@ -357,33 +357,47 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
   const int64_t R = rows_;
   const float p = training ? cfg_.dropout_rate : 0.0f;
   const SeqBatch s = seq();
+  PhaseClock<Backend<T>> clk(be_, profile_);
   be_.embedding_forward(x_[0], tokens_, tok_offsets_, packed_rows(), wte_,
                         cfg_.learn_pos_emb ? wpe_ : pos_table_, cfg_.has_cls() ? cls_ : nullptr, D);  // null: rope
+  clk.charge(Phase::Embedding);
   be_.dropout_forward(x_[0], x_[0], R * D, p, seed, stream(step, kEmbDrop));
+  clk.charge(Phase::Dropout);
   for (int li = 0; li < cfg_.num_layers; ++li) {
     Layer& l = layers_[static_cast<size_t>(li)];
     const int site = (li + 1) * kSitesPerLayer;
     T* x = x_[static_cast<size_t>(li)];
     be_.layernorm_forward(l.ln1, l.mean1, l.rstd1, x, l.ln1_g, l.ln1_b, R, D, static_cast<T>(cfg_.layernorm_eps));
+    clk.charge(Phase::LayerNorm);
     be_.linear_forward(l.qkv, l.ln1, l.qkv_w, l.qkv_b, R, D, 3 * Q);
     if (cfg_.rope)
       for (int part = 0; part < 2; ++part)  // queries, then keys
         be_.rope_rotate(l.qkv + part * Q, 3 * Q, packed_rows(), cfg_.num_heads, cfg_.head_dim(), rope_cos_, rope_sin_,
                         false);
+    clk.charge(Phase::Projections);
     AttnStep st{training, seed, stream(step, site + kAttnDrop), step};
     attn_[static_cast<size_t>(li)]->forward(s, attn_io(l), l.attn_saved, scratch_, st);
+    clk.charge(Phase::AttentionFwd);
     be_.linear_forward(tmp_, l.ao, l.o_w, l.o_b, R, Q, D);
+    clk.charge(Phase::Projections);
     be_.residual_dropout_forward(l.xm, x, tmp_, R * D, p, seed, stream(step, site + kAttnOutDrop));
+    clk.charge(Phase::Dropout);
     be_.layernorm_forward(l.ln2, l.mean2, l.rstd2, l.xm, l.ln2_g, l.ln2_b, R, D, static_cast<T>(cfg_.layernorm_eps));
+    clk.charge(Phase::LayerNorm);
     be_.linear_forward(l.hpre, l.ln2, l.fc1_w, l.fc1_b, R, D, M);
     be_.gelu_forward(hact_, l.hpre, R * M, cfg_.gelu);
+    clk.charge(Phase::Mlp);
     be_.dropout_forward(hact_, hact_, R * M, p, seed, stream(step, site + kMlpHiddenDrop));
+    clk.charge(Phase::Dropout);
     be_.linear_forward(tmp_, hact_, l.fc2_w, l.fc2_b, R, M, D);
+    clk.charge(Phase::Mlp);
     be_.residual_dropout_forward(x_[static_cast<size_t>(li) + 1], l.xm, tmp_, R * D, p, seed,
                                  stream(step, site + kMlpOutDrop));
+    clk.charge(Phase::Dropout);
   }
   be_.layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, x_.back(), lnf_g_, lnf_b_, R, D,
                         static_cast<T>(cfg_.layernorm_eps));
+  clk.charge(Phase::LayerNorm);
   be_.pool_forward(pooled_, lnf_, packed_rows(), D, cfg_.pool);
   if (cfg_.dual) be_.pair_features_forward(pair_, pooled_, B_, D, cfg_.interaction);
   const T* in = cfg_.dual ? pair_ : pooled_;
@@ -393,7 +407,9 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
     if (k + 1 < head_.size()) be_.relu_forward(h.y, h.y, static_cast<int64_t>(B_) * h.out);
     in = h.y;
   }
-  return be_.cross_entropy_forward(probs_, nullptr, head_.back().y, labels_, B_, cfg_.num_classes);
+  const double loss = be_.cross_entropy_forward(probs_, nullptr, head_.back().y, labels_, B_, cfg_.num_classes);
+  clk.charge(Phase::PoolAndHead);
+  return loss;
 }
 
 template <class T>
@@ -402,6 +418,7 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
   const int64_t R = rows_;
   const float p = cfg_.dropout_rate;
   const SeqBatch s = seq();
+  PhaseClock<Backend<T>> clk(be_, profile_);
   be_.cross_entropy_backward(head_.back().dy, probs_, labels_, B_, cfg_.num_classes);
   for (size_t k = head_.size(); k-- > 0;) {
     const HeadLayer& h = head_[k];
@@ -413,23 +430,34 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
   }
   if (cfg_.dual) be_.pair_features_backward(dpooled_, dpair_, pooled_, B_, D, cfg_.interaction);
   be_.pool_backward(dln_, dpooled_, lnf_, packed_rows(), D, cfg_.pool);
+  clk.charge(Phase::PoolAndHead);
   be_.fill_zero(dx_, R * D);
   be_.layernorm_backward(dx_, dlnf_g_, dlnf_b_, dln_, x_.back(), lnf_mean_, lnf_rstd_, lnf_g_, R, D);
+  clk.charge(Phase::LayerNorm);
   for (int li = cfg_.num_layers - 1; li >= 0; --li) {
     Layer& l = layers_[static_cast<size_t>(li)];
     const int site = (li + 1) * kSitesPerLayer;
     // MLP branch: x_{l+1} = xm + drop(fc2(drop(gelu(fc1(LN2(xm))))))
     be_.dropout_backward(tmp_, dx_, R * D, p, seed, stream(step, site + kMlpOutDrop));
+    clk.charge(Phase::Dropout);
     be_.gelu_forward(hact_, l.hpre, R * M, cfg_.gelu);  // recomputed rather than stored
+    clk.charge(Phase::Mlp);
     be_.dropout_forward(hact_, hact_, R * M, p, seed, stream(step, site + kMlpHiddenDrop));
+    clk.charge(Phase::Dropout);
     be_.linear_backward(dh_, l.d_fc2_w, l.d_fc2_b, tmp_, hact_, l.fc2_w, R, M, D);
+    clk.charge(Phase::Mlp);
     be_.dropout_backward(dh_, dh_, R * M, p, seed, stream(step, site + kMlpHiddenDrop));
+    clk.charge(Phase::Dropout);
     be_.gelu_backward(dh_, dh_, l.hpre, R * M, cfg_.gelu);
     be_.linear_backward(dln_, l.d_fc1_w, l.d_fc1_b, dh_, l.ln2, l.fc1_w, R, D, M);
+    clk.charge(Phase::Mlp);
     be_.layernorm_backward(dx_, l.d_ln2_g, l.d_ln2_b, dln_, l.xm, l.mean2, l.rstd2, l.ln2_g, R, D);
+    clk.charge(Phase::LayerNorm);
     // Attention branch: xm = x + drop(Attn(LN1(x)) W_o^T + b_o)
     be_.dropout_backward(tmp_, dx_, R * D, p, seed, stream(step, site + kAttnOutDrop));
+    clk.charge(Phase::Dropout);
     be_.linear_backward(dao_, l.d_o_w, l.d_o_b, tmp_, l.ao, l.o_w, R, Q, D);
+    clk.charge(Phase::Projections);
     AttnGrads<T> g;
     g.dout = dao_;
     g.dq = dqkv_;
@@ -437,17 +465,22 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
     g.dv = dqkv_ + 2 * Q;
     AttnStep st{true, seed, stream(step, site + kAttnDrop), step};
     attn_[static_cast<size_t>(li)]->backward(s, attn_io(l), g, l.attn_saved, scratch_, st);
+    clk.charge(Phase::AttentionBwd);
     if (cfg_.rope)
       for (int part = 0; part < 2; ++part)
         be_.rope_rotate(dqkv_ + part * Q, 3 * Q, packed_rows(), cfg_.num_heads, cfg_.head_dim(), rope_cos_, rope_sin_,
                         true);
     be_.linear_backward(dln_, l.d_qkv_w, l.d_qkv_b, dqkv_, l.ln1, l.qkv_w, R, D, 3 * Q);
+    clk.charge(Phase::Projections);
     be_.layernorm_backward(dx_, l.d_ln1_g, l.d_ln1_b, dln_, x_[static_cast<size_t>(li)], l.mean1, l.rstd1,
                            l.ln1_g, R, D);
+    clk.charge(Phase::LayerNorm);
   }
   be_.dropout_backward(dx_, dx_, R * D, p, seed, stream(step, kEmbDrop));
+  clk.charge(Phase::Dropout);
   be_.embedding_backward(dwte_, cfg_.learn_pos_emb ? dwpe_ : nullptr, cfg_.has_cls() ? dcls_ : nullptr, dx_,
                          tokens_, tok_offsets_, packed_rows(), D);
+  clk.charge(Phase::Embedding);
 }
 
 template <class T>

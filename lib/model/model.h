@@ -19,6 +19,7 @@
 #include "core/init.h"
 #include "data/batch.h"
 #include "model/config.h"
+#include "model/profile.h"
 
 namespace lra {
 
@@ -52,6 +53,9 @@ class Model {
   int64_t num_params() const { return num_params_; }
   T* param_block() { return param_values_; }  // all parameters, contiguous
   T* grad_block() { return param_grads_; }
+
+  // Sums the time of each phase of forward() and backward() into `profile` (nullptr: off, the default).
+  void set_profile(StepProfile* profile) { profile_ = profile; }
 
   void init_params(uint64_t seed);
   void zero_grads();
@@ -112,6 +116,7 @@ class Model {
   int B_ = 0, S_ = 0, L_pad_ = 0;  // examples, sequences (B_ * documents per example), padded length
   int64_t rows_ = 0;
   // Activations (forward) and gradient buffers (backward).
+  StepProfile* profile_ = nullptr;
   T* pos_table_ = nullptr;  // sinusoidal table when positions are not learned
   T *rope_cos_ = nullptr, *rope_sin_ = nullptr;  // pos_emb=rope: cos and sin per (position, pair)
   std::vector<T*> x_;       // residual stream: x_[l] enters layer l, x_[N] leaves the last one
