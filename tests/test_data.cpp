@@ -91,6 +91,16 @@ void write_listops(const fs::path& dir, const TaskData& d) {
   listops::write_tsv((dir / "basic_test.tsv").string(), d.test);
 }
 
+// IMDB, CIFAR-10 and ListOps fixture files under root, in the released layouts; returns the ListOps data,
+// which is written to listops_dir.
+TaskData write_fixture_folder(const fs::path& root, const fs::path& listops_dir) {
+  write_imdb_folder(root);
+  write_cifar_folder(root);
+  TaskData lo = listops::generate(5, {12, 4, 4});
+  write_listops(listops_dir, lo);
+  return lo;
+}
+
 // A small stand-in for lra_release.gz: the release's folders under lra_release/, each with a file or two.
 std::string make_release(const fs::path& dir, const TaskData& listops_data) {
   TempDir tsv("data-release-tsv");
@@ -263,11 +273,8 @@ TEST_CASE("data status: without a data folder, the built-in sources, nothing gen
 TEST_CASE("data status: fixture folders give the files, the reasons and the counts", "[data]") {
   TempDir dir("data-fixtures"), cache("data-cache");
   const fs::path root(dir.path);
-  write_imdb_folder(root);
-  write_cifar_folder(root);
-  const TaskData lo = listops::generate(5, {12, 4, 4});
   const fs::path listops_dir = root / "lra_release" / "lra_release" / "listops-1000";
-  write_listops(listops_dir, lo);
+  write_fixture_folder(root, listops_dir);
   const pathfinder::Dataset pf = pathfinder::generate(3, pathfinder::params_for(32, 14), {8, 1, 1});
   const std::string pf_dir = pathfinder::write_released_layout(pf, dir.path);
 
@@ -615,11 +622,8 @@ TEST_CASE("data generate: ListOps and Pathfinder in the released layout, read ba
 TEST_CASE("data show: one example as the model sees it, with the file and line it came from", "[data][show]") {
   TempDir dir("data-show"), cache("data-show-cache");
   const fs::path root(dir.path);
-  write_imdb_folder(root);
-  write_cifar_folder(root);
-  const TaskData lo = listops::generate(5, {12, 4, 4});
   const fs::path listops_dir = root / "lra_release" / "lra_release" / "listops-1000";
-  write_listops(listops_dir, lo);
+  const TaskData lo = write_fixture_folder(root, listops_dir);
   const std::string common = fmt::format("--preset paper --data-dir {} --cache-dir {}", dir.path, cache.path);
 
   // ListOps: test example 2 is line 4 of basic_test.tsv (after the header), which holds its tree.
