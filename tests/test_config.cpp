@@ -130,6 +130,36 @@ TEST_CASE("checkpoint: round trip, and truncation or corruption is detected", "[
   CHECK_THROWS_WITH(load_checkpoint(dir / "missing.ckpt"), Catch::Contains("missing.ckpt"));
 }
 
+TEST_CASE("checkpoint: sizes beyond the file, a missing config or run id are errors naming the file", "[config]") {
+  // Found by fuzz/fuzz_checkpoint.cpp: sizes read from the file were trusted up to 1 GiB of metadata and
+  // 2^36 parameters (allocated before reading), and a checkpoint without a config threw a JSON error.
+  const TempDir dir("ckpt-bad");
+  const std::string path = dir / "bad.ckpt";
+  auto header = [](uint64_t len, const std::string& text) {
+    std::string b = "LRACKPT1";
+    b.append(reinterpret_cast<const char*>(&len), sizeof len);
+    return b + text;
+  };
+  write_file_atomic(path, header(989856741, "{}"));
+  CHECK_THROWS_WITH(load_checkpoint_meta(path), Catch::Contains(path) && Catch::Contains("exceeds the file"));
+  const std::string meta = R"({"run_id":"x"})";
+  std::string bytes = header(meta.size(), meta);
+  const uint64_t n = uint64_t{1} << 35;
+  bytes.append(reinterpret_cast<const char*>(&n), sizeof n);
+  write_file_atomic(path, bytes + std::string(24, '\0'));
+  CHECK_THROWS_WITH(load_checkpoint(path), Catch::Contains(path) && Catch::Contains("34359738368 parameters"));
+  CHECK_THROWS_WITH(config_from_checkpoint(path), Catch::Contains(path) && Catch::Contains("holds no run config"));
+
+  const std::vector<float> one = {1};
+  save_checkpoint(path, {{"run_id", "../elsewhere"}, {"started_at", "now"}, {"config", {{"task", "listops"}}}},
+                  one.data(), one.data(), one.data(), 1);
+  TrainOptions opt;
+  opt.resume = path;
+  CHECK_THROWS_WITH(Trainer(config_from_checkpoint(path), opt), Catch::Contains("not a file name"));
+  save_checkpoint(path, {{"config", {{"emb_dim", "wide"}}}}, one.data(), one.data(), one.data(), 1);
+  CHECK_THROWS_WITH(config_from_checkpoint(path), Catch::Contains(path) && Catch::Contains("wrong form"));
+}
+
 namespace {
 // A task with options, to check resolve_task_params without depending on a real task's choices.
 class OptionTask final : public Task {

@@ -34,6 +34,14 @@ void save_checkpoint(const std::string& path, const nlohmann::json& meta, const 
 
 namespace {
 
+// The bytes a checkpoint file holds, so that no size read from it is trusted beyond them.
+uint64_t file_bytes(const std::string& path) {
+  std::error_code ec;
+  const auto n = std::filesystem::file_size(path, ec);
+  LRA_CHECK(!ec, "cannot read checkpoint '{}': {}", path, ec.message());
+  return static_cast<uint64_t>(n);
+}
+
 // Reads a checkpoint's header and metadata from `in`, feeding every byte to `sum`.
 nlohmann::json read_meta(std::ifstream& in, const std::string& path, Fnv1a64& sum) {
   auto get = [&](void* data, size_t bytes) {
@@ -46,7 +54,9 @@ nlohmann::json read_meta(std::ifstream& in, const std::string& path, Fnv1a64& su
   LRA_CHECK(std::memcmp(magic, kMagic, sizeof magic) == 0, "'{}' is not an lra checkpoint", path);
   uint64_t len = 0;
   get(&len, sizeof len);
-  LRA_CHECK(len < (1ull << 30), "checkpoint '{}' is corrupt (metadata length {})", path, len);
+  const uint64_t bytes = file_bytes(path);
+  LRA_CHECK(len <= bytes - sizeof kMagic - sizeof len, "checkpoint '{}' is corrupt: its metadata length {} exceeds the file's {} bytes",
+            path, len, bytes);
   std::string text(len, '\0');
   get(text.data(), len);
   nlohmann::json meta = nlohmann::json::parse(text, nullptr, false);
@@ -85,7 +95,10 @@ Checkpoint load_checkpoint(const std::string& path) {
   };
   uint64_t n = 0;
   get(&n, sizeof n);
-  LRA_CHECK(n < (1ull << 36), "checkpoint '{}' is corrupt (parameter count {})", path, n);
+  const uint64_t left = file_bytes(path) - static_cast<uint64_t>(in.tellg());
+  LRA_CHECK(n <= left / (3 * sizeof(float)),
+            "checkpoint '{}' is corrupt: it declares {} parameters but {} bytes remain for their values and moments",
+            path, n, left);
   for (auto* a : {&c.params, &c.m, &c.v}) {
     a->resize(n);
     get(a->data(), sizeof(float) * n);

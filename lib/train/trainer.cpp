@@ -134,8 +134,14 @@ Trainer::Trainer(RunConfig cfg, TrainOptions opt) : cfg_(std::move(cfg)), opt_(s
   record_["curve"] = nlohmann::json::array();
   if (!opt_.resume.empty()) {
     const nlohmann::json meta = load_checkpoint_meta(opt_.resume);
-    run_id_ = meta.at("run_id").get<std::string>();
-    record_["started_at"] = meta.at("started_at");
+    LRA_CHECK(meta.is_object() && meta.contains("run_id") && meta["run_id"].is_string() && meta.contains("started_at"),
+              "checkpoint '{}' holds no run_id and started_at; it was not written by `lra run` or is damaged",
+              opt_.resume);
+    run_id_ = meta["run_id"].get<std::string>();
+    // The record is written as <run_id>.json beside the checkpoint: a name, not a path.
+    LRA_CHECK(!run_id_.empty() && run_id_ != "." && run_id_ != ".." && run_id_.find('/') == std::string::npos,
+              "checkpoint '{}' names its run '{}', which is not a file name; it is damaged", opt_.resume, run_id_);
+    record_["started_at"] = meta["started_at"];
   } else {
     std::string ts = record_["started_at"].get<std::string>();
     ts.erase(std::remove_if(ts.begin(), ts.end(), [](char c) { return c == '-' || c == ':'; }), ts.end());
@@ -157,7 +163,17 @@ Trainer::Trainer(RunConfig cfg, TrainOptions opt) : cfg_(std::move(cfg)), opt_(s
 Trainer::~Trainer() = default;
 
 RunConfig config_from_checkpoint(const std::string& path) {
-  return RunConfig::from_json(load_checkpoint_meta(path).at("config"));
+  const nlohmann::json meta = load_checkpoint_meta(path);
+  LRA_CHECK(meta.is_object() && meta.contains("config") && meta["config"].is_object(),
+            "checkpoint '{}' holds no run config; it was not written by `lra run` or is damaged", path);
+  try {
+    return RunConfig::from_json(meta["config"]);
+  } catch (const Error& e) {
+    throw Error(fmt::format("checkpoint '{}' holds a config of the wrong form: {}", path, e.what()), e.detail());
+  } catch (const nlohmann::json::exception& e) {
+    LRA_FAIL("checkpoint '{}' holds a config of the wrong form ({}); it was not written by `lra run` or is damaged",
+             path, e.what());
+  }
 }
 
 void Trainer::fail(const std::string& error) {
@@ -228,14 +244,20 @@ void Trainer::resume_or_init() {
   s.be->upload(s.model->param_block(), c.params.data(), sizeof(float) * static_cast<size_t>(n));
   s.be->upload(s.opt->m(), c.m.data(), sizeof(float) * static_cast<size_t>(n));
   s.be->upload(s.opt->v(), c.v.data(), sizeof(float) * static_cast<size_t>(n));
-  s.step = c.meta.at("step").get<int64_t>();
-  s.curve = c.meta.at("curve");
-  s.best_val = c.meta.at("best_val_accuracy").get<double>();
-  s.best_step = c.meta.at("best_step").get<int64_t>();
-  s.interval_loss = c.meta.at("interval_loss").get<double>();
-  s.interval_steps = c.meta.at("interval_steps").get<int64_t>();
-  s.wall_before = c.meta.at("wall_seconds").get<double>();
-  s.last_val = s.curve.empty() ? -1.0 : s.curve.back().value("val_accuracy", -1.0);
+  try {
+    s.step = c.meta.at("step").get<int64_t>();
+    s.curve = c.meta.at("curve");
+    s.best_val = c.meta.at("best_val_accuracy").get<double>();
+    s.best_step = c.meta.at("best_step").get<int64_t>();
+    s.interval_loss = c.meta.at("interval_loss").get<double>();
+    s.interval_steps = c.meta.at("interval_steps").get<int64_t>();
+    s.wall_before = c.meta.at("wall_seconds").get<double>();
+    s.last_val = s.curve.empty() ? -1.0 : s.curve.back().value("val_accuracy", -1.0);
+  } catch (const nlohmann::json::exception& e) {
+    LRA_FAIL("checkpoint '{}' lacks the trainer's state or holds it in the wrong form ({}); it was not written by "
+             "`lra run` or is damaged: start the run again without --resume",
+             opt_.resume, e.what());
+  }
   s.checkpoint_step = s.step;
   record_["resumed_from_step"] = s.step;
 }
