@@ -6,7 +6,8 @@
 #   core <- data <- tasks                 (data: the batch types tasks and the model share; tasks see no model)
 #   {tasks, attn} <- results              (records, tables, plots: it reads records, it never sees the trainer)
 #   {model, tasks, results} <- train <- bench <- runner <- apps (+ cuda, linked in as a device)
-set(LRA_LAYERS core ops attn backend cuda data tasks model results train bench runner apps)
+#   runner <- fuzz                        (the fuzz targets: they call readers of every layer; nothing includes them)
+set(LRA_LAYERS core ops attn backend cuda data tasks model results train bench runner apps fuzz)
 
 set(LRA_LAYER_DIR_core lib/core)
 set(LRA_LAYER_DIR_ops lib/ops)
@@ -21,6 +22,7 @@ set(LRA_LAYER_DIR_train lib/train)
 set(LRA_LAYER_DIR_bench lib/bench)
 set(LRA_LAYER_DIR_runner lib/runner)
 set(LRA_LAYER_DIR_apps apps/lra)
+set(LRA_LAYER_DIR_fuzz fuzz)
 
 set(LRA_LAYER_DEPS_core "")
 set(LRA_LAYER_DEPS_ops core)
@@ -35,6 +37,7 @@ set(LRA_LAYER_DEPS_train model tasks results)
 set(LRA_LAYER_DEPS_bench train)
 set(LRA_LAYER_DEPS_runner bench)
 set(LRA_LAYER_DEPS_apps runner cuda)
+set(LRA_LAYER_DEPS_fuzz runner)
 
 # The layers `layer` may include: itself and everything its direct layers may include.
 function(lra_layer_closure layer out)

@@ -2,7 +2,9 @@
 // tar.gz) and Fashion-MNIST IDX gz files written by the test in the released formats, the splits,
 // the zero-is-padding key mask, the parsed-data cache (reuse, rebuild, damage) and error messages.
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 #include "core/check.h"
@@ -236,6 +238,10 @@ TEST_CASE("image: malformed IDX files give errors naming the file", "[image]") {
                         Contains("11 labels"));
   fs::remove(labels);
   CHECK_THROWS_WITH(read_fashion_mnist(dir.path), Contains(dir.path) && Contains("train-labels-idx1-ubyte"));
+  // Dimensions whose product wraps past 2^64 to the data's size, 0 (fuzz/regressions/idx).
+  std::vector<uint32_t> dims;
+  CHECK_THROWS_WITH(parse_idx(be32(0x803) + be32(0x80000000u) + be32(0x80000000u) + be32(4), "wrap.idx", 0x803, dims),
+                    Contains("wrap.idx") && Contains("multiply past 2^64"));
 }
 
 TEST_CASE("image: the task's splits, dataset choice and key mask", "[image]") {
@@ -382,6 +388,33 @@ TEST_CASE("image: cache files detect damage and other keys", "[image]") {
   other_version[8] = static_cast<char>(cache::kVersion + 1);
   write_file_atomic(path, other_version);
   CHECK(cache::read(path, "key-1").status == cache::Status::Stale);
+
+  // A header field of another type is a corrupt file, not an escaping JSON exception or a float cast out of
+  // range (fuzz/regressions/data_cache).
+  auto with_header = [&](const std::function<void(nlohmann::json&)>& edit) {
+    uint32_t n = 0;
+    std::memcpy(&n, good.data() + 12, 4);
+    nlohmann::json h = nlohmann::json::parse(good.substr(16, n));
+    edit(h);
+    const std::string text = h.dump();
+    const auto m = static_cast<uint32_t>(text.size());
+    write_file_atomic(path, good.substr(0, 12) + std::string(reinterpret_cast<const char*>(&m), 4) + text +
+                                good.substr(16 + n));
+    return cache::read(path, "key-1");
+  };
+  REQUIRE(with_header([](nlohmann::json&) {}).status == cache::Status::Reused);  // the helper rewrites it faithfully
+  const std::vector<std::function<void(nlohmann::json&)>> edits = {
+      [](nlohmann::json& h) { h["splits"][0]["zero_is_padding"] = 1; },
+      [](nlohmann::json& h) { h["splits"][0]["name"] = 5; },
+      [](nlohmann::json& h) { h["splits"][0]["examples"] = 1e300; },
+      [](nlohmann::json& h) {
+        h["splits"][0]["origins"] = {{"sources", {"a"}}, {"units", {"line"}}, {"source", {0, 0}}, {"item", {1e300, 1}}};
+      }};
+  for (const auto& edit : edits) {
+    const cache::ReadResult bad = with_header(edit);
+    CHECK(bad.status == cache::Status::Corrupt);
+    CHECK_THAT(bad.reason, Contains("expected JSON") || Contains("not a non-negative integer"));
+  }
 
   // load_or_build rebuilds a damaged file and reuses a good one.
   int builds = 0;

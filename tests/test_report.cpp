@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/check.h"
 #include "core/files.h"
 #include "results/collection.h"
 #include "results/compare.h"
@@ -569,6 +570,84 @@ TEST_CASE("report: a malformed record is named and skipped", "[report]") {
   CHECK(r.out.find("## Skipped files") != std::string::npos);
   CHECK(r.out.find("| softmax | ours | 50.00 |") != std::string::npos);
   CHECK(std::filesystem::exists(d / "out/report.html"));
+}
+
+TEST_CASE("report: a record whose fields have the wrong type is named and skipped, and the rest still reports",
+          "[report]") {
+  // Each once escaped `lra report`, `compare` or `reproduce` as a JSON library exception or was undefined
+  // behaviour (a float cast to int out of range, a division by a zero head count): fuzz/regressions/run_records.
+  TempDir d("report-types");
+  write_run(d.path, RunSpec("listops", "softmax"));
+  auto bad = [&](const std::string& name, const std::string& pointer, const nlohmann::json& value,
+                 const std::string& status = "ok") {
+    nlohmann::json r = run_record(RunSpec("listops", "linear").ended(status));
+    r[nlohmann::json::json_pointer(pointer)] = value;
+    write_record(d / name, r);
+  };
+  bad("a_speed.json", "/speed/steps_per_sec", "fast");
+  bad("b_checkpoint.json", "/checkpoint", 5, "interrupted");
+  bad("c_started.json", "/started_at", 7, "failed");
+  bad("d_curve.json", "/curve/0", 3);
+  bad("e_threads.json", "/env/threads", 1e300);
+  nlohmann::json bench = bench_record({{"softmax", 1024, 10.0, 100.0}}, 8, "2026-01-01T00:00:00Z");
+  bench["rows"][0]["heads"] = 0;
+  write_record(d / "f_bench_heads.json", bench);
+  bench["rows"][0]["heads"] = 4;
+  bench["rows"][0]["len"] = 1e300;
+  write_record(d / "g_bench_len.json", bench);
+  write_record(d / "h_kind.json", {{"kind", 3}});
+  nlohmann::json diverged = run_record(RunSpec("listops", "linear"));
+  diverged["curve"][1]["loss"] = nullptr;  // a NaN as JSON writes it: still a record, its point not plotted
+  write_record(d / "i_null_loss.json", diverged);
+  nlohmann::json slow = run_record(RunSpec("listops", "performer"));
+  slow["wall_seconds"] = 1e300;  // the fuzzer's: rounded to whole seconds, it overflowed a long
+  write_record(d / "j_wall.json", slow);
+  const RecordSet set = load_records({d.path});
+  CHECK(set.runs.size() == 3);
+  CHECK(set.benches.empty());
+  const std::vector<std::string> why = {"a_speed.json: ok run record whose 'speed.steps_per_sec' is not a number",
+                                        "b_checkpoint.json: run record whose 'checkpoint' is not a string",
+                                        "c_started.json: run record whose 'started_at' is not a string",
+                                        "d_curve.json: run record whose 'curve' holds a point that is not an object",
+                                        "e_threads.json: run record whose 'env.threads' is not an integer",
+                                        "f_bench_heads.json: bench row whose 'heads' is not positive",
+                                        "g_bench_len.json: bench row without an integer 'len'",
+                                        "h_kind.json: its 'kind' is not a string"};
+  REQUIRE(set.skipped.size() == why.size());
+  for (size_t i = 0; i < why.size(); ++i) CHECK_THAT(set.skipped[i], Catch::Contains(why[i]));
+  const Report report = build_report(set, load_published(kPublished), ReportScope{});
+  REQUIRE(report.accuracy.size() == 1);
+  REQUIRE(report.accuracy[0].rows.size() == 3);
+  CHECK(report.accuracy[0].rows[0].cells[0].mean == Approx(50.0));
+  CHECK(!report_html(report).empty());
+  const TableText compared = compare_table(columns_per_run(set));
+  CHECK(compared.header.size() == 4);
+  CHECK_THAT(table_markdown(compared), Catch::Contains("1e+300s"));
+}
+
+TEST_CASE("report: a malformed published table names the file and what is wrong", "[report]") {
+  // The fuzzer's table without values (fuzz/regressions/published) escaped as a JSON library exception, as
+  // the other shapes here did; a length of 1e300 was a float-to-int cast out of range.
+  TempDir d("published-bad");
+  auto table_error = [&](const std::string& text) {
+    std::filesystem::remove_all(d.path);
+    std::filesystem::create_directories(d.path);
+    write_file_atomic(d / "t.json", text);
+    try {
+      load_published(d.path);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK_THAT(table_error("[1, 2]"), Catch::Contains("t.json' is malformed: it is not a JSON object"));
+  CHECK_THAT(table_error(R"({"kind": "published_accuracy"})"), Catch::Contains("it has no 'values' array"));
+  CHECK_THAT(table_error(R"({"kind": "published_accuracy", "notes": [1], "values": []})"),
+             Catch::Contains("'notes' is not an array of strings"));
+  CHECK_THAT(table_error(R"({"kind": 1, "values": []})"), Catch::Contains("'kind' is not a string"));
+  CHECK_THAT(table_error(R"({"kind": "published_efficiency", "values": [{"paper": "p", "table": "t", "row": "r",
+      "column": "c", "attn": "softmax", "metric": "memory_gb", "length": 1e300, "value": 1, "verified": true}]})"),
+             Catch::Contains("values[0] is malformed: length must be a positive integer"));
 }
 
 TEST_CASE("report: lra report and lra compare on the command line", "[report]") {

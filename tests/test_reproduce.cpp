@@ -13,6 +13,7 @@
 #include "tasks/task.h"
 #include "results/collection.h"
 #include "runner/reproduce.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "cli_util.h"
 #include "record_fixtures.h"
@@ -315,4 +316,24 @@ TEST_CASE("reproduce: a cell killed before it wrote a record resumes from its ch
   REQUIRE(r.rc == 0);
   const auto whole = nlohmann::json::parse(read_file(r.out.substr(0, r.out.find('\n'))));
   lra::test::check_same_numbers(whole, rec);
+}
+
+TEST_CASE("reproduce: a checkpoint whose metadata lacks what the plan reads is skipped, not planned", "[reproduce]") {
+  // The orphan's config and started_at are read by plan_accuracy_grid: a missing config was a JSON exception
+  // (fuzz/regressions/checkpoint).
+  TempDir d("orphans");
+  save_checkpoint(d / "a.ckpt", {{"run_id", "x"}}, nullptr, nullptr, nullptr, 0);
+  save_checkpoint(d / "b.ckpt", {{"run_id", "y"}, {"config", nlohmann::json::object()}, {"started_at", 5}}, nullptr,
+                  nullptr, nullptr, 0);
+  const OrphanScan scan = find_orphan_checkpoints(d.path, RecordSet{});
+  CHECK(scan.orphans.empty());
+  REQUIRE(scan.skipped.size() == 2);
+  CHECK_THAT(scan.skipped[0], Catch::Contains("a.ckpt") && Catch::Contains("not written by lra run"));
+  CHECK_THAT(scan.skipped[1], Catch::Contains("b.ckpt"));
+  GridRequest req;
+  req.tasks = {"listops"};
+  req.attns = {"softmax"};
+  GridActivity activity;
+  activity.orphans = scan.orphans;
+  CHECK(plan_accuracy_grid(req, RecordSet{}, activity).size() == 1);
 }

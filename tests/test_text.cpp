@@ -331,6 +331,25 @@ TEST_CASE("text: gzip and tar helpers", "[text]") {
   REQUIRE(got.size() == 1);
   CHECK(got["x/b.bin"] == big);
   CHECK(path_components("./aclImdb//train/./x.txt") == std::vector<std::string>{"aclImdb", "train", "x.txt"});
+
+  // A member whose header claims a terabyte (base-256 size field) in a file of two blocks: the claim is not
+  // allocated, and reading ends with the archive named as truncated (fuzz/regressions/imdb).
+  std::string header(512, '\0');
+  header.replace(0, 25, "aclImdb/train/pos/0_9.txt");
+  header.replace(100, 8, std::string("0000644") + '\0');
+  header[124] = static_cast<char>(0x80);
+  header[124 + 6] = 1;  // 2^40 in the last 6 of 12 big-endian bytes
+  header.replace(148, 8, std::string(8, ' '));
+  header[156] = '0';
+  header.replace(257, 8, std::string("ustar") + '\0' + "00");
+  unsigned sum = 0;
+  for (unsigned char c : header) sum += c;
+  header.replace(148, 8, fmt::format("{:06o}", sum) + '\0' + ' ');
+  write_file_atomic(dir / "claim.tar", header + std::string(512, 'x'));
+  CHECK_THROWS_WITH(for_each_archive_file(
+                        dir / "claim.tar", [](const std::string&) { return true; },
+                        [](const std::string&, std::string&) {}),
+                    Contains("claim.tar") && Contains("truncated"));
 }
 
 TEST_CASE("text: the stand-in is deterministic and labelled by the whole document", "[text]") {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <filesystem>
 
 #include "attn/attention.h"
@@ -20,11 +21,87 @@ double RunEntry::test_accuracy_pct() const { return 100.0 * record.at("metrics")
 
 namespace {
 
+// The JSON types the report, compare and reproduce read a record's fields as. A field of another type
+// makes the file "not a readable record": named and skipped, like a truncated one, rather than failing
+// the whole report.
+enum class Need { String, Number, NumberOrNull, Integer, Int, Bool, Object, Array };
+
+bool has(const nlohmann::json& v, Need need) {
+  switch (need) {
+    case Need::String: return v.is_string();
+    case Need::Number: return v.is_number();
+    case Need::NumberOrNull: return v.is_number() || v.is_null();  // null: how JSON writes a NaN
+    case Need::Integer: return v.is_number_integer();
+    // An integer that fits an int: what lengths, sizes, threads and steps are read as.
+    case Need::Int:
+      return v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(INT32_MAX)
+                                    : v.is_number_integer() && v.get<int64_t>() >= INT32_MIN &&
+                                          v.get<int64_t>() <= INT32_MAX;
+    case Need::Bool: return v.is_boolean();
+    case Need::Object: return v.is_object();
+    case Need::Array: return v.is_array();
+  }
+  return false;
+}
+
+const char* need_name(Need need) {
+  switch (need) {
+    case Need::String: return "a string";
+    case Need::Number: return "a number";
+    case Need::NumberOrNull: return "a number or null";
+    case Need::Integer: return "an integer";
+    case Need::Int: return "an integer of at most 2^31 - 1";
+    case Need::Bool: return "true or false";
+    case Need::Object: return "an object";
+    case Need::Array: return "an array";
+  }
+  return "?";
+}
+
+struct Field {
+  const char* pointer;  // a JSON pointer, "/env/threads"
+  Need need;
+};
+
+// "" when each of `fields` that `j` has is of its type; else what is wrong with the first that is not.
+std::string check_fields(const nlohmann::json& j, std::initializer_list<Field> fields, const std::string& where = "") {
+  for (const Field& f : fields) {
+    const nlohmann::json::json_pointer ptr(f.pointer);
+    if (!j.contains(ptr) || has(j.at(ptr), f.need)) continue;
+    std::string name = std::string(f.pointer).substr(1);
+    std::replace(name.begin(), name.end(), '/', '.');
+    return fmt::format("{}'{}' is not {}", where, name, need_name(f.need));
+  }
+  return {};
+}
+
 // Reads one run record's identity, or says why it cannot be used.
 std::string read_run(const std::string& path, const nlohmann::json& j, RunEntry& e) {
   for (const char* key : {"task", "attn", "preset", "status"})
     if (!j.contains(key) || !j[key].is_string()) return fmt::format("run record without a string '{}'", key);
   if (!j.contains("seed") || !j["seed"].is_number_unsigned()) return "run record without a non-negative 'seed'";
+  if (std::string why = check_fields(j, {{"/run_id", Need::String},         {"/started_at", Need::String},
+                                         {"/ended_at", Need::String},       {"/error", Need::String},
+                                         {"/checkpoint", Need::String},     {"/wall_seconds", Need::Number},
+                                         {"/config", Need::Object},         {"/dataset", Need::Object},
+                                         {"/dataset/name", Need::String},   {"/dataset/source", Need::String},
+                                         {"/env", Need::Object},            {"/env/cpu", Need::String},
+                                         {"/env/threads", Need::Int},       {"/env/git_sha", Need::String},
+                                         {"/env/lra_version", Need::String}, {"/env/device", Need::Object},
+                                         {"/env/device/gpu", Need::String}, {"/metrics", Need::Object},
+                                         {"/metrics/steps_done", Need::Int}, {"/curve", Need::Array}},
+                                     "run record whose ");
+      !why.empty())
+    return why;
+  if (j.contains("curve"))
+    for (const auto& point : j["curve"]) {
+      if (!point.is_object()) return "run record whose 'curve' holds a point that is not an object";
+      if (std::string why = check_fields(point, {{"/step", Need::Number}, {"/loss", Need::NumberOrNull},
+                                                 {"/val_accuracy", Need::NumberOrNull}},
+                                         "run record whose curve point's ");
+          !why.empty())
+        return why;
+    }
   e.path = path;
   e.task = j["task"].get<std::string>();
   e.attn = j["attn"].get<std::string>();
@@ -35,7 +112,18 @@ std::string read_run(const std::string& path, const nlohmann::json& j, RunEntry&
   if (e.ok()) {
     const auto missing = missing_record_keys(j);
     if (!missing.empty()) return fmt::format("ok run record without {}", fmt::join(missing, ", "));
-    if (!j["metrics"]["test_accuracy"].is_number()) return "ok run record whose metrics.test_accuracy is not a number";
+    if (std::string why = check_fields(j, {{"/metrics/test_accuracy", Need::Number},
+                                           {"/metrics/val_accuracy", Need::Number},
+                                           {"/metrics/best_val_accuracy", Need::Number},
+                                           {"/metrics/test_loss", Need::Number},
+                                           {"/speed/steps_per_sec", Need::Number},
+                                           {"/speed/ms_per_step_median", Need::Number},
+                                           {"/speed/examples_per_sec", Need::Number},
+                                           {"/memory/peak_arena_bytes", Need::Number},
+                                           {"/memory/peak_rss_bytes", Need::Number}},
+                                       "ok run record whose ");
+        !why.empty())
+      return why;
   }
   e.record = j;
   return {};
@@ -44,12 +132,27 @@ std::string read_run(const std::string& path, const nlohmann::json& j, RunEntry&
 std::string read_bench(const nlohmann::json& j) {
   if (!j.contains("rows") || !j["rows"].is_array()) return "bench record without rows";
   if (!j.contains("env") || !j["env"].is_object()) return "bench record without env";
+  if (std::string why = check_fields(j, {{"/created", Need::String},    {"/config", Need::Object},
+                                         {"/config/preset", Need::String}, {"/env/cpu", Need::String},
+                                         {"/env/device", Need::Object}, {"/env/device/gpu", Need::String}},
+                                     "bench record whose ");
+      !why.empty())
+    return why;
   for (const auto& r : j["rows"]) {
+    if (!r.is_object()) return "bench row that is not an object";
     for (const char* key : {"attn", "mode", "device"})
       if (!r.contains(key) || !r[key].is_string()) return fmt::format("bench row without a string '{}'", key);
-    for (const char* key : {"len", "batch", "heads", "dim", "threads", "ms_median", "peak_arena_bytes"})
+    for (const char* key : {"len", "batch", "heads", "dim", "threads"})
+      if (!r.contains(key) || !has(r[key], Need::Int)) return fmt::format("bench row without an integer '{}'", key);
+    for (const char* key : {"ms_median", "peak_arena_bytes"})
       if (!r.contains(key) || !r[key].is_number()) return fmt::format("bench row without a number '{}'", key);
     if (!r.contains("causal") || !r["causal"].is_boolean()) return "bench row without a boolean 'causal'";
+    if (r["heads"].get<int>() <= 0) return "bench row whose 'heads' is not positive";
+    if (std::string why = check_fields(r, {{"/steps", Need::Int}, {"/warmup", Need::Int}, {"/seed", Need::Integer},
+                                           {"/attn_params", Need::Object}, {"/attn_params/store_probs", Need::Bool}},
+                                       "bench row whose ");
+        !why.empty())
+      return why;
   }
   return {};
 }
@@ -64,6 +167,10 @@ void load_file(const std::string& path, RecordSet& set) {
   }
   if (!j.is_object()) {
     set.skipped.push_back(fmt::format("{}: not a JSON object", path));
+    return;
+  }
+  if (j.contains("kind") && !j["kind"].is_string()) {
+    set.skipped.push_back(fmt::format("{}: its 'kind' is not a string", path));
     return;
   }
   const std::string kind = j.value("kind", std::string());

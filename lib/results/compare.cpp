@@ -53,6 +53,8 @@ std::string distinct(const std::vector<const RunEntry*>& runs, const std::functi
 }
 
 std::string duration(double s) {
+  // A record's wall time is whatever its file says: only a value that fits a long is rounded to one.
+  if (!(std::fabs(s) < 1e15)) return fmt::format("{:g}s", s);
   const long t = static_cast<long>(s + 0.5);
   if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t % 3600) / 60);
   if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
@@ -165,7 +167,9 @@ TableText compare_table(const std::vector<CompareColumn>& columns) {
   metric("test loss", 4, [](const RunEntry& e) { return e.record["metrics"]["test_loss"].get<double>(); });
   metric("final training loss", 4, [](const RunEntry& e) {
     const auto& curve = e.record["curve"];
-    return curve.empty() ? NAN : curve.back().value("loss", NAN);
+    if (curve.empty()) return std::nan("");
+    const auto& last = curve.back();  // a loss of null is a NaN as JSON writes it
+    return last.contains("loss") && last["loss"].is_number() ? last["loss"].get<double>() : std::nan("");
   });
   metric("steps/s", 2, [](const RunEntry& e) { return e.record["speed"]["steps_per_sec"].get<double>(); });
   metric("ms/step (median)", 1,

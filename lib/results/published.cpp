@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -37,7 +38,10 @@ PublishedValue parse_value(const nlohmann::json& j, const std::string& kind) {
     v.metric = j.at("metric").get<std::string>();
     LRA_CHECK(v.metric == "steps_per_sec" || v.metric == "memory_gb",
               "metric must be steps_per_sec or memory_gb, got '{}'", v.metric);
-    v.length = j.at("length").get<int>();
+    const nlohmann::json& length = j.at("length");
+    LRA_CHECK(length.is_number_integer() && length.get<int64_t>() > 0 && length.get<int64_t>() <= INT32_MAX,
+              "length must be a positive integer, got {}", length.dump());
+    v.length = length.get<int>();
   }
   if (!j.at("value").is_null()) v.value = j["value"].get<double>();
   if (j.contains("relative")) v.relative = j["relative"].get<double>();
@@ -84,14 +88,26 @@ Published load_published(const std::string& dir) {
     }
     PublishedFile f;
     f.path = path;
+    const auto malformed = [&](const std::string& what) {
+      LRA_FAIL("published table '{}' is malformed: {}; a table is an object of kind, title, source, notes (strings) "
+               "and values (an array); restore it from the repository",
+               path, what);
+    };
+    if (!j.is_object()) malformed("it is not a JSON object");
+    for (const char* key : {"kind", "title", "source"})
+      if (j.contains(key) && !j[key].is_string()) malformed(fmt::format("'{}' is not a string", key));
     f.kind = j.value("kind", std::string());
     LRA_CHECK(f.kind == "published_accuracy" || f.kind == "published_efficiency",
               "'{}' has kind '{}'; a published table's kind is published_accuracy or published_efficiency", path,
               f.kind);
     f.title = j.value("title", std::string());
     f.source = j.value("source", std::string());
-    for (const auto& n : j.value("notes", nlohmann::json::array())) f.notes.push_back(n.get<std::string>());
-    const nlohmann::json& values = j.at("values");
+    const nlohmann::json notes = j.value("notes", nlohmann::json::array());
+    if (!notes.is_array() || !std::all_of(notes.begin(), notes.end(), [](const auto& n) { return n.is_string(); }))
+      malformed("'notes' is not an array of strings");
+    for (const auto& n : notes) f.notes.push_back(n.get<std::string>());
+    if (!j.contains("values") || !j["values"].is_array()) malformed("it has no 'values' array");
+    const nlohmann::json& values = j["values"];
     for (size_t i = 0; i < values.size(); ++i) {
       try {
         PublishedValue v = parse_value(values[i], f.kind);

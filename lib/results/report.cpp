@@ -57,6 +57,13 @@ double std_of(const std::vector<double>& v) {
   return std::sqrt(s / static_cast<double>(v.size() - 1));
 }
 
+// A curve point's value: `missing` where the point lacks it, NaN where it holds null (how JSON writes a
+// non-finite number; the plots leave such points out).
+double point_value(const nlohmann::json& p, const char* key, double missing) {
+  if (!p.contains(key)) return missing;
+  return p[key].is_null() ? NAN : p[key].get<double>();
+}
+
 std::string describe_failure(const RunEntry& e) {
   const nlohmann::json& r = e.record;
   if (e.status == "interrupted") {
@@ -229,9 +236,9 @@ AccuracyTable build_accuracy_table(const std::string& preset, const std::vector<
     rc.status = e->status;
     rc.seed = e->seed;
     for (const auto& p : curve) {
-      rc.step.push_back(p.value("step", 0.0));
-      rc.loss.push_back(p.value("loss", 0.0));
-      rc.val_accuracy.push_back(100.0 * p.value("val_accuracy", 0.0));
+      rc.step.push_back(point_value(p, "step", 0.0));
+      rc.loss.push_back(point_value(p, "loss", 0.0));
+      rc.val_accuracy.push_back(100.0 * point_value(p, "val_accuracy", 0.0));
     }
     t.curves.push_back(std::move(rc));
   }

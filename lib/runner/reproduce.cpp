@@ -105,7 +105,17 @@ OrphanScan find_orphan_checkpoints(const std::string& dir, const RecordSet& reco
   for (const std::string& path : paths) {
     try {
       nlohmann::json meta = load_checkpoint_meta(path);
-      if (recorded.count(meta.at("run_id").get<std::string>()) == 0) scan.orphans.push_back({path, std::move(meta)});
+      // The plan reads an orphan's run_id, config and started_at: a checkpoint without them is skipped.
+      const bool usable = meta.is_object() && meta.contains("run_id") && meta["run_id"].is_string() &&
+                          meta.contains("config") && meta["config"].is_object() &&
+                          (!meta.contains("started_at") || meta["started_at"].is_string());
+      if (!usable) {
+        scan.skipped.push_back(fmt::format("{}: its metadata has no string run_id, config object or string "
+                                           "started_at; it was not written by lra run",
+                                           path));
+        continue;
+      }
+      if (recorded.count(meta["run_id"].get<std::string>()) == 0) scan.orphans.push_back({path, std::move(meta)});
     } catch (const std::exception& e) {
       scan.skipped.push_back(fmt::format("{}: {}", path, e.what()));
     }

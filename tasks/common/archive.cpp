@@ -26,6 +26,8 @@ struct ArchiveCloser {
   void operator()(struct archive* a) const { archive_read_free(a); }
 };
 
+constexpr int64_t kMaxReserve = int64_t{64} << 20;
+
 std::string archive_message(struct archive* a) {
   const char* s = archive_error_string(a);
   return s != nullptr ? s : "unknown libarchive error";
@@ -101,7 +103,9 @@ void for_each_archive_file(const std::string& path, const std::function<bool(con
     if (!want(name)) return;
     const int64_t size = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : -1;
     contents.clear();
-    if (size > 0) contents.reserve(static_cast<size_t>(size));
+    // The header's size is a claim of the file, not a fact: reserve no more than a released member needs
+    // (a CIFAR-10 batch is 30 MB) and let a larger one grow as its data arrives.
+    if (size > 0) contents.reserve(static_cast<size_t>(std::min<int64_t>(size, kMaxReserve)));
     char buf[1 << 16];
     for (;;) {
       const la_ssize_t got = archive_read_data(a, buf, sizeof buf);

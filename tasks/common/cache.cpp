@@ -224,17 +224,19 @@ ReadResult read(const std::string& path, const std::string& key) {
   }
   // The sizes the header declares must add up to the file's size before anything is allocated.
   uintmax_t expected = kFixedBytes + header_bytes + 8;
-  try {
-    for (const auto& s : header["splits"]) {
-      const uintmax_t n = s.at("examples").get<uint64_t>(), t = s.at("tokens").get<uint64_t>();
-      const uintmax_t docs = s.at("docs").get<uint64_t>();
-      const int w = s.at("token_bytes").get<int>();
-      if ((w != 1 && w != 2) || n > file_bytes || t > file_bytes || docs < 1 || docs > 2)
-        return corrupt("its header declares bad sizes");
-      expected += n * docs * 4 + n * 4 + t * static_cast<uintmax_t>(w);
-    }
-  } catch (const nlohmann::json::exception&) {
-    return corrupt("its header is not the expected JSON");
+  for (const auto& s : header["splits"]) {
+    // Read as integers only when they are integers: converting a float out of range is undefined.
+    for (const char* field : {"examples", "tokens", "docs", "token_bytes"})
+      if (!s.is_object() || !s.contains(field) || !s[field].is_number_unsigned())
+        return corrupt(fmt::format("its header's '{}' of a split is not a non-negative integer", field));
+    if ((s.contains("name") && !s["name"].is_string()) ||
+        (s.contains("zero_is_padding") && !s["zero_is_padding"].is_boolean()))
+      return corrupt("its header is not the expected JSON");
+    const uintmax_t n = s["examples"].get<uint64_t>(), t = s["tokens"].get<uint64_t>();
+    const uintmax_t docs = s["docs"].get<uint64_t>(), w = s["token_bytes"].get<uint64_t>();
+    if ((w != 1 && w != 2) || n > file_bytes || t > file_bytes || docs < 1 || docs > 2)
+      return corrupt("its header declares bad sizes");
+    expected += n * docs * 4 + n * 4 + t * w;
   }
   if (expected != file_bytes)
     return corrupt(fmt::format("it holds {} bytes but its header accounts for {} (truncated or padded)",
@@ -251,6 +253,10 @@ ReadResult read(const std::string& path, const std::string& key) {
     if (sh.contains("origins")) {
       try {
         const nlohmann::json& o = sh["origins"];
+        for (const char* field : {"source", "item"})
+          if (!o.at(field).is_array() ||
+              !std::all_of(o[field].begin(), o[field].end(), [](const auto& v) { return v.is_number_integer(); }))
+            return corrupt(fmt::format("the origins of split '{}' are not the expected JSON", sh["name"].dump()));
         o.at("sources").get_to(s.origins.sources);
         o.at("units").get_to(s.origins.units);
         o.at("source").get_to(s.origins.source);

@@ -77,10 +77,13 @@ std::vector<uint8_t> parse_idx(const std::string& bytes, const std::string& path
   LRA_CHECK(bytes.size() >= 4 + 4 * rank, "the IDX file '{}' ends inside its header; download it again", path);
   dims.assign(rank, 0);
   uint64_t total = 1;
+  bool overflow = false;  // three u32 dimensions can multiply past 2^64 and wrap to the data's size
   for (size_t d = 0; d < rank; ++d) {
     dims[d] = big_endian_u32(bytes, 4 + 4 * d);
-    total *= dims[d];
+    overflow = __builtin_mul_overflow(total, uint64_t{dims[d]}, &total) || overflow;
   }
+  LRA_CHECK(!overflow, "the IDX file '{}' has a header whose dimensions multiply past 2^64 elements; the file is "
+            "damaged: download it again", path);
   const size_t header = 4 + 4 * rank;
   LRA_CHECK(bytes.size() - header == total,
             "the IDX file '{}' holds {} data bytes but its header ({}) needs {}: the file is {}; download it again",

@@ -49,8 +49,10 @@ std::string parse_line(std::string_view line, int max_length, Split& out) {
   const double label = std::strtod(label_text.c_str(), &end);
   if (label_text.empty() || end != label_text.c_str() + label_text.size() || !std::isfinite(label))
     return fmt::format("the label '{}' is not a number", label_text);
+  // Casting truncates, so exactly the labels in (-1, 2) become 0 or 1; others are checked before the cast,
+  // which is undefined for a value outside int's range.
+  if (!(label > -1.0 && label < 2.0)) return fmt::format("the label '{}' is not 0 or 1", label_text);
   const int cls = static_cast<int>(label);
-  if (cls != 0 && cls != 1) return fmt::format("the label '{}' is not 0 or 1", label_text);
   std::vector<uint16_t> first, second;
   encode(fields[3], max_length, first);
   encode(fields[4], max_length, second);
