@@ -42,8 +42,8 @@ uint64_t file_bytes(const std::string& path) {
   return static_cast<uint64_t>(n);
 }
 
-// Reads a checkpoint's header and metadata from `in`, feeding every byte to `sum`.
-nlohmann::json read_meta(std::ifstream& in, const std::string& path, Fnv1a64& sum) {
+// Reads a checkpoint's header and metadata from `in` (a file of `file_size` bytes), feeding every byte to `sum`.
+nlohmann::json read_meta(std::ifstream& in, const std::string& path, uint64_t file_size, Fnv1a64& sum) {
   auto get = [&](void* data, size_t bytes) {
     in.read(static_cast<char*>(data), static_cast<std::streamsize>(bytes));
     LRA_CHECK(static_cast<size_t>(in.gcount()) == bytes, "checkpoint '{}' is truncated (in its metadata)", path);
@@ -54,9 +54,8 @@ nlohmann::json read_meta(std::ifstream& in, const std::string& path, Fnv1a64& su
   LRA_CHECK(std::memcmp(magic, kMagic, sizeof magic) == 0, "'{}' is not an lra checkpoint", path);
   uint64_t len = 0;
   get(&len, sizeof len);
-  const uint64_t bytes = file_bytes(path);
-  LRA_CHECK(len <= bytes - sizeof kMagic - sizeof len, "checkpoint '{}' is corrupt: its metadata length {} exceeds the file's {} bytes",
-            path, len, bytes);
+  LRA_CHECK(len <= file_size - sizeof kMagic - sizeof len,
+            "checkpoint '{}' is corrupt: its metadata length {} exceeds the file's {} bytes", path, len, file_size);
   std::string text(len, '\0');
   get(text.data(), len);
   nlohmann::json meta = nlohmann::json::parse(text, nullptr, false);
@@ -75,7 +74,7 @@ std::ifstream open_checkpoint(const std::string& path) {
 nlohmann::json load_checkpoint_meta(const std::string& path) {
   std::ifstream in = open_checkpoint(path);
   Fnv1a64 sum;
-  return read_meta(in, path, sum);
+  return read_meta(in, path, file_bytes(path), sum);
 }
 
 std::string checkpoint_folder(const std::string& path) {
@@ -87,7 +86,8 @@ Checkpoint load_checkpoint(const std::string& path) {
   std::ifstream in = open_checkpoint(path);
   Fnv1a64 sum;
   Checkpoint c;
-  c.meta = read_meta(in, path, sum);
+  const uint64_t file_size = file_bytes(path);
+  c.meta = read_meta(in, path, file_size, sum);
   auto get = [&](void* data, size_t bytes) {
     in.read(static_cast<char*>(data), static_cast<std::streamsize>(bytes));
     LRA_CHECK(static_cast<size_t>(in.gcount()) == bytes, "checkpoint '{}' is truncated (in its tensors)", path);
@@ -95,7 +95,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   };
   uint64_t n = 0;
   get(&n, sizeof n);
-  const uint64_t left = file_bytes(path) - static_cast<uint64_t>(in.tellg());
+  const uint64_t left = file_size - static_cast<uint64_t>(in.tellg());
   LRA_CHECK(n <= left / (3 * sizeof(float)),
             "checkpoint '{}' is corrupt: it declares {} parameters but {} bytes remain for their values and moments",
             path, n, left);
