@@ -3,17 +3,19 @@
 # includes a header of a layer outside their closure. An include may only point down:
 #
 #   core <- ops <- attn <- backend <- {cuda, model}
+#   core <- dist                          (dist: the MPI world of a run over several processes)
 #   core <- data <- tasks                 (data: the batch types tasks and the model share; tasks see no model)
 #   {tasks, attn} <- results              (records, tables, plots: it reads records, it never sees the trainer)
-#   {model, tasks, results} <- train <- bench <- runner <- apps (+ cuda, linked in as a device)
+#   {model, tasks, results} <- train <- bench <- runner <- apps (+ cuda, linked in as a device; + dist)
 #   runner <- fuzz                        (the fuzz targets: they call readers of every layer; nothing includes them)
-set(LRA_LAYERS core ops attn backend cuda data tasks model results train bench runner apps fuzz)
+set(LRA_LAYERS core ops attn backend cuda dist data tasks model results train bench runner apps fuzz)
 
 set(LRA_LAYER_DIR_core lib/core)
 set(LRA_LAYER_DIR_ops lib/ops)
 set(LRA_LAYER_DIR_attn lib/attn)
 set(LRA_LAYER_DIR_backend lib/backend)
 set(LRA_LAYER_DIR_cuda lib/cuda)
+set(LRA_LAYER_DIR_dist lib/dist)
 set(LRA_LAYER_DIR_data lib/data)
 set(LRA_LAYER_DIR_tasks tasks)
 set(LRA_LAYER_DIR_model lib/model)
@@ -29,6 +31,7 @@ set(LRA_LAYER_DEPS_ops core)
 set(LRA_LAYER_DEPS_attn ops)
 set(LRA_LAYER_DEPS_backend attn)
 set(LRA_LAYER_DEPS_cuda backend)
+set(LRA_LAYER_DEPS_dist core)
 set(LRA_LAYER_DEPS_data core)
 set(LRA_LAYER_DEPS_tasks data)
 set(LRA_LAYER_DEPS_model backend data)
@@ -36,7 +39,7 @@ set(LRA_LAYER_DEPS_results tasks attn)
 set(LRA_LAYER_DEPS_train model tasks results)
 set(LRA_LAYER_DEPS_bench train)
 set(LRA_LAYER_DEPS_runner bench)
-set(LRA_LAYER_DEPS_apps runner cuda)
+set(LRA_LAYER_DEPS_apps runner cuda dist)
 set(LRA_LAYER_DEPS_fuzz runner)
 
 # The layers `layer` may include: itself and everything its direct layers may include.

@@ -9,10 +9,11 @@ set -euo pipefail
 # OpenSSL's libcrypto download them and check their MD5 (`lra data fetch`); Debian's Fashion-MNIST is
 # the image task's built-in data. slurm-wlm and munge: the tests start a one-node Slurm cluster of their
 # own (from a temporary folder, on ports of their own; /etc/slurm is never read) to run `lra reproduce
-# --slurm` for real.
+# --slurm` for real. Open MPI (libopenmpi-dev, openmpi-bin) starts and wires the processes of a run over
+# several processes (mpirun), and the tests run `mpirun -np 2` for real.
 packages=(build-essential cmake libeigen3-dev nlohmann-json3-dev libcli11-dev libfmt-dev catch2
           libarchive-dev zlib1g-dev libpng-dev libcurl4-openssl-dev libssl-dev dataset-fashion-mnist
-          slurm-wlm munge)
+          slurm-wlm munge libopenmpi-dev openmpi-bin)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3 python3-torch libopenblas0-pthread python3-threadpoolctl)
 fi

@@ -364,3 +364,54 @@ TEST_CASE("a profiled step computes the same numbers and charges every phase", "
     CHECK(prof.ms[static_cast<size_t>(p)] > 0.0);
   }
 }
+
+// Data parallelism's contract (train/trainer.h): the shares of a batch, each weighted by its size and
+// keyed by its place in the whole (slice_batch), give the whole batch's loss and gradients, dropout and
+// attention dropout included, for single documents and for the dual encoder's pairs.
+TEST_CASE("a batch's weighted shares give the whole batch's loss and gradients", "[model][dist]") {
+  auto be = make_backend<double>(Device::Cpu);
+  struct Case {
+    ModelConfig cfg;
+    Batch whole;
+  };
+  const std::vector<Case> cases = {{tiny_config("softmax", Pool::Cls, true), tiny_batch(true)},
+                                   {tiny_config("cosformer", Pool::Mean, false), tiny_batch(true)},
+                                   {tiny_config("bigbird", Pool::Cls, false), tiny_batch(false)},
+                                   {tiny_dual_config("softmax", Pool::Cls, Interaction::Nli), tiny_pair_batch()}};
+  for (const Case& c : cases) {
+    INFO(c.cfg.attn << (c.cfg.dual ? " (dual)" : ""));
+    Model<double> m(c.cfg, *be, 3, 2);
+    m.init_params(21);
+    m.load_batch(c.whole);
+    const double whole_loss = m.forward(true, 77, 5);
+    m.zero_grads();
+    m.backward(77, 5);
+    const std::vector<double> whole_grads(m.grad_block(), m.grad_block() + m.num_params());
+    for (const std::vector<int>& cuts : {std::vector<int>{0, 1, 3}, std::vector<int>{0, 2, 3}}) {
+      INFO("shares cut at " << cuts[1]);
+      double loss = 0.0;
+      std::vector<double> grads(whole_grads.size(), 0.0);
+      for (size_t k = 0; k + 1 < cuts.size(); ++k) {
+        const Batch share = slice_batch(c.whole, cuts[k], cuts[k + 1]);
+        REQUIRE(share.B == cuts[k + 1] - cuts[k]);
+        CHECK(share.labels == std::vector<int32_t>(c.whole.labels.begin() + cuts[k], c.whole.labels.begin() + cuts[k + 1]));
+        const double w = static_cast<double>(share.B) / c.whole.B;
+        m.load_batch(share);
+        loss += w * m.forward(true, 77, 5);
+        m.zero_grads();
+        m.backward(77, 5, w);
+        for (size_t i = 0; i < grads.size(); ++i) grads[i] += m.grad_block()[i];
+      }
+      CHECK(loss == Approx(whole_loss).epsilon(1e-12));
+      CHECK(max_abs_diff(grads, whole_grads) <= 1e-10 * max_abs(whole_grads));
+    }
+    // The place matters: the last example alone, keyed as if it were a whole batch, draws other masks.
+    Batch misplaced = slice_batch(c.whole, 2, 3);
+    const Batch placed = misplaced;
+    misplaced.docs_shift[0] = misplaced.docs_shift[1] = misplaced.tokens_shift[0] = misplaced.tokens_shift[1] = 0;
+    m.load_batch(placed);
+    const double at_place = m.forward(true, 77, 5);
+    m.load_batch(misplaced);
+    CHECK(m.forward(true, 77, 5) != at_place);
+  }
+}

@@ -130,7 +130,7 @@ TEST_CASE("dropout regenerates its mask and matches finite differences", "[ops][
   std::vector<double> y(n), dx(n);
   const float p = 0.3f;
   auto loss = [&] {
-    dropout_forward(y.data(), x.data(), n, p, 42, 7);
+    dropout_forward(y.data(), x.data(), n, p, 42, 7, 0);
     return dot(y, R);
   };
   loss();
@@ -141,14 +141,27 @@ TEST_CASE("dropout regenerates its mask and matches finite differences", "[ops][
   }
   CHECK(dropped > 240);
   CHECK(dropped < 360);
-  dropout_backward(dx.data(), R.data(), n, p, 42, 7);
+  dropout_backward(dx.data(), R.data(), n, p, 42, 7, 0);
   CHECK(fd_rel_error(x, dx, loss) < kTol);
   SECTION("another stream draws another mask; p = 0 is the identity") {
     std::vector<double> y2(n);
-    dropout_forward(y2.data(), x.data(), n, p, 42, 8);
+    dropout_forward(y2.data(), x.data(), n, p, 42, 8, 0);
     CHECK(max_abs_diff(y, y2) > 0.1);
-    dropout_forward(y2.data(), x.data(), n, 0.0f, 42, 8);
+    dropout_forward(y2.data(), x.data(), n, 0.0f, 42, 8, 0);
     CHECK(max_abs_diff(y2, x) == 0.0);
+  }
+  SECTION("a part keyed by its first element draws the whole's mask (a process's share of a batch)") {
+    for (int cut : {1, 37, 512, 999}) {
+      std::vector<double> whole(n), parts(n), res(n, 1.0), whole_res(n), part_res(n);
+      dropout_forward(whole.data(), x.data(), n, p, 42, 7, 0);
+      dropout_forward(parts.data(), x.data(), cut, p, 42, 7, 0);
+      dropout_forward(parts.data() + cut, x.data() + cut, n - cut, p, 42, 7, static_cast<uint64_t>(cut));
+      CHECK(parts == whole);
+      residual_dropout_forward(whole_res.data(), res.data(), x.data(), n, p, 42, 7, 0);
+      residual_dropout_forward(part_res.data() + cut, res.data() + cut, x.data() + cut, n - cut, p, 42, 7,
+                               static_cast<uint64_t>(cut));
+      CHECK(std::equal(part_res.begin() + cut, part_res.end(), whole_res.begin() + cut));
+    }
   }
 }
 

@@ -17,6 +17,7 @@
 #include "cli_util.h"
 #include "core/files.h"
 #include "results/collection.h"
+#include "core/system.h"
 #include "runner/claims.h"
 #include "runner/reproduce.h"
 #include "test_util.h"

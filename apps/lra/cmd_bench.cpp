@@ -16,8 +16,10 @@
 #include "backend/backend.h"
 #include "bench/attn_bench.h"
 #include "core/check.h"
+#include "core/collective.h"
 #include "core/rng.h"
 #include "core/system.h"
+#include "dist/world.h"
 #include "model/model.h"
 #include "results/record.h"
 #include "train/config.h"
@@ -117,8 +119,72 @@ nlohmann::json time_torch(const BenchTrainOptions& o, int threads, const nlohman
 
 }  // namespace
 
+namespace {
+
+// What timing the training steps of one model gave.
+struct StepTiming {
+  std::vector<double> ms;       // per timed step
+  std::vector<double> comm_ms;  // of those, in the gradient all-reduce (waiting for the slowest rank included)
+  StepProfile prof;
+  double optimizer_ms = 0.0;
+  size_t arena = 0;
+  int64_t num_params = 0;
+};
+
+// Times o.warmup + o.steps training steps on `whole`. In a world of N > 1 ranks each takes its share of
+// the batch (slice_batch) and the gradients are summed with one all-reduce per step, as `lra run` does.
+StepTiming time_training(const BenchTrainOptions& o, const ModelConfig& mc, Backend<float>& be, const Batch& whole,
+                         int threads, Collective& w, bool breakdown) {
+  const int N = w.size();
+  const Batch b = N > 1 ? slice_batch(whole, static_cast<int>(share_begin(whole.B, N, w.rank())),
+                                      static_cast<int>(share_begin(whole.B, N, w.rank() + 1)))
+                        : whole;
+  LRA_CHECK(b.B > 0, "--batch {} over {} ranks leaves rank {} no example; use a batch of at least {}", whole.B, N,
+            w.rank(), N);
+  Model<float> model(mc, be, b.B, threads);
+  model.init_params(o.seed);
+  AdamW adam;
+  adam.beta2 = 0.98;
+  adam.eps = 1e-9;
+  adam.weight_decay = 0.1;
+  AdamWOptimizer<float> opt(be, model.num_params(), adam);
+  StepTiming t;
+  for (int s = 0; s < o.warmup + o.steps; ++s) {
+    const bool timed = s >= o.warmup;
+    model.set_profile(breakdown && timed ? &t.prof : nullptr);
+    be.timer_start();
+    model.load_batch(b);
+    model.forward(true, o.seed, s);
+    model.zero_grads();
+    model.backward(o.seed, s, N > 1 ? static_cast<double>(b.B) / whole.B : 1.0);
+    if (N > 1) {
+      be.synchronize();
+      Timer comm;
+      be.allreduce_sum(model.grad_block(), model.num_params(), w);
+      if (timed) t.comm_ms.push_back(comm.ms());
+    }
+    Timer opt_clock;
+    opt.step(model.param_block(), model.grad_block(), 1e-4, s + 1, 0.0);
+    if (breakdown && timed) {
+      be.synchronize();
+      t.optimizer_ms += opt_clock.ms();
+    }
+    const double ms = be.timer_stop();
+    if (timed) t.ms.push_back(ms);
+  }
+  model.set_profile(nullptr);
+  t.arena = model.memory().total() + opt.bytes();
+  t.num_params = model.num_params();
+  return t;
+}
+
+}  // namespace
+
 int run_bench_train(const BenchTrainOptions& o) {
-  set_threads(o.threads);
+  Collective& w = world();
+  const int N = w.size();
+  LRA_CHECK(!(o.torch && N > 1), "--torch compares one process with PyTorch; start it without mpirun");
+  set_threads(o.threads, w.local_size());
   const int threads = get_threads();
   ModelConfig mc;
   mc.vocab_size = 256;
@@ -140,13 +206,6 @@ int run_bench_train(const BenchTrainOptions& o) {
   }
   mc.attn_params = resolve_attention_params(find_attention(o.attn), hp);
   auto be = make_backend<float>(parse_device(o.device));
-  Model<float> model(mc, *be, o.batch, threads);
-  model.init_params(o.seed);
-  AdamW adam;
-  adam.beta2 = 0.98;
-  adam.eps = 1e-9;
-  adam.weight_decay = 0.1;
-  AdamWOptimizer<float> opt(*be, model.num_params(), adam);
 
   Rng rng(o.seed, streams::kBench);
   Batch batch;
@@ -158,29 +217,29 @@ int run_bench_train(const BenchTrainOptions& o) {
     batch.offsets.push_back(static_cast<int32_t>(batch.tokens.size()));
     batch.labels.push_back(static_cast<int32_t>(rng.below(10)));
   }
-  std::vector<double> ms;
-  StepProfile prof;
-  double optimizer_ms = 0.0;
-  for (int s = 0; s < o.warmup + o.steps; ++s) {
-    const bool timed = s >= o.warmup;
-    model.set_profile(o.breakdown && timed ? &prof : nullptr);
-    be->timer_start();
-    model.load_batch(batch);
-    model.forward(true, o.seed, s);
-    model.zero_grads();
-    model.backward(o.seed, s);
-    Timer opt_clock;
-    opt.step(model.param_block(), model.grad_block(), 1e-4, s + 1, 0.0);
-    if (o.breakdown && timed) {
-      be->synchronize();
-      optimizer_ms += opt_clock.ms();
-    }
-    const double t = be->timer_stop();
-    if (timed) ms.push_back(t);
+  const StepTiming timing = time_training(o, mc, *be, batch, threads, w, o.breakdown);
+  const std::vector<double>& ms = timing.ms;
+  const StepProfile& prof = timing.prof;
+  const double optimizer_ms = timing.optimizer_ms;
+  // Scaling against one process: rank 0 alone then times the whole batch with the same threads while the
+  // other ranks wait (sleeping, so they leave it their cores).
+  nlohmann::json ranks;
+  StepTiming alone;
+  if (N > 1) {
+    const nlohmann::json mine = {{"rank", w.rank()},
+                                 {"host", host_name()},
+                                 {"threads", threads},
+                                 {"examples_per_step", share_begin(o.batch, N, w.rank() + 1) -
+                                                           share_begin(o.batch, N, w.rank())},
+                                 {"ms_per_step_median", percentile(timing.ms, 0.5)},
+                                 {"comm_ms_per_step_median", percentile(timing.comm_ms, 0.5)}};
+    ranks = nlohmann::json::array();
+    for (const std::string& r : gather_strings(w, mine.dump())) ranks.push_back(nlohmann::json::parse(r));
+    if (w.rank() == 0) alone = time_training(o, mc, *be, batch, threads, solo(), false);
+    w.barrier();
+    if (w.rank() != 0) return 0;
   }
-  model.set_profile(nullptr);
-  const MemoryReport mem = model.memory();
-  const size_t arena = mem.total() + opt.bytes();
+  const size_t arena = timing.arena;
   const double med = percentile(ms, 0.5);
   double lo = ms.empty() ? 0 : ms[0], hi = lo;
   for (double v : ms) {
@@ -194,9 +253,21 @@ int run_bench_train(const BenchTrainOptions& o) {
                         {"dropout", o.dropout},    {"attn_dropout", o.attn_dropout},
                         {"ms_per_step_median", med}, {"ms_per_step_min", lo}, {"ms_per_step_max", hi},
                         {"ms_per_step", ms},       {"peak_arena_bytes", arena},
-                        {"peak_rss_bytes", peak_rss_bytes()}, {"num_params", model.num_params()},
+                        {"peak_rss_bytes", peak_rss_bytes()}, {"num_params", timing.num_params},
                         {"attn_params", mc.attn_params}, {"env", env_json(threads)}};
   if (const nlohmann::json dev = be->device_info(); !dev.empty()) out["env"]["device"] = dev;
+  if (N > 1) {
+    double comm = 0.0, total = 0.0;
+    for (double v : timing.comm_ms) comm += v;
+    for (double v : ms) total += v;
+    const double one = percentile(alone.ms, 0.5);
+    out["world"] = {{"size", N}, {"collective", w.name()}, {"ranks", ranks}};
+    out["comm_ms_per_step_median"] = percentile(timing.comm_ms, 0.5);
+    out["comm_share"] = total > 0 ? comm / total : 0.0;
+    out["one_process_ms_per_step_median"] = one;
+    out["speedup_vs_one_process"] = med > 0 ? one / med : 0.0;
+    out["scaling_efficiency"] = med > 0 ? one / med / N : 0.0;
+  }
   double mean_step = 0.0;
   for (double v : ms) mean_step += v / static_cast<double>(ms.size());
   if (o.breakdown) {
@@ -221,9 +292,15 @@ int run_bench_train(const BenchTrainOptions& o) {
     return 0;
   }
   std::printf("bench train: %s  L=%d B=%d D=%d H=%d N=%d MLP=%d  %d threads  (%lld parameters)\n", o.attn.c_str(),
-              o.len, o.batch, o.dim, o.heads, o.layers, o.mlp, threads, static_cast<long long>(model.num_params()));
+              o.len, o.batch, o.dim, o.heads, o.layers, o.mlp, threads, static_cast<long long>(timing.num_params));
   std::printf("  ms/step  median %.1f  min %.1f  max %.1f  (%d steps after %d warm-up)\n", med, lo, hi, o.steps,
               o.warmup);
+  if (N > 1)
+    std::printf("  %d ranks x %d threads (%s): all-reduce %.2f ms/step (%.1f%% of the step); one process x %d "
+                "threads %.1f ms/step: %.2fx, scaling efficiency %.1f%%\n",
+                N, threads, w.name().c_str(), out["comm_ms_per_step_median"].get<double>(),
+                100 * out["comm_share"].get<double>(), threads, out["one_process_ms_per_step_median"].get<double>(),
+                out["speedup_vs_one_process"].get<double>(), 100 * out["scaling_efficiency"].get<double>());
   std::printf("  memory   arena %.1f MiB  peak RSS %.1f MiB\n", arena / 1048576.0, peak_rss_bytes() / 1048576.0);
   if (o.breakdown) {
     const nlohmann::json& b = out["breakdown"];

@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "core/check.h"
 #include "core/system.h"
+#include "dist/world.h"
 #include "tasks/task.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -80,24 +81,37 @@ int run_run(const RunOptions& opt, const CLI::App& sub) {
     cfg.device = opt.device;
   }
   parse_device(cfg.device);
+  Collective& w = world();
   TrainOptions topt;
+  topt.world = &w;
   topt.out_dir = opt.out;
   topt.data_dir = opt.data_dir;
   topt.cache_dir = opt.cache_dir;
   topt.resume = opt.resume;
   topt.stop_after = opt.stop_after;
   topt.keep_checkpoint = opt.keep_checkpoint;
-  topt.progress = !opt.quiet;
+  topt.progress = !opt.quiet && w.rank() == 0;
   install_interrupt_handler();
   Trainer trainer(cfg, topt);
   int rc = 0;
   try {
     trainer.run();
+  } catch (const RankFailure& e) {  // every rank knows: rank 0 writes the record, each exits
+    trainer.fail(e.what());
+    if (w.rank() == 0) std::fprintf(stderr, "lra run failed: %s\n", e.what());
+    rc = 1;
   } catch (const std::exception& e) {
     trainer.fail(e.what());
-    std::fprintf(stderr, "lra run failed: %s\n", e.what());
+    std::fprintf(stderr, "lra run failed%s: %s\n",
+                 w.size() > 1 ? fmt::format(" on rank {} of {}", w.rank(), w.size()).c_str() : "", e.what());
     rc = 1;
+    if (w.size() > 1) {  // a failure the other ranks cannot know of: end them rather than leave them waiting
+      if (w.rank() == 0) std::printf("%s\n", trainer.write_record().c_str());
+      std::fflush(nullptr);
+      w.abort(1);
+    }
   }
+  if (w.rank() != 0) return rc;
   const std::string path = trainer.write_record();
   std::printf("%s\n", path.c_str());
   if (rc == 0 && interrupt_requested()) rc = interrupt_exit_code();

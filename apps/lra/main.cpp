@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "cmd_bench.h"
 #include "cmd_compare.h"
@@ -10,6 +11,7 @@
 #include "cmd_report.h"
 #include "cmd_reproduce.h"
 #include "cmd_run.h"
+#include "dist/world.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"lra: train and benchmark efficient attention on the Long-Range Arena"};
@@ -64,6 +66,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (debug) setenv("LRA_DEBUG", "1", 1);
   try {
+    std::string launcher;
+    const int ranks = lra::launched_ranks(&launcher);
+    if (ranks > 1 && !run->parsed() && !bench->got_subcommand("train")) {
+      std::fprintf(stderr,
+                   "lra: only `lra run` and `lra bench train` span several processes; this command was started as "
+                   "one of %d (%s): start it once, without mpirun or srun\n",
+                   ranks, launcher.c_str());
+      return 1;
+    }
     if (run->parsed()) return lra::run_run(run_opt, *run);
     if (list->parsed()) return lra::run_list(list_opt);
     if (bench->got_subcommand("train")) return lra::run_bench_train(bench_train_opt);

@@ -75,6 +75,7 @@ struct AttnStep {
   uint64_t seed = 0;
   uint64_t stream = 0;
   int64_t step = 0;
+  RowMap rows{};  // where the call's rows sit in the global batch (dropout_element)
 };
 
 // A call's attention dropout on the CPU: the rate p (0 outside training), the scale 1/(1-p) of kept

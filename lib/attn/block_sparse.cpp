@@ -225,7 +225,7 @@ class BlockSparseAttention final : public Attention<T> {
   void draw_bits(const SeqBatch& seq, const AttnStep& step, int64_t row, int h, const std::vector<Gathered>& gathered,
                  const Work& w) const {
     for (const auto& gs : gathered)
-      philox_fill(step.seed, step.stream, dropout_element(row, h, c_.heads, seq.L_pad) + gs.begin,
+      philox_fill(step.seed, step.stream, dropout_element(step.rows, row, h, c_.heads, seq.L_pad) + gs.begin,
                   gs.end - gs.begin, w.bits + gs.g0);
   }
 

@@ -179,7 +179,7 @@ class LinformerAttention final : public Attention<T> {
       S.row(i) *= T(1) / l;
       if (drop.p > 0.0f) {
         T* row = w.s + static_cast<int64_t>(i) * k_;
-        philox_fill(step.seed, step.stream, dropout_element(r0 + i, h, c_.heads, k_), k_, w.bits);
+        philox_fill(step.seed, step.stream, dropout_element(step.rows, r0 + i, h, c_.heads, k_), k_, w.bits);
         for (int r = 0; r < k_; ++r) row[r] *= dropout_factor(w.bits[r], drop.thr, drop.scale);
       }
     }
@@ -213,7 +213,7 @@ class LinformerAttention final : public Attention<T> {
       T* dprow = w.dp + static_cast<int64_t>(i) * k_;
       const T di = dO.row(i).dot(O.row(i));
       if (drop.p > 0.0f) {
-        philox_fill(step.seed, step.stream, dropout_element(r0 + i, h, c_.heads, k_), k_, w.bits);
+        philox_fill(step.seed, step.stream, dropout_element(step.rows, r0 + i, h, c_.heads, k_), k_, w.bits);
         for (int r = 0; r < k_; ++r) {
           const T z = dropout_factor(w.bits[r], drop.thr, drop.scale);
           dprow[r] = softmax_dlogit(prow[r], dprow[r], z, di);

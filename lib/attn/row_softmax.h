@@ -13,11 +13,12 @@
 namespace lra {
 
 // The element of a call's Philox stream (seed, stream) that decides the dropout of query row r (packed),
-// head h, column 0; column j adds j. Each (row, head) owns `width` consecutive elements: the padded
-// length for exact and block-sparse attention and the synthesizer, the projected length k for Linformer,
-// 2w (a block and its sorted partner) for Sinkhorn.
-LRA_HD uint64_t dropout_element(int64_t r, int h, int heads, int64_t width) {
-  return (static_cast<uint64_t>(r) * static_cast<uint64_t>(heads) + static_cast<uint64_t>(h)) *
+// head h, column 0; column j adds j. The row is counted in the global batch (rows maps the call's rows
+// there, RowMap), so a process's share of a batch draws the one-process masks. Each (row, head) owns
+// `width` consecutive elements: the padded length for exact and block-sparse attention and the
+// synthesizer, the projected length k for Linformer, 2w (a block and its sorted partner) for Sinkhorn.
+LRA_HD uint64_t dropout_element(const RowMap& rows, int64_t r, int h, int heads, int64_t width) {
+  return (static_cast<uint64_t>(rows(r)) * static_cast<uint64_t>(heads) + static_cast<uint64_t>(h)) *
          static_cast<uint64_t>(width);
 }
 

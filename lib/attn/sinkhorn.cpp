@@ -386,7 +386,7 @@ class SinkhornAttention final : public Attention<T> {
         for (int p = 0; p < parts_; ++p)  // the unseen scores are -inf (block_scores)
           lse[(r * c_.heads + h) * parts_ + p] = sinkhorn_softmax(row + part_begin(p), part_end(p) - part_begin(p));
         if (drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, dropout_element(r, h, c_.heads, 2 * blk_), w2, w.bits);
+          philox_fill(step.seed, step.stream, dropout_element(step.rows, r, h, c_.heads, 2 * blk_), w2, w.bits);
           for (int c = 0; c < w2; ++c) row[c] = dropout_keeps(w.bits[c], drop.thr) ? row[c] * drop.scale : T(0);
         }
       }
@@ -451,7 +451,7 @@ class SinkhornAttention final : public Attention<T> {
           for (int c = part_begin(p); c < part_end(p); ++c) prow[c] = w.colok[c] ? std::exp(prow[c] - L) : T(0);
         }
         if (drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, dropout_element(r, h, c_.heads, 2 * blk_), w2, w.bits);
+          philox_fill(step.seed, step.stream, dropout_element(step.rows, r, h, c_.heads, 2 * blk_), w2, w.bits);
           for (int c = 0; c < w2; ++c) grow[c] *= dropout_keeps(w.bits[c], drop.thr) ? drop.scale : T(0);
         }
         // dS = P (G - D) into G, then P' = P z / (1-p) into P.

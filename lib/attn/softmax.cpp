@@ -180,7 +180,7 @@ class SoftmaxAttention final : public Attention<T> {
         }
         if (o_.store_probs) std::copy(row, row + nk, probs + probs_offset(seq, b, h) + static_cast<int64_t>(i0 + i) * c_.max_len);
         if (m != -std::numeric_limits<T>::infinity() && drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, dropout_element(r, h, c_.heads, seq.L_pad), nk, w.bits);
+          philox_fill(step.seed, step.stream, dropout_element(step.rows, r, h, c_.heads, seq.L_pad), nk, w.bits);
           for (int j = 0; j < nk; ++j) row[j] = dropout_keeps(w.bits[j], drop.thr) ? row[j] * drop.scale : T(0);
         }
       }
@@ -226,7 +226,7 @@ class SoftmaxAttention final : public Attention<T> {
         T* dprow = w.dp + static_cast<int64_t>(i) * nk;
         const T di = w.d[i];
         if (drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, dropout_element(r0 + i0 + i, h, c_.heads, seq.L_pad), nk, w.bits);
+          philox_fill(step.seed, step.stream, dropout_element(step.rows, r0 + i0 + i, h, c_.heads, seq.L_pad), nk, w.bits);
           for (int j = 0; j < nk; ++j) {
             const T z = dropout_keeps(w.bits[j], drop.thr) ? drop.scale : T(0);
             dprow[j] = prow[j] * (dprow[j] * z - di);

@@ -263,7 +263,7 @@ class SynthesizerAttention final : public Attention<T> {
       T* dprow = w.dp + static_cast<int64_t>(i) * nk;
       const T di = dO.row(i).dot(O.row(i));
       if (drop.p > 0.0f) {
-        philox_fill(step.seed, step.stream, dropout_element(r0 + i0 + i, h, c_.heads, seq.L_pad), nk, w.bits);
+        philox_fill(step.seed, step.stream, dropout_element(step.rows, r0 + i0 + i, h, c_.heads, seq.L_pad), nk, w.bits);
         for (int j = 0; j < nk; ++j) {
           const T z = dropout_factor(w.bits[j], drop.thr, drop.scale);
           dprow[j] = softmax_dlogit(prow[j], dprow[j], z, di);
@@ -306,7 +306,7 @@ class SynthesizerAttention final : public Attention<T> {
         lse[r * c_.heads + h] = m + std::log(l);
         S.row(i) *= T(1) / l;
         if (drop.p > 0.0f) {
-          philox_fill(step.seed, step.stream, dropout_element(r, h, c_.heads, seq.L_pad), nk, w.bits);
+          philox_fill(step.seed, step.stream, dropout_element(step.rows, r, h, c_.heads, seq.L_pad), nk, w.bits);
           for (int j = 0; j < nk; ++j) row[j] *= dropout_factor(w.bits[j], drop.thr, drop.scale);
         }
       }

@@ -13,6 +13,7 @@
 
 #include "attn/attention.h"
 #include "core/arena.h"
+#include "core/collective.h"
 #include "ops/ops.h"
 
 namespace lra {
@@ -70,10 +71,13 @@ class Backend {
   virtual void gelu_backward(T* dx, const T* dy, const T* x, int64_t n, GeluKind kind) = 0;
   virtual void relu_forward(T* y, const T* x, int64_t n) = 0;
   virtual void relu_backward(T* dx, const T* dy, const T* y, int64_t n) = 0;
-  virtual void dropout_forward(T* y, const T* x, int64_t n, float p, uint64_t seed, uint64_t stream) = 0;
-  virtual void dropout_backward(T* dx, const T* dy, int64_t n, float p, uint64_t seed, uint64_t stream) = 0;
+  // `first`: the Philox element of x[0] (ops.h, dropout_forward).
+  virtual void dropout_forward(T* y, const T* x, int64_t n, float p, uint64_t seed, uint64_t stream,
+                               uint64_t first) = 0;
+  virtual void dropout_backward(T* dx, const T* dy, int64_t n, float p, uint64_t seed, uint64_t stream,
+                                uint64_t first) = 0;
   virtual void residual_dropout_forward(T* out, const T* res, const T* h, int64_t n, float p, uint64_t seed,
-                                        uint64_t stream) = 0;
+                                        uint64_t stream, uint64_t first) = 0;
   virtual void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets, const PackedRows& batch,
                                  const T* wte, const T* pos, const T* cls, int D) = 0;
   // Needs reserve_workspace(rows) with rows >= batch.rows first.
@@ -94,6 +98,10 @@ class Backend {
   virtual void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, const AdamW& hp, int64_t t) = 0;
   virtual double sum_squares(const T* x, int64_t n) = 0;
   virtual void scale_inplace(T* x, int64_t n, T s) = 0;
+  // Sums x (n elements of this device's memory) over the ranks of `world`, in place: the gradients of a
+  // data-parallel step. The CPU hands its memory to the collective; the GPU uses NCCL where the build has
+  // it (bootstrapped over `world`), and otherwise goes through host memory.
+  virtual void allreduce_sum(T* x, int64_t n, Collective& world) = 0;
 };
 
 // Throws, saying what is missing, when `device` is not in this build or cannot run in T.

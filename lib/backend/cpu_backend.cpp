@@ -47,15 +47,17 @@ class CpuBackend final : public Backend<T> {
   }
   void relu_forward(T* y, const T* x, int64_t n) override { lra::relu_forward(y, x, n); }
   void relu_backward(T* dx, const T* dy, const T* y, int64_t n) override { lra::relu_backward(dx, dy, y, n); }
-  void dropout_forward(T* y, const T* x, int64_t n, float p, uint64_t seed, uint64_t stream) override {
-    lra::dropout_forward(y, x, n, p, seed, stream);
+  void dropout_forward(T* y, const T* x, int64_t n, float p, uint64_t seed, uint64_t stream,
+                       uint64_t first) override {
+    lra::dropout_forward(y, x, n, p, seed, stream, first);
   }
-  void dropout_backward(T* dx, const T* dy, int64_t n, float p, uint64_t seed, uint64_t stream) override {
-    lra::dropout_backward(dx, dy, n, p, seed, stream);
+  void dropout_backward(T* dx, const T* dy, int64_t n, float p, uint64_t seed, uint64_t stream,
+                        uint64_t first) override {
+    lra::dropout_backward(dx, dy, n, p, seed, stream, first);
   }
   void residual_dropout_forward(T* out, const T* res, const T* h, int64_t n, float p, uint64_t seed,
-                                uint64_t stream) override {
-    lra::residual_dropout_forward(out, res, h, n, p, seed, stream);
+                                uint64_t stream, uint64_t first) override {
+    lra::residual_dropout_forward(out, res, h, n, p, seed, stream, first);
   }
   void embedding_forward(T* x, const int32_t* tokens, const int32_t* tok_offsets, const PackedRows& batch,
                          const T* wte, const T* pos, const T* cls, int D) override {
@@ -94,6 +96,9 @@ class CpuBackend final : public Backend<T> {
   }
   double sum_squares(const T* x, int64_t n) override { return lra::sum_squares(x, n); }
   void scale_inplace(T* x, int64_t n, T s) override { lra::scale_inplace(x, n, s); }
+  void allreduce_sum(T* x, int64_t n, Collective& world) override {
+    if (world.size() > 1) world.allreduce_sum(x, n);
+  }
 
  private:
   std::chrono::steady_clock::time_point t0_;

@@ -56,6 +56,17 @@ LRA_HD uint32_t dropout_threshold(float p) {
 // Whether dropout keeps the element whose Philox word is `word`, with thr = dropout_threshold(p).
 LRA_HD bool dropout_keeps(uint32_t word, uint32_t thr) { return (word >> 8) >= thr; }
 
+// Where the rows of a batch cut from a larger one (data-parallel training: one process's share of the
+// global batch) sit in the larger batch's packed layout, so that dropout, keyed by the row, draws the
+// masks of the one-process run however the examples are spread over processes. A batch has up to two
+// segments of rows: its first documents, and with pairs its second ones (rows from `split` on).
+struct RowMap {
+  int64_t split = INT64_MAX;  // the first row of the second segment
+  int64_t shift0 = 0;         // global row - local row, first segment
+  int64_t shift1 = 0;         // the same, second segment
+  LRA_HD int64_t operator()(int64_t r) const { return r + (r < split ? shift0 : shift1); }
+};
+
 // out[j] = the 32-bit word of element base + j, for j in [0, n): one Philox block per four elements.
 // Element j is kept by dropout when dropout_keeps(out[j], dropout_threshold(p)); the callers apply that
 // test in a separate loop, which the compiler vectorises.

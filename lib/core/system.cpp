@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -67,6 +68,12 @@ std::string now_iso8601() {
 
 bool stderr_is_terminal() { return isatty(STDERR_FILENO) != 0; }
 
+std::string host_name() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0) return "unknown-host";
+  return name;
+}
+
 std::pair<int, std::string> run_command(const std::string& cmd) {
   FILE* p = popen(cmd.c_str(), "r");
   LRA_CHECK(p != nullptr, "cannot start `{}`: {}", cmd, std::strerror(errno));
@@ -123,8 +130,12 @@ std::string signal_name(int signo) {
   return fmt::format("signal {}", signo);
 }
 
-void set_threads(int threads) {
-  if (threads <= 0) threads = omp_get_num_procs();
+void set_threads(int threads, int sharing) {
+  if (threads <= 0) {
+    threads = omp_get_num_procs();
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (sharing > 1 && online > 0 && threads >= online) threads = std::max(1, threads / sharing);
+  }
   omp_set_num_threads(threads);
   Eigen::setNbThreads(threads);
 }

@@ -13,6 +13,7 @@ size_t peak_rss_bytes();     // the process's high-water resident set (VmHWM)
 std::string compiler_id();
 std::string now_iso8601();   // UTC, second resolution
 bool stderr_is_terminal();
+std::string host_name();     // gethostname; "unknown-host" when it fails
 
 // Runs `cmd` with /bin/sh and returns its exit status (-1 when it did not exit normally) and its stdout;
 // stderr goes wherever `cmd` redirects it. Throws when no shell can be started.
@@ -45,8 +46,10 @@ int interrupt_signal();       // the first signal received (0: none)
 int interrupt_exit_code();    // 128 + interrupt_signal(): 130 SIGINT, 143 SIGTERM, 138 SIGUSR1
 std::string signal_name(int signo);  // "SIGTERM"; "signal N" for others
 
-// Thread settings: one place sets OpenMP's and Eigen's thread counts. 0 = all cores.
-void set_threads(int threads);
+// Thread settings: one place sets OpenMP's and Eigen's thread counts. 0 = all cores this process may use
+// (its affinity mask), shared out among `sharing` processes of one machine when they may all use all of
+// them (ranks of one run started without binding).
+void set_threads(int threads, int sharing = 1);
 int get_threads();
 
 }  // namespace lra

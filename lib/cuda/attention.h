@@ -28,6 +28,7 @@ struct AttnDropout {
   float scale = 1.0f;
   uint64_t seed = 0;
   uint64_t stream = 0;
+  RowMap rows;  // the call's rows in the global batch (dropout_element)
 
   // z / (1-p) of element e: scale when kept, 0 when dropped, 1 when dropout is off.
   LRA_HD float factor(uint64_t e) const {
@@ -43,6 +44,7 @@ inline AttnDropout attn_dropout(const AttnConfig& cfg, const AttnStep& step) {
   d.scale = 1.0f / (1.0f - p);
   d.seed = step.seed;
   d.stream = step.stream;
+  d.rows = step.rows;
   return d;
 }
 

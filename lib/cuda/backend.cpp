@@ -1,12 +1,20 @@
 // The CUDA backend. One stream carries every op of a step in order; the host waits only where it needs
 // a value back (the loss, the gradient norm, a download) or a timer's end. Device memory comes from
 // cudaMalloc'd arena blocks planned up front (lib/core/arena.h), so the peak the arenas count is
-// the device memory the run used for its tensors.
+// the device memory the run used for its tensors. A rank of a run over several processes takes the GPU
+// of its local rank (modulo the GPUs it sees: one each under srun --gpus-per-task=1) and all-reduces the
+// gradients with NCCL, bootstrapped over the run's MPI world as llm.c does: rank 0's ncclGetUniqueId is
+// broadcast, every rank calls ncclCommInitRank.
 #include "cuda/backend.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <vector>
+
+#ifdef LRA_WITH_NCCL
+#include <nccl.h>
+#endif
 
 #include "cuda/attention.h"
 #include "cuda/check.h"
@@ -49,10 +57,11 @@ class CudaBackend final : public Backend<float> {
                "with --device cpu",
                e != cudaSuccess ? cudaGetErrorString(e) : "the driver reports no CUDA device");
     }
-    CUDA_CHECK(cudaSetDevice(0));
+    const int gpu = launcher_local_rank() % count;
+    CUDA_CHECK(cudaSetDevice(gpu));
     cudaDeviceProp p{};
-    CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
-    ctx_.device = 0;
+    CUDA_CHECK(cudaGetDeviceProperties(&p, gpu));
+    ctx_.device = gpu;
     ctx_.sm_count = p.multiProcessorCount;
     ctx_.smem_per_block_optin = p.sharedMemPerBlockOptin;
     CUDA_CHECK(cudaStreamCreateWithFlags(&ctx_.stream, cudaStreamNonBlocking));
@@ -67,6 +76,9 @@ class CudaBackend final : public Backend<float> {
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(ctx_.stream);
+#ifdef LRA_WITH_NCCL
+    if (nccl_ != nullptr) ncclCommDestroy(nccl_);
+#endif
     cudaFree(reduce_);
     cudaFree(workspace_);
     cudaFreeHost(host_value_);
@@ -130,15 +142,17 @@ class CudaBackend final : public Backend<float> {
   void relu_backward(float* dx, const float* dy, const float* y, int64_t n) override {
     cuda::relu_backward(dx, dy, y, n, ctx_);
   }
-  void dropout_forward(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t stream) override {
-    cuda::dropout_forward(y, x, n, p, seed, stream, ctx_);
+  void dropout_forward(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t stream,
+                       uint64_t first) override {
+    cuda::dropout_forward(y, x, n, p, seed, stream, first, ctx_);
   }
-  void dropout_backward(float* dx, const float* dy, int64_t n, float p, uint64_t seed, uint64_t stream) override {
-    cuda::dropout_backward(dx, dy, n, p, seed, stream, ctx_);
+  void dropout_backward(float* dx, const float* dy, int64_t n, float p, uint64_t seed, uint64_t stream,
+                        uint64_t first) override {
+    cuda::dropout_backward(dx, dy, n, p, seed, stream, first, ctx_);
   }
   void residual_dropout_forward(float* out, const float* res, const float* h, int64_t n, float p, uint64_t seed,
-                                uint64_t stream) override {
-    cuda::residual_dropout_forward(out, res, h, n, p, seed, stream, ctx_);
+                                uint64_t stream, uint64_t first) override {
+    cuda::residual_dropout_forward(out, res, h, n, p, seed, stream, first, ctx_);
   }
   void embedding_forward(float* x, const int32_t* tokens, const int32_t* tok_offsets, const PackedRows& batch,
                          const float* wte, const float* pos, const float* cls, int D) override {
@@ -198,8 +212,33 @@ class CudaBackend final : public Backend<float> {
     return read_value(reduce_);
   }
   void scale_inplace(float* x, int64_t n, float s) override { cuda::scale_inplace(x, n, s, ctx_); }
+  void allreduce_sum(float* x, int64_t n, Collective& world) override {
+    if (world.size() == 1 || n == 0) return;
+#ifdef LRA_WITH_NCCL
+    if (nccl_ == nullptr) {
+      ncclUniqueId id{};
+      if (world.rank() == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+      world.broadcast(&id, sizeof id, 0);
+      nccl_check(ncclCommInitRank(&nccl_, world.size(), id, world.rank()), "ncclCommInitRank");
+    }
+    nccl_check(ncclAllReduce(x, x, static_cast<size_t>(n), ncclFloat, ncclSum, nccl_, ctx_.stream), "ncclAllReduce");
+    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+#else
+    std::vector<float> host(static_cast<size_t>(n));
+    download(host.data(), x, sizeof(float) * host.size());
+    world.allreduce_sum(host.data(), n);
+    upload(x, host.data(), sizeof(float) * host.size());
+#endif
+  }
 
  private:
+#ifdef LRA_WITH_NCCL
+  static void nccl_check(ncclResult_t r, const char* what) {
+    LRA_CHECK(r == ncclSuccess, "{} failed: {} ({}); check that every rank sees its GPU and that NCCL can reach "
+              "the other ranks (NCCL_DEBUG=INFO says more)", what, ncclGetErrorString(r), ncclGetLastError(nullptr));
+  }
+  ncclComm_t nccl_ = nullptr;
+#endif
   double read_value(const double* d) {
     CUDA_CHECK(cudaMemcpyAsync(host_value_, d, sizeof(double), cudaMemcpyDeviceToHost, ctx_.stream));
     CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
@@ -230,7 +269,11 @@ nlohmann::json device_info(int device) {
   CUDA_CHECK(cudaDriverGetVersion(&driver));
   CUDA_CHECK(cudaRuntimeGetVersion(&runtime));
   auto version = [](int v) { return fmt::format("{}.{}", v / 1000, (v % 1000) / 10); };
+  char bus[32] = {};
+  CUDA_CHECK(cudaDeviceGetPCIBusId(bus, sizeof bus, device));
   return {{"gpu", p.name},
+          {"ordinal", device},  // among the GPUs this process sees (a rank takes its local rank's)
+          {"pci_bus_id", bus},
           {"gpu_memory_bytes", p.totalGlobalMem},
           {"compute_capability", fmt::format("{}.{}", p.major, p.minor)},
           {"multiprocessors", p.multiProcessorCount},

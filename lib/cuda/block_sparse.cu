@@ -61,7 +61,7 @@ __device__ __forceinline__ bool key_visible(const Params& p, int64_t row) {
 
 // The dropout factor z / (1-p) of element (row, h, key), or 1 without dropout.
 __device__ __forceinline__ float drop_factor(const Params& p, int64_t row, int h, int key) {
-  return p.drop.factor(dropout_element(row, h, p.heads, p.L_pad) + static_cast<uint64_t>(key));
+  return p.drop.factor(dropout_element(p.drop.rows, row, h, p.heads, p.L_pad) + static_cast<uint64_t>(key));
 }
 
 // sum_d a[d] b[d] over n columns, by one thread.

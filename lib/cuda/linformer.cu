@@ -73,7 +73,7 @@ __global__ void row_softmax(float* __restrict__ s, float* __restrict__ lse, int6
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t it = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; it < items; it += warps) {
     const float l =
-        warp_softmax_row(s + it * k, k, every, d, dropout_element(it / heads, static_cast<int>(it % heads), heads, k));
+        warp_softmax_row(s + it * k, k, every, d, dropout_element(d.rows, it / heads, static_cast<int>(it % heads), heads, k));
     if ((threadIdx.x & 31) == 0) lse[it] = l;
   }
 }
@@ -89,7 +89,7 @@ __global__ void softmax_grad(float* __restrict__ s, float* __restrict__ dp, cons
     const int64_t col = (it / heads) * ld_out + static_cast<int64_t>(it % heads) * dv;  // row r, head h
     const float di = warp_dot(dout + col, out + col, dv);
     warp_softmax_row_grad(s + it * k, dp + it * k, k, lse[it], di, every, d,
-                          dropout_element(it / heads, static_cast<int>(it % heads), heads, k));
+                          dropout_element(d.rows, it / heads, static_cast<int>(it % heads), heads, k));
   }
 }
 

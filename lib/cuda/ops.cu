@@ -189,17 +189,20 @@ __global__ void relu_backward_kernel(float* dx, const float* dy, const float* y,
 
 // ---- dropout -----------------------------------------------------------------------------------
 
-// One Philox block (four elements, 4j .. 4j+3) per thread. y = [res +] (keep ? x s : 0). y may alias x
-// or res: each element is read and written by the same thread.
+// One Philox block (stream elements 4b .. 4b+3, b = first/4 + j) per thread; element i of x is stream
+// element first + i. y = [res +] (keep ? x s : 0). y may alias x or res: each element is read and written by
+// the same thread.
 __global__ void dropout_kernel(float* y, const float* x, const float* res, int64_t n, float s, uint32_t thr,
-                               uint64_t seed, uint64_t stream) {
-  const int64_t blocks = (n + 3) / 4;
+                               uint64_t seed, uint64_t stream, uint64_t first) {
+  const uint64_t b0 = first / 4;
+  const int64_t blocks = static_cast<int64_t>((first + static_cast<uint64_t>(n) + 3) / 4 - b0);
   for (int64_t j = global_thread(); j < blocks; j += grid_stride()) {
-    const U4 u = philox_block(seed, stream, static_cast<uint64_t>(j));
+    const uint64_t b = b0 + static_cast<uint64_t>(j);
+    const U4 u = philox_block(seed, stream, b);
 #pragma unroll
     for (int lane = 0; lane < 4; ++lane) {
-      const int64_t i = 4 * j + lane;
-      if (i < n) {
+      const int64_t i = static_cast<int64_t>(4 * b + static_cast<uint64_t>(lane) - first);
+      if (i >= 0 && i < n) {
         const float v = dropout_keeps(u.x[lane], thr) ? __fmul_rn(x[i], s) : 0.0f;
         y[i] = res != nullptr ? res[i] + v : v;
       }
@@ -572,7 +575,7 @@ void relu_backward(float* dx, const float* dy, const float* y, int64_t n, const 
   CUDA_CHECK_LAUNCH();
 }
 
-void dropout_forward(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t stream,
+void dropout_forward(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t stream, uint64_t first,
                      const Context& ctx) {
   if (n == 0) return;
   if (p <= 0.0f) {
@@ -581,18 +584,18 @@ void dropout_forward(float* y, const float* x, int64_t n, float p, uint64_t seed
     return;
   }
   const float s = 1.0f / (1.0f - p);
-  dropout_kernel<<<grid_for((n + 3) / 4, kThreads), kThreads, 0, ctx.stream>>>(y, x, nullptr, n, s,
-                                                                               dropout_threshold(p), seed, stream);
+  dropout_kernel<<<grid_for(n / 4 + 2, kThreads), kThreads, 0, ctx.stream>>>(y, x, nullptr, n, s,
+                                                                             dropout_threshold(p), seed, stream, first);
   CUDA_CHECK_LAUNCH();
 }
 
 void dropout_backward(float* dx, const float* dy, int64_t n, float p, uint64_t seed, uint64_t stream,
-                      const Context& ctx) {
-  dropout_forward(dx, dy, n, p, seed, stream, ctx);
+                      uint64_t first, const Context& ctx) {
+  dropout_forward(dx, dy, n, p, seed, stream, first, ctx);
 }
 
 void residual_dropout_forward(float* out, const float* res, const float* h, int64_t n, float p, uint64_t seed,
-                              uint64_t stream, const Context& ctx) {
+                              uint64_t stream, uint64_t first, const Context& ctx) {
   if (n == 0) return;
   if (p <= 0.0f) {
     add_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream>>>(out, res, h, n);
@@ -600,8 +603,8 @@ void residual_dropout_forward(float* out, const float* res, const float* h, int6
     return;
   }
   const float s = 1.0f / (1.0f - p);
-  dropout_kernel<<<grid_for((n + 3) / 4, kThreads), kThreads, 0, ctx.stream>>>(out, h, res, n, s,
-                                                                               dropout_threshold(p), seed, stream);
+  dropout_kernel<<<grid_for(n / 4 + 2, kThreads), kThreads, 0, ctx.stream>>>(out, h, res, n, s,
+                                                                             dropout_threshold(p), seed, stream, first);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -29,12 +29,13 @@ void gelu_backward(float* dx, const float* dy, const float* x, int64_t n, GeluKi
 void relu_forward(float* y, const float* x, int64_t n, const Context& ctx);
 void relu_backward(float* dx, const float* dy, const float* y, int64_t n, const Context& ctx);
 
-void dropout_forward(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t stream,
+// `first`: the Philox element of x[0], as on the CPU (lib/ops/ops.h).
+void dropout_forward(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t stream, uint64_t first,
                      const Context& ctx);
 void dropout_backward(float* dx, const float* dy, int64_t n, float p, uint64_t seed, uint64_t stream,
-                      const Context& ctx);
+                      uint64_t first, const Context& ctx);
 void residual_dropout_forward(float* out, const float* res, const float* h, int64_t n, float p, uint64_t seed,
-                              uint64_t stream, const Context& ctx);
+                              uint64_t stream, uint64_t first, const Context& ctx);
 
 void embedding_forward(float* x, const int32_t* tokens, const int32_t* tok_offsets, const int32_t* row_offsets,
                        int B, const float* wte, const float* pos, const float* cls, int D, const Context& ctx);

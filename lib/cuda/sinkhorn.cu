@@ -351,7 +351,7 @@ __global__ void __launch_bounds__(kThreads) sinkhorn_attend(Params p) {
     for (int i = threadIdx.x; i < bq * w2; i += blockDim.x) {
       const int row = i / w2, j = i % w2;
       float* x = tile_row(p.sc, p, q0 + row, h) + j;
-      *x = kept(p, dropout_element(q0 + row, h, p.heads, 2 * w) + j) ? *x * p.drop.scale : 0.0f;
+      *x = kept(p, dropout_element(p.drop.rows, q0 + row, h, p.heads, 2 * w) + j) ? *x * p.drop.scale : 0.0f;
     }
     __syncthreads();
   }
@@ -396,7 +396,7 @@ __global__ void __launch_bounds__(kThreads) sinkhorn_attend_backward(Params p) {
     *s = expf(*s - L);
     if (p.drop.on) {
       float* g = tile_row(p.gt, p, q0 + row, h) + j;
-      *g = kept(p, dropout_element(q0 + row, h, p.heads, 2 * w) + j) ? *g * p.drop.scale : 0.0f;
+      *g = kept(p, dropout_element(p.drop.rows, q0 + row, h, p.heads, 2 * w) + j) ? *g * p.drop.scale : 0.0f;
     }
   }
   __syncthreads();
@@ -414,7 +414,7 @@ __global__ void __launch_bounds__(kThreads) sinkhorn_attend_backward(Params p) {
     for (int i = threadIdx.x; i < bq * w2; i += blockDim.x) {
       const int row = i / w2, j = i % w2;
       float* x = tile_row(p.sc, p, q0 + row, h) + j;
-      *x = kept(p, dropout_element(q0 + row, h, p.heads, 2 * w) + j) ? *x * p.drop.scale : 0.0f;
+      *x = kept(p, dropout_element(p.drop.rows, q0 + row, h, p.heads, 2 * w) + j) ? *x * p.drop.scale : 0.0f;
     }
     __syncthreads();
   }

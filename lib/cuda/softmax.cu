@@ -9,7 +9,7 @@
 // A row that sees no key (all masked, or when causal all of keys 0 .. i masked) outputs 0 and gets
 // LSE = +inf (so P = 0 in the backward).
 // z_ij keeps element (row r, head h, key j) when the 24 high bits of Philox word
-// dropout_element(r, h, H, L_pad) + j of (seed, stream) are >= dropout_threshold(p): the CPU's mask.
+// dropout_element(rows, r, h, H, L_pad) + j of (seed, stream) are >= dropout_threshold(p): the CPU's mask.
 //
 // Kernels (128 threads, tiles of 64 queries x 64 keys, head size padded to D in {32, 64, 128}):
 //   softmax_fwd:  grid (query tile, head, example). Online softmax over key tiles in shared memory:
@@ -103,7 +103,7 @@ __device__ __forceinline__ void load_keep_bits(uint32_t* __restrict__ keep, cons
                                                int k0) {
   const int t = threadIdx.x;
   const int q = t >> 1, half = t & 1;
-  const uint64_t base = dropout_element(rq0 + q, h, p.heads, p.L_pad) + static_cast<uint64_t>(k0 + half * 32);
+  const uint64_t base = dropout_element(p.drop.rows, rq0 + q, h, p.heads, p.L_pad) + static_cast<uint64_t>(k0 + half * 32);
   uint32_t bits = 0;
   for (uint64_t blk = base >> 2; blk <= (base + 31) >> 2; ++blk) {
     const U4 u = philox_block(p.drop.seed, p.drop.stream, blk);

@@ -161,7 +161,7 @@ __global__ void chunk_softmax(float* __restrict__ s, float* __restrict__ lse, co
     const int q = ch.i0 + static_cast<int>(it % ch.tq);
     const int64_t r = ch.r0 + q;
     const auto seen = [&](int j) { return visible(mask, ch.r0, q, j, causal); };
-    const float l = warp_softmax_row(s + it * ch.nk, ch.nk, seen, d, dropout_element(r, h, heads, L_pad));
+    const float l = warp_softmax_row(s + it * ch.nk, ch.nk, seen, d, dropout_element(d.rows, r, h, heads, L_pad));
     if ((threadIdx.x & 31) == 0) lse[r * heads + h] = l;
   }
 }
@@ -182,7 +182,7 @@ __global__ void chunk_softmax_grad(float* __restrict__ s, float* __restrict__ dp
     const float di = warp_dot(dout + col, out + col, dv);
     const auto seen = [&](int j) { return visible(mask, ch.r0, q, j, causal); };
     warp_softmax_row_grad(s + it * ch.nk, dp + it * ch.nk, ch.nk, lse[r * heads + h], di, seen, d,
-                          dropout_element(r, h, heads, L_pad));
+                          dropout_element(d.rows, r, h, heads, L_pad));
   }
 }
 

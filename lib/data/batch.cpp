@@ -62,4 +62,32 @@ Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_len
   return b;
 }
 
+Batch slice_batch(const Batch& whole, int lo, int hi) {
+  LRA_CHECK(0 <= lo && lo <= hi && hi <= whole.B, "examples [{}, {}) of a batch of {}", lo, hi, whole.B);
+  LRA_CHECK(whole.docs >= 1 && whole.docs <= 2 &&
+                whole.offsets.size() == static_cast<size_t>(whole.B) * static_cast<size_t>(whole.docs) + 1,
+            "malformed batch: {} offsets for {} examples of {} document(s)", whole.offsets.size(), whole.B,
+            whole.docs);
+  Batch b;
+  b.B = hi - lo;
+  b.docs = whole.docs;
+  b.L_pad = whole.L_pad;
+  b.offsets.push_back(0);
+  b.labels.assign(whole.labels.begin() + lo, whole.labels.begin() + hi);
+  for (int k = 0; k < whole.docs; ++k) {
+    const size_t first = static_cast<size_t>(k) * static_cast<size_t>(whole.B);  // the segment's first document
+    const int32_t t0 = whole.offsets[first + static_cast<size_t>(lo)], t1 = whole.offsets[first + static_cast<size_t>(hi)];
+    // Before the segment: here k * B documents and b.tokens.size() tokens; in whole, (k * whole.B + lo)
+    // and t0, to which whole's own shifts add.
+    b.docs_shift[k] = whole.docs_shift[k] + static_cast<int64_t>(k) * whole.B + lo - static_cast<int64_t>(k) * b.B;
+    b.tokens_shift[k] = whole.tokens_shift[k] + t0 - static_cast<int64_t>(b.tokens.size());
+    const int32_t shift = static_cast<int32_t>(b.tokens.size()) - t0;
+    b.tokens.insert(b.tokens.end(), whole.tokens.begin() + t0, whole.tokens.begin() + t1);
+    if (!whole.key_mask.empty())
+      b.key_mask.insert(b.key_mask.end(), whole.key_mask.begin() + t0, whole.key_mask.begin() + t1);
+    for (int d = lo; d < hi; ++d) b.offsets.push_back(whole.offsets[first + static_cast<size_t>(d) + 1] + shift);
+  }
+  return b;
+}
+
 }  // namespace lra

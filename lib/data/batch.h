@@ -71,11 +71,22 @@ struct Batch {
   std::vector<int32_t> offsets;
   std::vector<uint8_t> key_mask;   // per token, 1 = attend; empty = every token is real
   std::vector<int32_t> labels;     // B
+  // Where this batch sits in the global batch it was cut from (slice_batch), per segment of documents (0:
+  // the first documents, 1: with pairs, the second ones): how many more documents and tokens come before
+  // the segment in the global batch's packed layout than in this batch's. Zero for a batch that is its own
+  // global batch. Dropout is keyed by the rows of the global batch (RowMap), so each process's share
+  // draws the masks of the one-process run.
+  int64_t docs_shift[2] = {0, 0};
+  int64_t tokens_shift[2] = {0, 0};
   int64_t num_tokens() const { return offsets.empty() ? 0 : offsets.back(); }
 };
 
 // Builds a batch from examples idx of a split (packed, no padding; documents cut to max_length);
 // L_pad = max_length.
 Batch make_batch(const Split& split, const std::vector<size_t>& idx, int max_length);
+
+// Examples [lo, hi) of `whole`, placed in whole's global batch (docs_shift, tokens_shift): one process's
+// share of a data-parallel step. Empty (B = 0) when lo == hi.
+Batch slice_batch(const Batch& whole, int lo, int hi);
 
 }  // namespace lra

@@ -296,6 +296,12 @@ void Model<T>::load_batch(const Batch& batch) {
   S_ = S;
   L_pad_ = std::max(batch.L_pad + cls, longest);
   rows_ = host_row_offsets_.back();
+  drop_rows_ = RowMap{};
+  drop_rows_.shift0 = batch.tokens_shift[0] + cls * batch.docs_shift[0];
+  if (batch.docs == 2) {
+    drop_rows_.split = host_row_offsets_[static_cast<size_t>(B_)];
+    drop_rows_.shift1 = batch.tokens_shift[1] + cls * batch.docs_shift[1];
+  }
   be_.upload(tokens_, batch.tokens.data(), batch.tokens.size() * sizeof(int32_t));
   be_.upload(tok_offsets_, batch.offsets.data(), batch.offsets.size() * sizeof(int32_t));
   be_.upload(row_offsets_, host_row_offsets_.data(), host_row_offsets_.size() * sizeof(int32_t));
@@ -350,6 +356,38 @@ uint64_t Model<T>::stream(int64_t step, int site) const {
   return streams::kDropout | (static_cast<uint64_t>(step) << 16) | static_cast<uint64_t>(site);
 }
 
+// Element-wise dropout over the batch's rows (`width` elements each), segment by segment (RowMap), each
+// keyed by its rows in the global batch.
+template <class T>
+template <class F>
+void Model<T>::for_row_segments(int64_t width, F&& f) const {
+  const int64_t split = std::min(drop_rows_.split, rows_);
+  if (split > 0) f(int64_t{0}, split * width, static_cast<uint64_t>(drop_rows_(0) * width));
+  if (split < rows_) f(split * width, (rows_ - split) * width, static_cast<uint64_t>(drop_rows_(split) * width));
+}
+
+template <class T>
+void Model<T>::drop_rows(T* y, const T* x, int64_t width, float p, uint64_t seed, uint64_t stream) {
+  for_row_segments(width, [&](int64_t o, int64_t n, uint64_t first) {
+    be_.dropout_forward(y + o, x + o, n, p, seed, stream, first);
+  });
+}
+
+template <class T>
+void Model<T>::drop_rows_backward(T* dx, const T* dy, int64_t width, float p, uint64_t seed, uint64_t stream) {
+  for_row_segments(width, [&](int64_t o, int64_t n, uint64_t first) {
+    be_.dropout_backward(dx + o, dy + o, n, p, seed, stream, first);
+  });
+}
+
+template <class T>
+void Model<T>::residual_drop_rows(T* out, const T* res, const T* h, int64_t width, float p, uint64_t seed,
+                                  uint64_t stream) {
+  for_row_segments(width, [&](int64_t o, int64_t n, uint64_t first) {
+    be_.residual_dropout_forward(out + o, res + o, h + o, n, p, seed, stream, first);
+  });
+}
+
 template <class T>
 double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
   LRA_CHECK(B_ > 0, "forward() before load_batch()");
@@ -361,7 +399,7 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
   be_.embedding_forward(x_[0], tokens_, tok_offsets_, packed_rows(), wte_,
                         cfg_.learn_pos_emb ? wpe_ : pos_table_, cfg_.has_cls() ? cls_ : nullptr, D);  // null: rope
   clk.charge(Phase::Embedding);
-  be_.dropout_forward(x_[0], x_[0], R * D, p, seed, stream(step, kEmbDrop));
+  drop_rows(x_[0], x_[0], D, p, seed, stream(step, kEmbDrop));
   clk.charge(Phase::Dropout);
   for (int li = 0; li < cfg_.num_layers; ++li) {
     Layer& l = layers_[static_cast<size_t>(li)];
@@ -375,24 +413,23 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
         be_.rope_rotate(l.qkv + part * Q, 3 * Q, packed_rows(), cfg_.num_heads, cfg_.head_dim(), rope_cos_, rope_sin_,
                         false);
     clk.charge(Phase::Projections);
-    AttnStep st{training, seed, stream(step, site + kAttnDrop), step};
+    AttnStep st{training, seed, stream(step, site + kAttnDrop), step, drop_rows_};
     attn_[static_cast<size_t>(li)]->forward(s, attn_io(l), l.attn_saved, scratch_, st);
     clk.charge(Phase::AttentionFwd);
     be_.linear_forward(tmp_, l.ao, l.o_w, l.o_b, R, Q, D);
     clk.charge(Phase::Projections);
-    be_.residual_dropout_forward(l.xm, x, tmp_, R * D, p, seed, stream(step, site + kAttnOutDrop));
+    residual_drop_rows(l.xm, x, tmp_, D, p, seed, stream(step, site + kAttnOutDrop));
     clk.charge(Phase::Dropout);
     be_.layernorm_forward(l.ln2, l.mean2, l.rstd2, l.xm, l.ln2_g, l.ln2_b, R, D, static_cast<T>(cfg_.layernorm_eps));
     clk.charge(Phase::LayerNorm);
     be_.linear_forward(l.hpre, l.ln2, l.fc1_w, l.fc1_b, R, D, M);
     be_.gelu_forward(hact_, l.hpre, R * M, cfg_.gelu);
     clk.charge(Phase::Mlp);
-    be_.dropout_forward(hact_, hact_, R * M, p, seed, stream(step, site + kMlpHiddenDrop));
+    drop_rows(hact_, hact_, M, p, seed, stream(step, site + kMlpHiddenDrop));
     clk.charge(Phase::Dropout);
     be_.linear_forward(tmp_, hact_, l.fc2_w, l.fc2_b, R, M, D);
     clk.charge(Phase::Mlp);
-    be_.residual_dropout_forward(x_[static_cast<size_t>(li) + 1], l.xm, tmp_, R * D, p, seed,
-                                 stream(step, site + kMlpOutDrop));
+    residual_drop_rows(x_[static_cast<size_t>(li) + 1], l.xm, tmp_, D, p, seed, stream(step, site + kMlpOutDrop));
     clk.charge(Phase::Dropout);
   }
   be_.layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, x_.back(), lnf_g_, lnf_b_, R, D,
@@ -413,13 +450,14 @@ double Model<T>::forward(bool training, uint64_t seed, int64_t step) {
 }
 
 template <class T>
-void Model<T>::backward(uint64_t seed, int64_t step) {
+void Model<T>::backward(uint64_t seed, int64_t step, double weight) {
   const int D = cfg_.emb_dim, Q = cfg_.qkv_dim, M = cfg_.mlp_dim;
   const int64_t R = rows_;
   const float p = cfg_.dropout_rate;
   const SeqBatch s = seq();
   PhaseClock<Backend<T>> clk(be_, profile_);
   be_.cross_entropy_backward(head_.back().dy, probs_, labels_, B_, cfg_.num_classes);
+  if (weight != 1.0) be_.scale_inplace(head_.back().dy, static_cast<int64_t>(B_) * cfg_.num_classes, static_cast<T>(weight));
   for (size_t k = head_.size(); k-- > 0;) {
     const HeadLayer& h = head_[k];
     // The layer's input and its gradient: the previous layer's ReLU output, or the head's input.
@@ -438,15 +476,15 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
     Layer& l = layers_[static_cast<size_t>(li)];
     const int site = (li + 1) * kSitesPerLayer;
     // MLP branch: x_{l+1} = xm + drop(fc2(drop(gelu(fc1(LN2(xm))))))
-    be_.dropout_backward(tmp_, dx_, R * D, p, seed, stream(step, site + kMlpOutDrop));
+    drop_rows_backward(tmp_, dx_, D, p, seed, stream(step, site + kMlpOutDrop));
     clk.charge(Phase::Dropout);
     be_.gelu_forward(hact_, l.hpre, R * M, cfg_.gelu);  // recomputed rather than stored
     clk.charge(Phase::Mlp);
-    be_.dropout_forward(hact_, hact_, R * M, p, seed, stream(step, site + kMlpHiddenDrop));
+    drop_rows(hact_, hact_, M, p, seed, stream(step, site + kMlpHiddenDrop));
     clk.charge(Phase::Dropout);
     be_.linear_backward(dh_, l.d_fc2_w, l.d_fc2_b, tmp_, hact_, l.fc2_w, R, M, D);
     clk.charge(Phase::Mlp);
-    be_.dropout_backward(dh_, dh_, R * M, p, seed, stream(step, site + kMlpHiddenDrop));
+    drop_rows_backward(dh_, dh_, M, p, seed, stream(step, site + kMlpHiddenDrop));
     clk.charge(Phase::Dropout);
     be_.gelu_backward(dh_, dh_, l.hpre, R * M, cfg_.gelu);
     be_.linear_backward(dln_, l.d_fc1_w, l.d_fc1_b, dh_, l.ln2, l.fc1_w, R, D, M);
@@ -454,7 +492,7 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
     be_.layernorm_backward(dx_, l.d_ln2_g, l.d_ln2_b, dln_, l.xm, l.mean2, l.rstd2, l.ln2_g, R, D);
     clk.charge(Phase::LayerNorm);
     // Attention branch: xm = x + drop(Attn(LN1(x)) W_o^T + b_o)
-    be_.dropout_backward(tmp_, dx_, R * D, p, seed, stream(step, site + kAttnOutDrop));
+    drop_rows_backward(tmp_, dx_, D, p, seed, stream(step, site + kAttnOutDrop));
     clk.charge(Phase::Dropout);
     be_.linear_backward(dao_, l.d_o_w, l.d_o_b, tmp_, l.ao, l.o_w, R, Q, D);
     clk.charge(Phase::Projections);
@@ -463,7 +501,7 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
     g.dq = dqkv_;
     g.dk = dqkv_ + Q;
     g.dv = dqkv_ + 2 * Q;
-    AttnStep st{true, seed, stream(step, site + kAttnDrop), step};
+    AttnStep st{true, seed, stream(step, site + kAttnDrop), step, drop_rows_};
     attn_[static_cast<size_t>(li)]->backward(s, attn_io(l), g, l.attn_saved, scratch_, st);
     clk.charge(Phase::AttentionBwd);
     if (cfg_.rope)
@@ -476,7 +514,7 @@ void Model<T>::backward(uint64_t seed, int64_t step) {
                            l.ln1_g, R, D);
     clk.charge(Phase::LayerNorm);
   }
-  be_.dropout_backward(dx_, dx_, R * D, p, seed, stream(step, kEmbDrop));
+  drop_rows_backward(dx_, dx_, D, p, seed, stream(step, kEmbDrop));
   clk.charge(Phase::Dropout);
   be_.embedding_backward(dwte_, cfg_.learn_pos_emb ? dwpe_ : nullptr, cfg_.has_cls() ? dcls_ : nullptr, dx_,
                          tokens_, tok_offsets_, packed_rows(), D);

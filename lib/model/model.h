@@ -65,8 +65,9 @@ class Model {
   // Returns the mean cross-entropy of the loaded batch. Dropout and random attention features are
   // drawn from (seed, step); an evaluation passes the last training step (see AttnStep).
   double forward(bool training, uint64_t seed, int64_t step);
-  // Accumulates parameter gradients of the last forward's loss (call zero_grads first).
-  void backward(uint64_t seed, int64_t step);
+  // Accumulates parameter gradients of weight x the last forward's loss (call zero_grads first). A rank of a
+  // data-parallel step weighs its share's mean loss by its share of the global batch.
+  void backward(uint64_t seed, int64_t step, double weight = 1.0);
   // Host copy of the last forward's logits, B x num_classes.
   std::vector<T> logits() const;
   int batch_size() const { return B_; }
@@ -89,6 +90,11 @@ class Model {
   PackedRows packed_rows() const;
   AttnIO<T> attn_io(const Layer& l) const;
   uint64_t stream(int64_t step, int site) const;
+  template <class F>
+  void for_row_segments(int64_t width, F&& f) const;
+  void drop_rows(T* y, const T* x, int64_t width, float p, uint64_t seed, uint64_t stream);
+  void drop_rows_backward(T* dx, const T* dy, int64_t width, float p, uint64_t seed, uint64_t stream);
+  void residual_drop_rows(T* out, const T* res, const T* h, int64_t width, float p, uint64_t seed, uint64_t stream);
 
   ModelConfig cfg_;
   Backend<T>& be_;
@@ -115,6 +121,7 @@ class Model {
   bool has_key_mask_ = false;
   int B_ = 0, S_ = 0, L_pad_ = 0;  // examples, sequences (B_ * documents per example), padded length
   int64_t rows_ = 0;
+  RowMap drop_rows_;  // where the batch's rows sit in its global batch (dropout's keys)
   // Activations (forward) and gradient buffers (backward).
   StepProfile* profile_ = nullptr;
   T* pos_table_ = nullptr;  // sinusoidal table when positions are not learned

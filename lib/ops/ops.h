@@ -46,17 +46,18 @@ template <class T>
 void relu_backward(T* dx, const T* dy, const T* y, int64_t n);
 
 // dropout.cpp. Inverted dropout with a counter-based mask: element i is kept when
-// u32_to_unit(philox_word(seed, stream, i)) >= p, and scaled by 1/(1-p). The backward regenerates the mask.
-// y and x may alias.
+// u32_to_unit(philox_word(seed, stream, first + i)) >= p, and scaled by 1/(1-p). `first` is the stream's
+// element of x[0] (non-zero for rows that sit further down a larger batch, RowMap). The backward
+// regenerates the mask. y and x may alias.
 template <class T>
-void dropout_forward(T* y, const T* x, int64_t n, float p, uint64_t seed, uint64_t stream);
+void dropout_forward(T* y, const T* x, int64_t n, float p, uint64_t seed, uint64_t stream, uint64_t first);
 template <class T>
-void dropout_backward(T* dx, const T* dy, int64_t n, float p, uint64_t seed, uint64_t stream);
+void dropout_backward(T* dx, const T* dy, int64_t n, float p, uint64_t seed, uint64_t stream, uint64_t first);
 // out = res + dropout(h). The backward of the residual branch is the identity; use dropout_backward
 // for the h branch.
 template <class T>
 void residual_dropout_forward(T* out, const T* res, const T* h, int64_t n, float p, uint64_t seed,
-                              uint64_t stream);
+                              uint64_t stream, uint64_t first);
 
 // embedding.cpp. Row r = row_offsets[b] + p of example b gets
 //   x[r] = (cls != nullptr && p == 0) ? cls + pos[0] : wte[tokens[tok_offsets[b] + p - has_cls]] + pos[p]

@@ -110,12 +110,6 @@ std::string slurm_job() {
 
 }  // namespace
 
-std::string host_name() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown-host";
-  return buf;
-}
-
 std::string ClaimInfo::owner() const { return fmt::format("{} pid {}", host, pid); }
 
 ClaimFolder::ClaimFolder(const std::string& out_dir, double timeout_s)

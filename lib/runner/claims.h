@@ -104,7 +104,4 @@ class Claim {
   std::thread thread_;
 };
 
-// This machine's host name.
-std::string host_name();
-
 }  // namespace lra

@@ -59,6 +59,25 @@ struct EvalResult {
   double accuracy = 0.0, loss = 0.0;
 };
 
+// FNV-1a over bytes, continued from h.
+uint64_t fnv1a(uint64_t h, const void* data, size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+template <class V>
+uint64_t fnv1a(uint64_t h, const V& v) {
+  return fnv1a(h, v.data(), v.size() * sizeof(v[0]));
+}
+
+// What every rank must have loaded alike: the splits' documents and labels.
+uint64_t data_fingerprint(const TaskData& d) {
+  uint64_t h = 14695981039346656037ull;
+  for (const Split* s : {&d.train, &d.val, &d.test}) h = fnv1a(fnv1a(fnv1a(h, s->tokens), s->offsets), s->labels);
+  return h;
+}
+
 }  // namespace
 
 // Everything a run holds: its data, device, model and optimizer, and where the step loop stands (what a
@@ -86,23 +105,31 @@ struct Trainer::State {
 
   std::vector<double> step_ms;  // this process's steps
   double train_seconds = 0.0;   // their time (evaluation excluded)
-  int64_t tokens_seen = 0, examples_seen = 0;
+  int64_t tokens_seen = 0, examples_seen = 0;  // of the global batches
+  int local_batch = 0;          // the most examples of a global batch one rank takes (what the model is planned for)
+  std::vector<double> comm_ms;  // each step's time in collectives, waiting for the slowest rank included
+  int signal = 0;               // the first interrupting signal any rank received, agreed by all (0: none)
 
   double wall_seconds() const { return wall_before + wall.seconds(); }
   // A count per second of training time.
   double per_second(double count) const { return train_seconds > 0 ? count / train_seconds : 0.0; }
   double steps_per_sec() const { return per_second(static_cast<double>(step_ms.size())); }
 
-  // last_step: the training step whose random attention features the evaluation uses.
-  EvalResult evaluate(const Split& split, int batch_size, int max_length, uint64_t seed, int64_t last_step) {
+  // last_step: the training step whose random attention features the evaluation uses. Each rank of
+  // `world` evaluates its share of the split; the counts are summed over the ranks.
+  EvalResult evaluate(const Split& split, int batch_size, int max_length, uint64_t seed, int64_t last_step,
+                      Collective& world) {
     EvalResult r;
     if (split.size() == 0) return r;
+    const auto n = static_cast<int64_t>(split.size());
+    const auto lo = static_cast<size_t>(share_begin(n, world.size(), world.rank()));
+    const auto hi = static_cast<size_t>(share_begin(n, world.size(), world.rank() + 1));
     size_t correct = 0;
     double loss_sum = 0.0;
     std::vector<size_t> idx;
-    for (size_t start = 0; start < split.size(); start += static_cast<size_t>(batch_size)) {
+    for (size_t start = lo; start < hi; start += static_cast<size_t>(batch_size)) {
       idx.clear();
-      for (size_t i = start; i < std::min(split.size(), start + batch_size); ++i) idx.push_back(i);
+      for (size_t i = start; i < std::min(hi, start + batch_size); ++i) idx.push_back(i);
       const Batch b = make_batch(split, idx, max_length);
       model->load_batch(b);
       loss_sum += model->forward(false, seed, last_step) * b.B;
@@ -114,13 +141,16 @@ struct Trainer::State {
         correct += pred == b.labels[static_cast<size_t>(e)];
       }
     }
-    r.accuracy = static_cast<double>(correct) / static_cast<double>(split.size());
-    r.loss = loss_sum / static_cast<double>(split.size());
+    double sums[2] = {static_cast<double>(correct), loss_sum};
+    world.allreduce_sum(sums, 2);
+    r.accuracy = sums[0] / static_cast<double>(split.size());
+    r.loss = sums[1] / static_cast<double>(split.size());
     return r;
   }
 };
 
-Trainer::Trainer(RunConfig cfg, TrainOptions opt) : cfg_(std::move(cfg)), opt_(std::move(opt)) {
+Trainer::Trainer(RunConfig cfg, TrainOptions opt)
+    : cfg_(std::move(cfg)), opt_(std::move(opt)), world_(opt_.world != nullptr ? *opt_.world : solo()) {
   record_["schema_version"] = kRecordSchemaVersion;
   record_["task"] = cfg_.task;
   record_["attn"] = cfg_.model.attn;
@@ -187,11 +217,54 @@ std::string Trainer::write_record() const {
   return record_path_;
 }
 
+template <class F>
+void Trainer::together(F&& f) {
+  if (world_.size() == 1) {
+    f();
+    return;
+  }
+  std::string error;
+  try {
+    f();
+  } catch (const std::exception& e) {
+    error = e.what();
+    if (error.empty()) error = "an exception without a message";
+  }
+  agree_on(error);
+}
+
+void Trainer::agree_on(const std::string& error) {
+  // The lowest failing rank r sends size - r; 0 means no rank failed.
+  int64_t flag = error.empty() ? 0 : world_.size() - world_.rank();
+  world_.allreduce_max(&flag, 1);
+  if (flag == 0) return;
+  const int bad = world_.size() - static_cast<int>(flag);
+  const std::string message = broadcast_string(world_, error, bad);
+  record_["failed_rank"] = bad;
+  throw RankFailure(bad, fmt::format("rank {} of {} failed: {}", bad, world_.size(), message));
+}
+
+void Trainer::check_same_on_all_ranks(uint64_t fingerprint, const std::string& what) {
+  if (world_.size() == 1) return;
+  // Equal everywhere when the largest value is also the smallest (62 bits, so negation cannot overflow).
+  const int64_t h = static_cast<int64_t>(fingerprint >> 2);
+  int64_t v[2] = {h, -h};
+  world_.allreduce_max(v, 2);
+  if (v[0] == -v[1]) return;
+  record_["failed_rank"] = nullptr;
+  throw RankFailure(-1, fmt::format("the {} ranks hold different {}", world_.size(), what));
+}
+
 void Trainer::run() {
   st_ = std::make_unique<State>();
-  set_threads(cfg_.threads);
+  set_threads(cfg_.threads, world_.local_size());
   st_->threads = get_threads();
   record_["env"] = env_json(st_->threads);
+  if (world_.size() > 1) {
+    std::string launcher;
+    launched_ranks(&launcher);
+    record_["world"] = {{"size", world_.size()}, {"collective", world_.name()}, {"launcher_variable", launcher}};
+  }
   load_data();
   build_model();
   resume_or_init();
@@ -206,16 +279,32 @@ void Trainer::run() {
 
 void Trainer::load_data() {
   State& s = *st_;
-  s.data = find_task(cfg_.task).load(data_options(cfg_, opt_.data_dir, opt_.cache_dir, !opt_.progress));
-  record_["dataset"] = s.data.info.to_json(s.data.train.size(), s.data.val.size(), s.data.test.size());
-  LRA_CHECK(s.data.train.size() > 0, "task '{}' loaded no training examples", cfg_.task);
+  together([&] {
+    s.data = find_task(cfg_.task).load(data_options(cfg_, opt_.data_dir, opt_.cache_dir, !opt_.progress));
+    record_["dataset"] = s.data.info.to_json(s.data.train.size(), s.data.val.size(), s.data.test.size());
+    LRA_CHECK(s.data.train.size() > 0, "task '{}' loaded no training examples", cfg_.task);
+  });
+  if (world_.size() > 1)
+    check_same_on_all_ranks(data_fingerprint(s.data),
+                            "data: every rank must read the same files (check --data-dir, $LRA_DATA_DIR and the cache "
+                            "folder on every node)");
 }
 
 void Trainer::build_model() {
+  together([&] { build_model_here(); });
+}
+
+void Trainer::build_model_here() {
   State& s = *st_;
   s.be = make_backend<float>(parse_device(cfg_.device));
   if (const nlohmann::json dev = s.be->device_info(); !dev.empty()) record_["env"]["device"] = dev;
-  s.model = std::make_unique<Model<float>>(cfg_.model, *s.be, cfg_.batch_size, s.threads);
+  // The largest share of a global batch: the model is planned for one rank's examples.
+  s.local_batch = static_cast<int>(share_begin(cfg_.batch_size, world_.size(), 1));
+  for (int r = 1; r < world_.size(); ++r)
+    s.local_batch = std::max(s.local_batch, static_cast<int>(share_begin(cfg_.batch_size, world_.size(), r + 1) -
+                                                             share_begin(cfg_.batch_size, world_.size(), r)));
+  s.local_batch = std::max(s.local_batch, 1);
+  s.model = std::make_unique<Model<float>>(cfg_.model, *s.be, s.local_batch, s.threads);
   AdamW hp;
   hp.beta1 = cfg_.beta1;
   hp.beta2 = cfg_.beta2;
@@ -231,6 +320,10 @@ void Trainer::build_model() {
 }
 
 void Trainer::resume_or_init() {
+  together([&] { resume_or_init_here(); });
+}
+
+void Trainer::resume_or_init_here() {
   State& s = *st_;
   if (opt_.resume.empty()) {
     s.model->init_params(cfg_.seed);
@@ -260,6 +353,9 @@ void Trainer::resume_or_init() {
   }
   s.checkpoint_step = s.step;
   record_["resumed_from_step"] = s.step;
+  // The data order and dropout depend on the global batch only, so a run may resume at another world size.
+  const int64_t was = c.meta.value("world_size", int64_t{1});
+  if (was != world_.size()) record_["resumed_from_world_size"] = was;
 }
 
 void Trainer::announce() const {
@@ -271,6 +367,13 @@ void Trainer::announce() const {
 }
 
 void Trainer::save_checkpoint_now() {
+  together([&] {
+    if (world_.rank() == 0) save_checkpoint_here();
+  });
+  st_->checkpoint_step = st_->step;
+}
+
+void Trainer::save_checkpoint_here() {
   State& s = *st_;
   const size_t n = static_cast<size_t>(s.num_params);
   std::vector<float> p(n), m(n), v(n);
@@ -286,9 +389,9 @@ void Trainer::save_checkpoint_now() {
                                {"best_step", s.best_step},
                                {"interval_loss", s.interval_loss},
                                {"interval_steps", s.interval_steps},
-                               {"wall_seconds", s.wall_seconds()}};
+                               {"wall_seconds", s.wall_seconds()},
+                               {"world_size", world_.size()}};
   save_checkpoint(checkpoint_path_, meta, p.data(), m.data(), v.data(), s.num_params);
-  s.checkpoint_step = s.step;
 }
 
 void Trainer::stop_non_finite(nlohmann::json what, const std::string& message) {
@@ -310,15 +413,47 @@ void Trainer::stop_non_finite(nlohmann::json what, const std::string& message) {
 double Trainer::train_step(EpochSampler& sampler, double lr) {
   State& s = *st_;
   Timer t;
-  const Batch b = make_batch(s.data.train, sampler.batch(s.step, cfg_.batch_size), cfg_.model.max_length);
-  s.model->load_batch(b);
-  const double loss = s.model->forward(true, cfg_.seed, s.step);
+  const int N = world_.size();
+  const Batch whole = make_batch(s.data.train, sampler.batch(s.step, cfg_.batch_size), cfg_.model.max_length);
+  Batch share;  // this rank's examples of the global batch (N > 1)
+  if (N > 1)
+    share = slice_batch(whole, static_cast<int>(share_begin(whole.B, N, world_.rank())),
+                        static_cast<int>(share_begin(whole.B, N, world_.rank() + 1)));
+  const Batch& b = N > 1 ? share : whole;
+  // Its weight: its share of the global batch, so the summed gradient is the global batch's mean's.
+  const double weight = static_cast<double>(b.B) / static_cast<double>(whole.B);
+  double loss = 0.0;
+  std::string error;
+  try {
+    s.model->zero_grads();
+    if (b.B > 0) {
+      s.model->load_batch(b);
+      loss = s.model->forward(true, cfg_.seed, s.step);
+      if (std::isfinite(loss)) s.model->backward(cfg_.seed, s.step, N > 1 ? weight : 1.0);
+    }
+  } catch (const std::exception& e) {
+    if (N == 1) throw;
+    error = e.what();
+  }
+  Timer comm;
+  int64_t signal = interrupt_signal();
+  if (N > 1) {
+    s.be->synchronize();
+    comm.reset();
+    agree_on(error);
+    // The global batch's mean loss, and the first signal any rank received.
+    loss *= weight;
+    world_.allreduce_sum(&loss, 1);
+    world_.allreduce_max(&signal, 1);
+  }
   if (!std::isfinite(loss))
     stop_non_finite({{"what", "loss"}, {"value", number_text(loss)}},
                     fmt::format("the training loss became {} at step {} (learning rate {:.3g})", number_text(loss),
                                 s.step, lr));
-  s.model->zero_grads();
-  s.model->backward(cfg_.seed, s.step);
+  if (N > 1) {
+    s.be->allreduce_sum(s.model->grad_block(), s.num_params, world_);
+    s.comm_ms.push_back(comm.ms());
+  }
   const double grad_norm =
       s.opt->step(s.model->param_block(), s.model->grad_block(), lr, s.step + 1, cfg_.grad_clip_norm);
   if (!std::isfinite(grad_norm)) {
@@ -343,17 +478,27 @@ double Trainer::train_step(EpochSampler& sampler, double lr) {
   const double ms = t.ms();
   s.step_ms.push_back(ms);
   s.train_seconds += ms / 1e3;
-  s.tokens_seen += b.num_tokens();
-  s.examples_seen += b.B;
+  s.tokens_seen += whole.num_tokens();
+  s.examples_seen += whole.B;
   s.interval_loss += loss;
   ++s.interval_steps;
   ++s.step;
+  s.signal = static_cast<int>(signal);
   return loss;
 }
 
 void Trainer::evaluate_val(double lr) {
   State& s = *st_;
-  const EvalResult val = s.evaluate(s.data.val, cfg_.batch_size, cfg_.model.max_length, cfg_.seed, s.step - 1);
+  EvalResult val;
+  together([&] { val = s.evaluate(s.data.val, s.local_batch, cfg_.model.max_length, cfg_.seed, s.step - 1, world_); });
+  if (world_.size() > 1) {  // every rank applied the same steps: their parameters must agree bit for bit
+    std::vector<float> p(static_cast<size_t>(s.num_params));
+    s.be->download(p.data(), s.model->param_block(), sizeof(float) * p.size());
+    check_same_on_all_ranks(fnv1a(14695981039346656037ull, p),
+                            fmt::format("parameters after step {}: the all-reduce left the ranks with different "
+                                        "gradients; report this with the MPI library and world size",
+                                        s.step));
+  }
   s.last_val = val.accuracy;
   if (val.accuracy > s.best_val) {
     s.best_val = val.accuracy;
@@ -407,8 +552,7 @@ void Trainer::train_steps() {
       draw_progress(loss, lr);
       since_draw.reset();
     }
-    if (s.step < cfg_.num_train_steps &&
-        (interrupt_requested() || (opt_.stop_after > 0 && s.step >= opt_.stop_after))) {
+    if (s.step < cfg_.num_train_steps && (s.signal != 0 || (opt_.stop_after > 0 && s.step >= opt_.stop_after))) {
       save_checkpoint_now();
       s.stopped_early = true;
       break;
@@ -440,12 +584,33 @@ void Trainer::record_speed_and_memory() {
                         {"best_val_accuracy", std::max(s.best_val, 0.0)},
                         {"best_step", s.best_step},
                         {"steps_done", s.step}};
+  if (world_.size() > 1) {
+    double comm_total = 0.0;
+    for (double v : s.comm_ms) comm_total += v;
+    record_["speed"]["comm_ms_per_step_median"] = percentile(s.comm_ms, 0.5);
+    // Each rank's view: its device and threads, its share of a batch and of its step time in collectives.
+    const nlohmann::json mine = {
+        {"rank", world_.rank()},
+        {"host", host_name()},
+        {"device", record_["env"].contains("device") ? record_["env"]["device"] : nlohmann::json(cfg_.device)},
+        {"threads", s.threads},
+        {"examples_per_step", share_begin(cfg_.batch_size, world_.size(), world_.rank() + 1) -
+                                  share_begin(cfg_.batch_size, world_.size(), world_.rank())},
+        {"ms_per_step_median", percentile(s.step_ms, 0.5)},
+        {"comm_ms_per_step_median", percentile(s.comm_ms, 0.5)},
+        {"comm_share", s.train_seconds > 0 ? comm_total / 1e3 / s.train_seconds : 0.0},
+        {"peak_rss_bytes", peak_rss_bytes()}};
+    nlohmann::json ranks = nlohmann::json::array();
+    for (const std::string& r : gather_strings(world_, mine.dump())) ranks.push_back(nlohmann::json::parse(r));
+    record_["world"]["ranks"] = ranks;
+    record_["speed"]["comm_share"] = mine["comm_share"];
+  }
 }
 
 void Trainer::finish_interrupted() {
   const State& s = *st_;
   record_["status"] = "interrupted";
-  record_["interrupted_by"] = interrupt_signal() != 0 ? signal_name(interrupt_signal()) : "--stop-after";
+  record_["interrupted_by"] = s.signal != 0 ? signal_name(s.signal) : "--stop-after";
   record_["checkpoint"] = checkpoint_path_;
   record_["wall_seconds"] = s.wall_seconds();
   record_["ended_at"] = now_iso8601();
@@ -456,8 +621,11 @@ void Trainer::finish_interrupted() {
 
 void Trainer::finish_with_test() {
   State& s = *st_;
-  const EvalResult test = s.evaluate(s.data.test, cfg_.batch_size, cfg_.model.max_length, cfg_.seed,
-                                     std::max<int64_t>(s.step - 1, 0));
+  EvalResult test;
+  together([&] {
+    test = s.evaluate(s.data.test, s.local_batch, cfg_.model.max_length, cfg_.seed, std::max<int64_t>(s.step - 1, 0),
+                      world_);
+  });
   record_["metrics"]["test_accuracy"] = test.accuracy;
   record_["metrics"]["test_loss"] = test.loss;
   record_["memory"]["peak_rss_bytes"] = peak_rss_bytes();
@@ -468,7 +636,7 @@ void Trainer::finish_with_test() {
     std::fprintf(stderr, "test accuracy %.2f%%  (val %.2f%%, best val %.2f%% at step %lld)  %.2f step/s  %s\n",
                  100 * test.accuracy, 100 * std::max(s.last_val, 0.0), 100 * std::max(s.best_val, 0.0),
                  static_cast<long long>(s.best_step), s.steps_per_sec(), format_duration(s.wall_seconds()).c_str());
-  if (!opt_.keep_checkpoint) std::remove(checkpoint_path_.c_str());
+  if (!opt_.keep_checkpoint && world_.rank() == 0) std::remove(checkpoint_path_.c_str());
 }
 
 }  // namespace lra

@@ -177,33 +177,34 @@ TEST_CASE("cuda dropout matches the CPU bit for bit", "[cuda][ops]") {
   uint64_t data_seed = 400;
   for (int64_t n : {int64_t{1}, int64_t{37}, int64_t{4099}, int64_t{(1 << 20) + 3}}) {
     const auto x = rnd(static_cast<size_t>(n), ++data_seed), res = rnd(static_cast<size_t>(n), ++data_seed);
-    for (float p : {0.0f, 0.1f, 0.5f}) {
-      INFO("n=" << n << " p=" << p);
+    for (float p : {0.0f, 0.1f, 0.5f})
+    for (uint64_t first : {uint64_t{0}, uint64_t{3}, uint64_t{4096 + 1}}) {  // x[0]'s stream element
+      INFO("n=" << n << " p=" << p << " first=" << first);
       std::vector<float> y(x.size()), dx(x.size()), out(x.size());
-      dropout_forward(y.data(), x.data(), n, p, seed, stream);
-      dropout_backward(dx.data(), x.data(), n, p, seed, stream);
-      residual_dropout_forward(out.data(), res.data(), x.data(), n, p, seed, stream);
+      dropout_forward(y.data(), x.data(), n, p, seed, stream, first);
+      dropout_backward(dx.data(), x.data(), n, p, seed, stream, first);
+      residual_dropout_forward(out.data(), res.data(), x.data(), n, p, seed, stream, first);
 
       DeviceBuffer<float> gx(x), gres(res), gy(x.size()), gdx(x.size()), gout(x.size());
-      cuda::dropout_forward(gy, gx, n, p, seed, stream, tc);
+      cuda::dropout_forward(gy, gx, n, p, seed, stream, first, tc);
       CHECK(gy.download() == y);
-      cuda::dropout_backward(gdx, gx, n, p, seed, stream, tc);
+      cuda::dropout_backward(gdx, gx, n, p, seed, stream, first, tc);
       CHECK(gdx.download() == dx);
       DeviceBuffer<float> inplace(x);  // y aliases x
-      cuda::dropout_forward(inplace, inplace, n, p, seed, stream, tc);
+      cuda::dropout_forward(inplace, inplace, n, p, seed, stream, first, tc);
       CHECK(inplace.download() == y);
-      cuda::residual_dropout_forward(gout, gres, gx, n, p, seed, stream, tc);
+      cuda::residual_dropout_forward(gout, gres, gx, n, p, seed, stream, first, tc);
       CHECK(nmse(gout.download(), out) < kElem);
       DeviceBuffer<float> res_inplace(res);  // out aliases res
-      cuda::residual_dropout_forward(res_inplace, res_inplace, gx, n, p, seed, stream, tc);
+      cuda::residual_dropout_forward(res_inplace, res_inplace, gx, n, p, seed, stream, first, tc);
       CHECK(nmse(res_inplace.download(), out) < kElem);
 
       // The mask alone: dropout of ones is 0 or 1/(1-p), the same on both devices.
       const std::vector<float> ones(x.size(), 1.0f);
       std::vector<float> mask(x.size());
-      dropout_forward(mask.data(), ones.data(), n, p, seed, stream);
+      dropout_forward(mask.data(), ones.data(), n, p, seed, stream, first);
       DeviceBuffer<float> gmask(ones);
-      cuda::dropout_forward(gmask, gmask, n, p, seed, stream, tc);
+      cuda::dropout_forward(gmask, gmask, n, p, seed, stream, first, tc);
       const std::vector<float> gm = gmask.download();
       CHECK(gm == mask);
       if (n > 100000) {
