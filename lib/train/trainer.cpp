@@ -55,8 +55,9 @@ std::string format_duration(double s) {
   return fmt::format("{}s", t);
 }
 
-struct EvalResult {
-  double accuracy = 0.0, loss = 0.0;
+// One rank's share of an evaluation: its correct predictions and summed loss.
+struct EvalSums {
+  double correct = 0.0, loss = 0.0;
 };
 
 // FNV-1a over bytes, continued from h.
@@ -79,6 +80,11 @@ uint64_t data_fingerprint(const TaskData& d) {
 }
 
 }  // namespace
+
+// An evaluation's outcome over the whole split.
+struct EvalResult {
+  double accuracy = 0.0, loss = 0.0;
+};
 
 // Everything a run holds: its data, device, model and optimizer, and where the step loop stands (what a
 // checkpoint saves, and the counters the record's speed comes from).
@@ -115,12 +121,11 @@ struct Trainer::State {
   double per_second(double count) const { return train_seconds > 0 ? count / train_seconds : 0.0; }
   double steps_per_sec() const { return per_second(static_cast<double>(step_ms.size())); }
 
-  // last_step: the training step whose random attention features the evaluation uses. Each rank of
-  // `world` evaluates its share of the split; the counts are summed over the ranks.
-  EvalResult evaluate(const Split& split, int batch_size, int max_length, uint64_t seed, int64_t last_step,
-                      Collective& world) {
-    EvalResult r;
-    if (split.size() == 0) return r;
+  // last_step: the training step whose random attention features the evaluation uses. Rank r of
+  // `world` evaluates its share of the split (Trainer::evaluate sums the shares).
+  EvalSums evaluate_share(const Split& split, int batch_size, int max_length, uint64_t seed, int64_t last_step,
+                          const Collective& world) {
+    EvalSums r;
     const auto n = static_cast<int64_t>(split.size());
     const auto lo = static_cast<size_t>(share_begin(n, world.size(), world.rank()));
     const auto hi = static_cast<size_t>(share_begin(n, world.size(), world.rank() + 1));
@@ -141,10 +146,8 @@ struct Trainer::State {
         correct += pred == b.labels[static_cast<size_t>(e)];
       }
     }
-    double sums[2] = {static_cast<double>(correct), loss_sum};
-    world.allreduce_sum(sums, 2);
-    r.accuracy = sums[0] / static_cast<double>(split.size());
-    r.loss = sums[1] / static_cast<double>(split.size());
+    r.correct = static_cast<double>(correct);
+    r.loss = loss_sum;
     return r;
   }
 };
@@ -487,10 +490,22 @@ double Trainer::train_step(EpochSampler& sampler, double lr) {
   return loss;
 }
 
+EvalResult Trainer::evaluate(const Split& split, int64_t last_step) {
+  State& s = *st_;
+  EvalResult r;
+  if (split.size() == 0) return r;
+  EvalSums mine;
+  together([&] { mine = s.evaluate_share(split, s.local_batch, cfg_.model.max_length, cfg_.seed, last_step, world_); });
+  double sums[2] = {mine.correct, mine.loss};
+  world_.allreduce_sum(sums, 2);  // after together(): a rank that failed never reaches it alone
+  r.accuracy = sums[0] / static_cast<double>(split.size());
+  r.loss = sums[1] / static_cast<double>(split.size());
+  return r;
+}
+
 void Trainer::evaluate_val(double lr) {
   State& s = *st_;
-  EvalResult val;
-  together([&] { val = s.evaluate(s.data.val, s.local_batch, cfg_.model.max_length, cfg_.seed, s.step - 1, world_); });
+  const EvalResult val = evaluate(s.data.val, s.step - 1);
   if (world_.size() > 1) {  // every rank applied the same steps: their parameters must agree bit for bit
     std::vector<float> p(static_cast<size_t>(s.num_params));
     s.be->download(p.data(), s.model->param_block(), sizeof(float) * p.size());
@@ -621,11 +636,7 @@ void Trainer::finish_interrupted() {
 
 void Trainer::finish_with_test() {
   State& s = *st_;
-  EvalResult test;
-  together([&] {
-    test = s.evaluate(s.data.test, s.local_batch, cfg_.model.max_length, cfg_.seed, std::max<int64_t>(s.step - 1, 0),
-                      world_);
-  });
+  const EvalResult test = evaluate(s.data.test, std::max<int64_t>(s.step - 1, 0));
   record_["metrics"]["test_accuracy"] = test.accuracy;
   record_["metrics"]["test_loss"] = test.loss;
   record_["memory"]["peak_rss_bytes"] = peak_rss_bytes();

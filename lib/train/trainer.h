@@ -59,6 +59,9 @@ class EpochSampler {
   std::vector<size_t> perm_;
 };
 
+struct EvalResult;
+struct Split;
+
 class Trainer {
  public:
   Trainer(RunConfig cfg, TrainOptions opt);
@@ -86,6 +89,8 @@ class Trainer {
   // Parts of the loop.
   double train_step(EpochSampler& sampler, double lr);  // one optimizer step; returns its loss
   void evaluate_val(double lr);  // a point of the curve
+  // Accuracy and mean loss on `split`, each rank evaluating its share; the shares are then summed.
+  EvalResult evaluate(const Split& split, int64_t last_step);
   void save_checkpoint_now();   // every rank calls it; rank 0 writes
   void save_checkpoint_here();
   // Stops the run on a NaN or an infinity: `what` (with the step and the last good checkpoint) becomes the
