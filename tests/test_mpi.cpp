@@ -3,6 +3,10 @@
 // order of summation (two ranks' gradients are summed, not accumulated over one batch); a stop and resume
 // under two ranks ends like the uninterrupted two-rank run; a rank that fails brings both down, named.
 // CI runs as root: the test (not the user's environment) sets Open MPI's allow-run-as-root variables.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fmt/format.h>
@@ -11,7 +15,6 @@
 #include <vector>
 
 #include "core/collective.h"
-#include "dist/world.h"
 #include "mpi_util.h"
 #include "test_util.h"
 
@@ -133,4 +136,34 @@ TEST_CASE("mpi: the launcher's environment says how many ranks it started", "[mp
       CHECK(size <= 7 / parts + 1);
     }
   }
+}
+
+TEST_CASE("mpi: a signal to the launcher stops both ranks at one step and rank 0 checkpoints", "[mpi]") {
+  if (const std::string why = mpi_missing(); !why.empty()) LRA_SKIP(why);
+  TempDir d("mpi-signal");
+  std::string args = tiny_run(d.path, "listops", "softmax", 8, "runs");
+  args.replace(args.find("--steps 9 "), 10, "--steps 1000000 ");
+  const std::string out = d.path + "/mpirun.out", err = d.path + "/mpirun.err";
+  const std::string cmd = fmt::format(
+      "exec env -u LRA_DATA_DIR OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 {} --oversubscribe "
+      "--bind-to none -np 2 {} {} >{} 2>{}",
+      LRA_TEST_MPIEXEC, LRA_BIN, args, out, err);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const std::string first = wait_for_checkpoint(d.path + "/runs");  // the run is past its first evaluation
+  kill(pid, SIGTERM);  // what Ctrl-C or scancel does to the launcher: it passes SIGTERM to every rank
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  INFO(read_file(err));
+  REQUIRE(!first.empty());
+  const auto rec = nlohmann::json::parse(read_file(last_line(read_file(out))));
+  CHECK(rec["status"] == "interrupted");
+  CHECK(rec["interrupted_by"] == "SIGTERM");
+  const int64_t steps = rec["metrics"]["steps_done"].get<int64_t>();
+  CHECK(steps < 1000000);
+  CHECK(load_checkpoint_meta(rec["checkpoint"].get<std::string>())["step"] == steps);
 }
