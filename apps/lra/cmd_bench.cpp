@@ -229,8 +229,7 @@ int run_bench_train(const BenchTrainOptions& o) {
     const nlohmann::json mine = {{"rank", w.rank()},
                                  {"host", host_name()},
                                  {"threads", threads},
-                                 {"examples_per_step", share_begin(o.batch, N, w.rank() + 1) -
-                                                           share_begin(o.batch, N, w.rank())},
+                                 {"examples_per_step", share_size(o.batch, N, w.rank())},
                                  {"ms_per_step_median", percentile(timing.ms, 0.5)},
                                  {"comm_ms_per_step_median", percentile(timing.comm_ms, 0.5)}};
     ranks = nlohmann::json::array();

@@ -21,30 +21,31 @@ class Solo final : public Collective {
   [[noreturn]] void abort(int code) override { std::exit(code); }
 };
 
+// The environment variable's value when it is a whole number >= at_least; -1 otherwise (unset, empty,
+// not a number).
+long env_number(const char* name, long at_least) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return -1;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  return end != v && *end == '\0' && n >= at_least ? n : -1;
+}
+
 }  // namespace
 
 int launched_ranks(std::string* variable) {
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"}) {
-    const char* v = std::getenv(name);
-    if (v == nullptr || *v == '\0') continue;
-    char* end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    if (end == v || *end != '\0' || n < 1) continue;
-    if (variable != nullptr) *variable = name;
-    return static_cast<int>(n);
-  }
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"})
+    if (const long n = env_number(name, 1); n > 0) {
+      if (variable != nullptr) *variable = name;
+      return static_cast<int>(n);
+    }
   if (variable != nullptr) variable->clear();
   return 1;
 }
 
 int launcher_local_rank() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"}) {
-    const char* v = std::getenv(name);
-    if (v == nullptr || *v == '\0') continue;
-    char* end = nullptr;
-    const long r = std::strtol(v, &end, 10);
-    if (end != v && *end == '\0' && r >= 0) return static_cast<int>(r);
-  }
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"})
+    if (const long r = env_number(name, 0); r >= 0) return static_cast<int>(r);
   return 0;
 }
 

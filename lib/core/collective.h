@@ -55,5 +55,6 @@ std::vector<std::string> gather_strings(Collective& c, const std::string& s);
 // Cuts n items into `parts` contiguous shares that differ in size by at most one: share r is
 // [share_begin(n, parts, r), share_begin(n, parts, r + 1)).
 inline int64_t share_begin(int64_t n, int parts, int r) { return n * r / parts; }
+inline int64_t share_size(int64_t n, int parts, int r) { return share_begin(n, parts, r + 1) - share_begin(n, parts, r); }
 
 }  // namespace lra

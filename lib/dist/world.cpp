@@ -15,8 +15,6 @@ namespace lra {
 
 #ifdef LRA_WITH_MPI
 
-bool built_with_mpi() { return true; }
-
 namespace {
 
 void check_mpi(int rc, const char* what) {
@@ -123,8 +121,6 @@ Collective& world() {
 }
 
 #else
-
-bool built_with_mpi() { return false; }
 
 Collective& world() {
   std::string variable;

@@ -12,7 +12,4 @@ namespace lra {
 // was built without MPI (each would run the whole job alone).
 Collective& world();
 
-// Whether this binary can join an MPI world (built with LRA_MPI).
-bool built_with_mpi();
-
 }  // namespace lra

@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "core/check.h"
+#include "core/files.h"
 #include "core/rng.h"
 #include "core/system.h"
 #include "model/model.h"
@@ -60,23 +61,20 @@ struct EvalSums {
   double correct = 0.0, loss = 0.0;
 };
 
-// FNV-1a over bytes, continued from h.
-uint64_t fnv1a(uint64_t h, const void* data, size_t bytes) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-
 template <class V>
-uint64_t fnv1a(uint64_t h, const V& v) {
-  return fnv1a(h, v.data(), v.size() * sizeof(v[0]));
+void add_all(Fnv1a64& h, const V& v) {
+  h.add(v.data(), v.size() * sizeof(v[0]));
 }
 
 // What every rank must have loaded alike: the splits' documents and labels.
 uint64_t data_fingerprint(const TaskData& d) {
-  uint64_t h = 14695981039346656037ull;
-  for (const Split* s : {&d.train, &d.val, &d.test}) h = fnv1a(fnv1a(fnv1a(h, s->tokens), s->offsets), s->labels);
-  return h;
+  Fnv1a64 h;
+  for (const Split* s : {&d.train, &d.val, &d.test}) {
+    add_all(h, s->tokens);
+    add_all(h, s->offsets);
+    add_all(h, s->labels);
+  }
+  return h.h;
 }
 
 }  // namespace
@@ -301,12 +299,9 @@ void Trainer::build_model_here() {
   State& s = *st_;
   s.be = make_backend<float>(parse_device(cfg_.device));
   if (const nlohmann::json dev = s.be->device_info(); !dev.empty()) record_["env"]["device"] = dev;
-  // The largest share of a global batch: the model is planned for one rank's examples.
-  s.local_batch = static_cast<int>(share_begin(cfg_.batch_size, world_.size(), 1));
-  for (int r = 1; r < world_.size(); ++r)
-    s.local_batch = std::max(s.local_batch, static_cast<int>(share_begin(cfg_.batch_size, world_.size(), r + 1) -
-                                                             share_begin(cfg_.batch_size, world_.size(), r)));
-  s.local_batch = std::max(s.local_batch, 1);
+  // The largest share of a global batch (shares differ by at most one): the model is planned for one
+  // rank's examples.
+  s.local_batch = (cfg_.batch_size + world_.size() - 1) / world_.size();
   s.model = std::make_unique<Model<float>>(cfg_.model, *s.be, s.local_batch, s.threads);
   AdamW hp;
   hp.beta1 = cfg_.beta1;
@@ -509,7 +504,9 @@ void Trainer::evaluate_val(double lr) {
   if (world_.size() > 1) {  // every rank applied the same steps: their parameters must agree bit for bit
     std::vector<float> p(static_cast<size_t>(s.num_params));
     s.be->download(p.data(), s.model->param_block(), sizeof(float) * p.size());
-    check_same_on_all_ranks(fnv1a(14695981039346656037ull, p),
+    Fnv1a64 h;
+    add_all(h, p);
+    check_same_on_all_ranks(h.h,
                             fmt::format("parameters after step {}: the all-reduce left the ranks with different "
                                         "gradients; report this with the MPI library and world size",
                                         s.step));
@@ -609,8 +606,7 @@ void Trainer::record_speed_and_memory() {
         {"host", host_name()},
         {"device", record_["env"].contains("device") ? record_["env"]["device"] : nlohmann::json(cfg_.device)},
         {"threads", s.threads},
-        {"examples_per_step", share_begin(cfg_.batch_size, world_.size(), world_.rank() + 1) -
-                                  share_begin(cfg_.batch_size, world_.size(), world_.rank())},
+        {"examples_per_step", share_size(cfg_.batch_size, world_.size(), world_.rank())},
         {"ms_per_step_median", percentile(s.step_ms, 0.5)},
         {"comm_ms_per_step_median", percentile(s.comm_ms, 0.5)},
         {"comm_share", s.train_seconds > 0 ? comm_total / 1e3 / s.train_seconds : 0.0},
